@@ -1,0 +1,360 @@
+//! The daemon: wires the stages together and reconciles the spool with the ledger at start.
+//!
+//! ```text
+//! watch ─hints─▶ intake ─Work─▶ workers (examine) ─Decision─▶ ledger writer ─Submission─▶ filer
+//!        bounded          bounded                   bounded                  bounded
+//! ```
+//!
+//! At start, before anything new is claimed, whatever is in `queue/` is driven on from its
+//! recorded state: a file whose verdict is committed is filed; a file only claimed is examined
+//! again; a claim whose rename never happened is forgotten (the file is still in `incoming/`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::catalog::Catalog;
+use crate::claim::{ClaimId, sync_filesystem};
+use crate::examine::{Limits, examine};
+use crate::intake::{Intake, Shared, Work, current};
+use crate::ledger::{Decision, Ledger, LedgerError, State, Submission, Writer};
+use crate::problems::Problems;
+use crate::rules::RuleSet;
+use crate::spool::Spool;
+use crate::validate::{self, Validator};
+use crate::watch::{self, Hint};
+
+/// Where and how much: everything that is not a rule.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Spool root.
+    pub spool: PathBuf,
+    /// Rules folder.
+    pub rules: PathBuf,
+    /// Schemas folder.
+    pub schemas: PathBuf,
+    /// Ledger file.
+    pub db: PathBuf,
+    /// Examining threads.
+    pub workers: usize,
+    /// Period of the reconcile scan.
+    pub scan_every: Duration,
+    /// Poll only (no events), scanning this often: for NFS and CIFS mounts.
+    pub poll: Option<Duration>,
+    /// Size and depth limits.
+    pub limits: Limits,
+    /// Sync the file system once per filed batch.
+    pub sync: bool,
+}
+
+/// Why the daemon cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The rules do not compile.
+    #[error("rules: {0}")]
+    Rules(Problems),
+    /// The catalog does not compile.
+    #[error("schemas: {0}")]
+    Catalog(Problems),
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A spool folder failed.
+    #[error("spool {path}: {op}: {source}")]
+    Spool {
+        /// The path.
+        path: PathBuf,
+        /// What was done.
+        op: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The watcher failed.
+    #[error("watching the spool: {0}")]
+    Watch(#[from] notify::Error),
+    /// A thread panicked.
+    #[error("thread {0} panicked")]
+    Panicked(&'static str),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    hints: SyncSender<Hint>,
+    intake: JoinHandle<Result<(), LedgerError>>,
+    workers: Vec<JoinHandle<()>>,
+    writer: JoinHandle<Result<(), LedgerError>>,
+    filer: JoinHandle<()>,
+    _watch: Option<watch::Watch>,
+}
+
+/// Capacity of the hint channel; beyond it a rescan is asked for.
+const HINTS: usize = 65_536;
+/// Capacity of the work channel (claimed files not yet examined).
+const WORK: usize = 1024;
+
+impl Daemon {
+    /// Loads rules and schemas, opens the ledger, reconciles, and starts every stage.
+    pub fn start(config: Config) -> Result<Daemon, DaemonError> {
+        validate::init();
+        let rules = RuleSet::load(&config.rules).map_err(DaemonError::Rules)?;
+        let catalog = Catalog::load(&config.schemas).map_err(DaemonError::Catalog)?;
+        let spool = Spool::new(&config.spool);
+        spool
+            .create(rules.channels.keys().map(String::as_str))
+            .map_err(|source| DaemonError::Spool {
+                path: config.spool.clone(),
+                op: "create folders",
+                source,
+            })?;
+        tracing::info!(rules = %&rules.version[..12], channels = rules.channels.len(),
+            formats = catalog.formats().len(), "rules and schemas loaded");
+        let rules: Shared<RuleSet> = Arc::new(RwLock::new(Arc::new(rules)));
+        let catalog: Shared<Catalog> = Arc::new(RwLock::new(Arc::new(catalog)));
+
+        let ledger = Ledger::open(&config.db)?;
+        let last_id = ledger.last_id()?;
+        let (redrive, to_file) = reconcile(&spool, &ledger)?;
+        for s in &to_file {
+            if let Err(e) = crate::archive::file(&spool, s) {
+                tracing::error!(file.id = %s.id, error = %e, "cannot file");
+            }
+        }
+        let (filed_tx, filed_rx) = sync_channel::<Vec<Submission>>(64);
+        let (writer, writer_thread) = Writer::spawn(ledger, 4096, filed_tx);
+        let filer = {
+            let spool = spool.clone();
+            let sync = config.sync;
+            std::thread::Builder::new()
+                .name("filer".into())
+                .spawn(move || filer_loop(&spool, filed_rx, sync))
+                .expect("spawn filer")
+        };
+        let (work_tx, work_rx) = sync_channel::<Work>(WORK);
+        let work_rx = Arc::new(Mutex::new(work_rx));
+        let workers = (0..config.workers.max(1))
+            .map(|i| {
+                let rx = Arc::clone(&work_rx);
+                let spool = spool.clone();
+                let catalog = Arc::clone(&catalog);
+                let writer = writer.clone();
+                let limits = config.limits;
+                std::thread::Builder::new()
+                    .name(format!("examine-{i}"))
+                    .spawn(move || worker_loop(&rx, &spool, &catalog, &writer, limits))
+                    .expect("spawn worker")
+            })
+            .collect();
+        let (hints_tx, hints_rx) = sync_channel::<Hint>(HINTS);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let watch = match config.poll {
+            Some(_) => None,
+            None => Some(watch::watch(
+                &[spool.incoming()],
+                &[config.rules.clone(), config.schemas.clone()],
+                hints_tx.clone(),
+                Arc::clone(&overflowed),
+            )?),
+        };
+        let reload = {
+            let (rules, catalog) = (Arc::clone(&rules), Arc::clone(&catalog));
+            let (rules_dir, schemas_dir) = (config.rules.clone(), config.schemas.clone());
+            let spool = spool.clone();
+            Box::new(move || reload(&rules_dir, &schemas_dir, &rules, &catalog, &spool))
+        };
+        let scan_every = config.poll.unwrap_or(config.scan_every);
+        let intake = Intake::new(
+            spool.clone(),
+            rules,
+            writer.clone(),
+            work_tx.clone(),
+            last_id,
+            scan_every,
+            overflowed,
+            reload,
+        );
+        for s in redrive {
+            if let Some(id) = s.claim_id() {
+                let _ = work_tx.send(Work { id });
+            }
+        }
+        drop(work_tx);
+        drop(writer);
+        let intake = std::thread::Builder::new()
+            .name("intake".into())
+            .spawn(move || intake.run(hints_rx))
+            .expect("spawn intake");
+        Ok(Daemon {
+            hints: hints_tx,
+            intake,
+            workers,
+            writer: writer_thread,
+            filer,
+            _watch: watch,
+        })
+    }
+
+    /// Stops cleanly: no new claims, files in flight examined, recorded and filed.
+    pub fn stop(self) -> Result<(), DaemonError> {
+        drop(self._watch);
+        let _ = self.hints.send(Hint::Stop);
+        let intake = self.intake.join().map_err(|_| DaemonError::Panicked("intake"))?;
+        for w in self.workers {
+            w.join().map_err(|_| DaemonError::Panicked("worker"))?;
+        }
+        let writer = self.writer.join().map_err(|_| DaemonError::Panicked("writer"))?;
+        self.filer.join().map_err(|_| DaemonError::Panicked("filer"))?;
+        intake?;
+        writer?;
+        Ok(())
+    }
+}
+
+fn reload(
+    rules_dir: &Path,
+    schemas_dir: &Path,
+    rules: &Shared<RuleSet>,
+    catalog: &Shared<Catalog>,
+    spool: &Spool,
+) {
+    match RuleSet::load(rules_dir) {
+        Ok(new) => {
+            if new.version != current(rules).version {
+                let _ = spool.create(new.channels.keys().map(String::as_str));
+                tracing::info!(rules = %&new.version[..12], "rules reloaded");
+                if let Ok(mut g) = rules.write() {
+                    *g = Arc::new(new);
+                }
+            }
+        }
+        Err(problems) => {
+            tracing::error!(%problems, "rules edit refused: the previous rules stay in force");
+        }
+    }
+    match Catalog::load(schemas_dir) {
+        Ok(new) => {
+            if let Ok(mut g) = catalog.write() {
+                *g = Arc::new(new);
+            }
+            validate::schemas_changed();
+        }
+        Err(problems) => {
+            tracing::error!(%problems, "schemas edit refused: the previous catalog stays in force");
+        }
+    }
+}
+
+/// Brings the ledger and `queue/` into agreement. Returns the submissions to examine again and
+/// those to file.
+fn reconcile(spool: &Spool, ledger: &Ledger) -> Result<(Vec<Submission>, Vec<Submission>), DaemonError> {
+    let mut redrive = Vec::new();
+    let mut forget = Vec::new();
+    for s in ledger.in_state(State::Claimed)? {
+        if std::fs::symlink_metadata(spool.queued(&s.id)).is_ok() {
+            if let Some(marker) = &s.marker {
+                let queued_marker = spool.queued_marker(&s.id);
+                let left = spool
+                    .channel(&s.channel)
+                    .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(marker));
+                if std::fs::symlink_metadata(&queued_marker).is_err() && left.exists() {
+                    let _ = crate::claim::rename_noreplace(&left, &queued_marker);
+                }
+            }
+            redrive.push(s);
+        } else {
+            forget.push(s.id);
+        }
+    }
+    let mut to_file = Vec::new();
+    let queue = spool.queue();
+    let entries = std::fs::read_dir(&queue).map_err(|source| DaemonError::Spool {
+        path: queue.clone(),
+        op: "list",
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let id = name.strip_suffix(".marker").unwrap_or(&name);
+        if id.ends_with(".tmp") {
+            continue;
+        }
+        match ledger.get(id)? {
+            Some(s) if s.state != State::Claimed => {
+                if !to_file.iter().any(|t: &Submission| t.id == s.id) {
+                    to_file.push(s);
+                }
+            }
+            Some(_) => {}
+            None => {
+                tracing::error!(file = %entry.path().display(),
+                    "in queue/ without a ledger record: left there for an operator");
+            }
+        }
+    }
+    if !forget.is_empty() {
+        tracing::info!(count = forget.len(), "claims whose rename never happened are forgotten");
+        let mut ledger = Ledger::open(&ledger_path(ledger))?;
+        ledger.forget(&forget)?;
+    }
+    Ok((redrive, to_file))
+}
+
+fn ledger_path(ledger: &Ledger) -> PathBuf {
+    ledger.path().to_path_buf()
+}
+
+fn worker_loop(
+    rx: &Mutex<Receiver<Work>>,
+    spool: &Spool,
+    catalog: &Shared<Catalog>,
+    writer: &Writer,
+    limits: Limits,
+) {
+    let mut validator = Validator::new();
+    loop {
+        let work = {
+            let Ok(rx) = rx.lock() else { return };
+            match rx.recv() {
+                Ok(w) => w,
+                Err(_) => return,
+            }
+        };
+        let id = work.id;
+        let catalog = current(catalog);
+        let examined = examine(&spool.queued(&id.text()), &catalog, &mut validator, limits);
+        if writer.decide(Decision { id, examined }).is_err() {
+            return;
+        }
+    }
+}
+
+fn filer_loop(spool: &Spool, rx: Receiver<Vec<Submission>>, sync: bool) {
+    while let Ok(mut batch) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+            if batch.len() > 8192 {
+                break;
+            }
+        }
+        for s in &batch {
+            if let Err(e) = crate::archive::file(spool, s) {
+                tracing::error!(file.id = %s.id, error = %e, "cannot file; it stays in queue/");
+            } else {
+                tracing::debug!(file.id = %s.id, state = s.state.name(), "filed");
+            }
+        }
+        if sync {
+            if let Err(e) = sync_filesystem(spool.root()) {
+                tracing::error!(error = %e, "cannot sync the spool");
+            }
+        }
+    }
+}
+
+/// The id a queued name stands for.
+pub fn queued_id(name: &str) -> Option<ClaimId> {
+    ClaimId::parse(name.strip_suffix(".marker").unwrap_or(name))
+}

@@ -1,0 +1,346 @@
+//! Examine: one claimed file in, one verdict out (identify, then validate).
+//!
+//! In: the path of a claimed file in `queue/`. Out: its size and SHA-256, and either the format
+//! and version it was accepted as, or a [`Rejection`] a person can read. Never follows a link,
+//! never opens a pipe for a blocking read, never reads more than the size limit allows into
+//! memory: memory per file is a fixed buffer whatever the file's size.
+
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Catalog, Check};
+use crate::identify::{Guard, Root, identify};
+use crate::validate::{Failure, Validator, XmlError};
+
+/// Size and depth limits ("how much": flags and environment, not rules).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest file accepted, in bytes.
+    pub max_size: u64,
+    /// Deepest element nesting accepted.
+    pub max_depth: usize,
+}
+
+/// Default size limit: 64 MiB.
+pub const DEFAULT_MAX_SIZE: u64 = 64 * 1024 * 1024;
+/// Default depth limit: 100 levels (PI-XML and SANDRE use fewer than 10).
+pub const DEFAULT_MAX_DEPTH: usize = 100;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_size: DEFAULT_MAX_SIZE,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// Why a file was refused, by kind (stable names, stored in the ledger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RejectKind {
+    /// A symlink, pipe, socket or device.
+    NotARegularFile,
+    /// Over the size limit.
+    TooLarge,
+    /// Could not be read.
+    Unreadable,
+    /// Carries a DOCTYPE (entity expansion, external entities).
+    Doctype,
+    /// Nested beyond the depth limit.
+    TooDeep,
+    /// Not well-formed XML (truncated, broken).
+    Malformed,
+    /// No catalog format has this root element and namespace.
+    Unrecognised,
+    /// The version could not be found where the format writes it.
+    NoVersion,
+    /// The version is not one the catalog accepts.
+    VersionNotAccepted,
+    /// Not valid against the XSD.
+    Invalid,
+    /// The XSD for this version does not compile.
+    SchemaBroken,
+}
+
+impl RejectKind {
+    /// The stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectKind::NotARegularFile => "not-a-regular-file",
+            RejectKind::TooLarge => "too-large",
+            RejectKind::Unreadable => "unreadable",
+            RejectKind::Doctype => "doctype",
+            RejectKind::TooDeep => "too-deep",
+            RejectKind::Malformed => "malformed",
+            RejectKind::Unrecognised => "unrecognised",
+            RejectKind::NoVersion => "no-version",
+            RejectKind::VersionNotAccepted => "version-not-accepted",
+            RejectKind::Invalid => "invalid",
+            RejectKind::SchemaBroken => "schema-broken",
+        }
+    }
+}
+
+/// A refusal: the kind, one sentence, and libxml2's messages when there are some.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    /// Kind.
+    pub kind: RejectKind,
+    /// One sentence for a person.
+    pub reason: String,
+    /// Detailed messages with line numbers.
+    pub errors: Vec<XmlError>,
+}
+
+impl Rejection {
+    fn new(kind: RejectKind, reason: impl Into<String>) -> Self {
+        Rejection {
+            kind,
+            reason: reason.into(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// The verdict on a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Recognised and valid.
+    Accepted {
+        /// Catalog format name.
+        format: String,
+        /// Version as written in the file.
+        version: String,
+        /// How it was checked: the XSD file name, or "well-formed".
+        checked: String,
+    },
+    /// Refused.
+    Rejected(Rejection),
+}
+
+/// What examining a file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Examined {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content, hex (absent for what is not a regular file).
+    pub sha256: Option<String>,
+    /// Root element, when one was read.
+    pub root: Option<Root>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Examines one file.
+pub fn examine(path: &Path, catalog: &Catalog, validator: &mut Validator, limits: Limits) -> Examined {
+    let rejected = |size, sha256, root, r: Rejection| Examined {
+        size,
+        sha256,
+        root,
+        verdict: Verdict::Rejected(r),
+    };
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            return rejected(0, None, None, Rejection::new(RejectKind::Unreadable, format!("cannot be read: {e}")));
+        }
+    };
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_symlink() {
+            let target = std::fs::read_link(path)
+                .map(|t| format!(" (pointing to {})", t.display()))
+                .unwrap_or_default();
+            format!("a symbolic link{target}: POM never follows links; drop the file itself")
+        } else {
+            format!("not a regular file but a {}", special_kind(&ft))
+        };
+        return rejected(0, None, None, Rejection::new(RejectKind::NotARegularFile, what));
+    }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            return rejected(0, None, None, Rejection::new(RejectKind::Unreadable, format!("cannot be opened: {e}")));
+        }
+    };
+    let size = file.metadata().map(|m| m.size()).unwrap_or(meta.size());
+    let mut reader = BufReader::with_capacity(
+        64 * 1024,
+        Hashing {
+            inner: file,
+            hash: Sha256::new(),
+        },
+    );
+    if size > limits.max_size {
+        let sha = drain(reader);
+        return rejected(
+            size,
+            sha,
+            None,
+            Rejection::new(
+                RejectKind::TooLarge,
+                format!(
+                    "{size} bytes is over the size limit of {} bytes (--max-size)",
+                    limits.max_size
+                ),
+            ),
+        );
+    }
+    let identity = identify(&mut reader, catalog, limits.max_depth);
+    let sha = drain(reader);
+    let root = identity.root.clone();
+    let reject = |r: Rejection| rejected(size, sha.clone(), root.clone(), r);
+    match &identity.guard {
+        Some(Guard::Doctype) => {
+            return reject(Rejection::new(
+                RejectKind::Doctype,
+                "the document has a DOCTYPE declaration: DTDs are refused (entity expansion and \
+                 external entities are never processed)",
+            ));
+        }
+        Some(Guard::TooDeep(n)) => {
+            return reject(Rejection::new(
+                RejectKind::TooDeep,
+                format!("elements are nested deeper than {n} levels (--max-depth)"),
+            ));
+        }
+        Some(Guard::Syntax(msg)) => {
+            let errors = crate::validate::well_formed(path).err().unwrap_or_else(|| {
+                vec![XmlError {
+                    line: None,
+                    column: None,
+                    message: msg.clone(),
+                }]
+            });
+            return reject(Rejection {
+                kind: RejectKind::Malformed,
+                reason: "the document is not well-formed XML (truncated or broken)".into(),
+                errors,
+            });
+        }
+        None => {}
+    }
+    let Some(r) = &identity.root else {
+        return reject(Rejection::new(RejectKind::Malformed, "no root element"));
+    };
+    let Some(format) = catalog.recognise(&r.local, &r.namespace) else {
+        let ns = if r.namespace.is_empty() {
+            "no namespace".to_string()
+        } else {
+            format!("namespace `{}`", r.namespace)
+        };
+        return reject(Rejection::new(
+            RejectKind::Unrecognised,
+            format!(
+                "no format in schemas/catalog.toml has root element `{}` in {ns}",
+                r.local
+            ),
+        ));
+    };
+    let Some(version) = identity.version.clone() else {
+        let place = match &format.version_at {
+            crate::catalog::VersionAt::Attribute(a) => format!("attribute `{a}` of the root"),
+            crate::catalog::VersionAt::Element(p) => format!("element `{}`", p.join("/")),
+        };
+        return reject(Rejection::new(
+            RejectKind::NoVersion,
+            format!("{} file without a version ({place} is missing)", format.name),
+        ));
+    };
+    let Some(check) = format.check_for(&version) else {
+        return reject(Rejection::new(
+            RejectKind::VersionNotAccepted,
+            format!(
+                "{} version `{version}` is not accepted (accepted: {})",
+                format.name,
+                format.accepted()
+            ),
+        ));
+    };
+    match validator.check(path, check) {
+        Ok(()) => Examined {
+            size,
+            sha256: sha,
+            root,
+            verdict: Verdict::Accepted {
+                format: format.name.clone(),
+                version,
+                checked: describe(check),
+            },
+        },
+        Err(Failure::Malformed(errors)) => reject(Rejection {
+            kind: RejectKind::Malformed,
+            reason: "the document is not well-formed XML (truncated or broken)".into(),
+            errors,
+        }),
+        Err(Failure::Invalid(errors)) => reject(Rejection {
+            kind: RejectKind::Invalid,
+            reason: format!(
+                "{} {version} is not valid against {}",
+                format.name,
+                describe(check)
+            ),
+            errors,
+        }),
+        Err(Failure::Schema(xsd, errors)) => reject(Rejection {
+            kind: RejectKind::SchemaBroken,
+            reason: format!(
+                "the schema {} for {} {version} does not compile; fix it (pom check) and re-inject",
+                xsd.display(),
+                format.name
+            ),
+            errors,
+        }),
+    }
+}
+
+/// How a check is described: the XSD's file name, or "well-formedness only (why)".
+pub fn describe(check: &Check) -> String {
+    match check {
+        Check::Xsd(p) => p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        Check::WellFormedOnly(why) => format!("well-formedness only ({why})"),
+    }
+}
+
+fn drain<R: Read>(mut reader: BufReader<Hashing<R>>) -> Option<String> {
+    io::copy(&mut reader, &mut io::sink()).ok()?;
+    Some(hex::encode(reader.into_inner().hash.finalize()))
+}
+
+fn special_kind(ft: &std::fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "named pipe (FIFO)"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device node"
+    } else if ft.is_dir() {
+        "folder"
+    } else {
+        "special file"
+    }
+}

@@ -1,0 +1,222 @@
+//! Identify: what is this document? One streaming pass, bounded memory.
+//!
+//! In: the bytes of a claimed file and the catalog. Out: its root element and namespace, its
+//! version (read where the catalog says the recognised format writes it), or the guard that
+//! stopped the pass: a document type declaration (the door to entity bombs and external
+//! entities, refused outright: PI-XML and SANDRE never use one), nesting deeper than the limit, or
+//! a syntax error (libxml2 then gives the reference message). quick-xml never expands entities
+//! and never touches the network.
+
+use std::io::BufRead;
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+
+use crate::catalog::{Catalog, VersionAt};
+
+/// The root element of a document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Root {
+    /// Local name.
+    pub local: String,
+    /// Namespace URI, "" for none.
+    pub namespace: String,
+}
+
+/// Why the identifying pass stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// A `<!DOCTYPE …>`: refused, since DTDs carry entity expansion and external entities.
+    Doctype,
+    /// Elements nested deeper than the limit.
+    TooDeep(usize),
+    /// The document is not well-formed here (message from quick-xml; libxml2 gives the reference).
+    Syntax(String),
+}
+
+/// What the pass found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// The root element, once seen.
+    pub root: Option<Root>,
+    /// The version, if the format is recognised and the version found.
+    pub version: Option<String>,
+    /// The guard that stopped the pass, if any.
+    pub guard: Option<Guard>,
+}
+
+/// Reads a whole document (or up to a guard) and identifies it.
+pub fn identify<R: BufRead>(input: R, catalog: &Catalog, max_depth: usize) -> Identity {
+    let mut reader = Reader::from_reader(input);
+    reader.config_mut().check_end_names = true;
+    let mut buf = Vec::with_capacity(4096);
+    let mut id = Identity::default();
+    let mut depth = 0usize;
+    // Where to look for the version as an element path, and how far along it we are.
+    let mut version_path: Option<Vec<String>> = None;
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    let mut capturing = false;
+    let mut text = String::new();
+    loop {
+        let event = match reader.read_event_into(&mut buf) {
+            Ok(e) => e,
+            Err(e) => {
+                id.guard = Some(Guard::Syntax(e.to_string()));
+                return id;
+            }
+        };
+        match event {
+            Event::DocType(_) => {
+                id.guard = Some(Guard::Doctype);
+                return id;
+            }
+            Event::Start(ref start) | Event::Empty(ref start) => {
+                let empty = matches!(event, Event::Empty(_));
+                if depth + 1 > max_depth {
+                    id.guard = Some(Guard::TooDeep(max_depth));
+                    return id;
+                }
+                if depth == 0 {
+                    if id.root.is_some() {
+                        id.guard = Some(Guard::Syntax("a second root element".into()));
+                        return id;
+                    }
+                    let root = root_of(start);
+                    if let Some(format) = catalog.recognise(&root.local, &root.namespace) {
+                        match &format.version_at {
+                            VersionAt::Attribute(name) => {
+                                id.version = attribute(start, name.as_bytes());
+                            }
+                            VersionAt::Element(p) => version_path = Some(p.clone()),
+                        }
+                    }
+                    id.root = Some(root);
+                } else if let Some(want) = &version_path {
+                    if id.version.is_none() {
+                        path.push(start.local_name().as_ref().to_vec());
+                        capturing = path.len() == want.len()
+                            && path.iter().zip(want).all(|(a, b)| a == b.as_bytes());
+                        if empty {
+                            if capturing {
+                                id.version = Some(String::new());
+                                capturing = false;
+                            }
+                            path.pop();
+                        }
+                    }
+                }
+                if !empty {
+                    depth += 1;
+                }
+            }
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                if version_path.is_some() && id.version.is_none() && depth > 0 {
+                    if capturing {
+                        id.version = Some(text.trim().to_string());
+                        capturing = false;
+                    }
+                    path.pop();
+                }
+            }
+            Event::Text(t) if capturing => {
+                text.push_str(&String::from_utf8_lossy(t.as_ref()));
+            }
+            Event::CData(t) if capturing => {
+                text.push_str(&String::from_utf8_lossy(t.as_ref()));
+            }
+            Event::Eof => {
+                if id.root.is_none() {
+                    id.guard = Some(Guard::Syntax("no root element".into()));
+                } else if depth > 0 {
+                    id.guard = Some(Guard::Syntax("the document ends before its root closes".into()));
+                }
+                return id;
+            }
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+fn root_of(start: &BytesStart<'_>) -> Root {
+    let name = start.name();
+    let (prefix, local) = match name.prefix() {
+        Some(p) => (Some(p.as_ref().to_vec()), start.local_name().as_ref().to_vec()),
+        None => (None, name.as_ref().to_vec()),
+    };
+    let wanted: Vec<u8> = match &prefix {
+        Some(p) => [b"xmlns:".as_slice(), p].concat(),
+        None => b"xmlns".to_vec(),
+    };
+    let namespace = start
+        .attributes()
+        .with_checks(false)
+        .flatten()
+        .find(|a| a.key.as_ref() == wanted.as_slice())
+        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+        .unwrap_or_default();
+    Root {
+        local: String::from_utf8_lossy(&local).into_owned(),
+        namespace,
+    }
+}
+
+fn attribute(start: &BytesStart<'_>, local: &[u8]) -> Option<String> {
+    start
+        .attributes()
+        .with_checks(false)
+        .flatten()
+        .find(|a| a.key.prefix().is_none() && a.key.as_ref() == local)
+        .map(|a| String::from_utf8_lossy(&a.value).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn catalog() -> Catalog {
+        Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap()
+    }
+
+    fn id(text: &str) -> Identity {
+        identify(text.as_bytes(), &catalog(), 100)
+    }
+
+    #[test]
+    fn a_pi_file_is_known_by_root_namespace_and_version_attribute() {
+        let i = id(r#"<?xml version="1.0"?><pi:TimeSeries xmlns:pi="http://www.wldelft.nl/fews/PI" version="1.25"><pi:timeZone>0</pi:timeZone></pi:TimeSeries>"#);
+        assert_eq!(i.root.unwrap().namespace, "http://www.wldelft.nl/fews/PI");
+        assert_eq!(i.version.as_deref(), Some("1.25"));
+        assert_eq!(i.guard, None);
+    }
+
+    #[test]
+    fn a_sandre_file_carries_its_version_in_the_content() {
+        let i = id(
+            "<hydrometrie><Scenario><CodeScenario>hydrometrie</CodeScenario>\
+             <VersionScenario> 2 </VersionScenario></Scenario><x/></hydrometrie>",
+        );
+        assert_eq!(i.root.unwrap().namespace, "");
+        assert_eq!(i.version.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn a_doctype_is_refused_before_any_entity_is_seen() {
+        let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><lolz>&lol2;</lolz>"#;
+        assert_eq!(id(bomb).guard, Some(Guard::Doctype));
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_stops_the_pass() {
+        let deep = format!("{}{}", "<a>".repeat(200), "</a>".repeat(200));
+        assert_eq!(id(&deep).guard, Some(Guard::TooDeep(100)));
+    }
+
+    #[test]
+    fn a_truncated_document_is_not_complete() {
+        let i = id(r#"<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3" description="x"/>"#);
+        assert!(matches!(i.guard, Some(Guard::Syntax(_))), "{i:?}");
+    }
+}

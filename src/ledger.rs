@@ -1,0 +1,681 @@
+//! The ledger: SQLite (bundled), WAL, migrations embedded; the index of what the spool holds.
+//!
+//! One writer thread owns the only writing connection and commits in groups (one sync per batch,
+//! not per file); readers (CLI, web) open their own connections. Every transition is committed
+//! before the file move that depends on it, so that after a crash the files and the ledger can
+//! always be brought back into agreement (see [`crate::daemon`]'s start-up reconcile).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::claim::ClaimId;
+use crate::examine::{Examined, RejectKind, Verdict};
+use crate::validate::XmlError;
+
+/// Ledger failures: the gateway itself is in trouble (disk, database), not a file.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// SQLite said no.
+    #[error("ledger {path}: {op}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The folder of the database could not be made.
+    #[error("ledger {path}: cannot create its folder: {source}")]
+    Folder {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database was written by a newer POM.
+    #[error("ledger {path}: schema version {found} is newer than this POM knows ({known})")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its user_version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// The writer thread is gone.
+    #[error("the ledger writer has stopped")]
+    WriterGone,
+}
+
+/// Embedded migrations, applied in order; `PRAGMA user_version` counts those applied. Never edit
+/// one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: submissions (files).
+    "CREATE TABLE submissions (
+        id            TEXT PRIMARY KEY,     -- claim id, time-sortable
+        channel       TEXT NOT NULL,
+        original      BLOB NOT NULL,        -- name as dropped, relative to the channel folder, byte for byte
+        marker        BLOB,                 -- marker file name, on marker channels
+        state         TEXT NOT NULL,        -- claimed | archived | rejected | duplicate
+        received_at   TEXT NOT NULL,
+        decided_at    TEXT,
+        size          INTEGER,
+        sha256        TEXT,
+        format        TEXT,
+        version       TEXT,
+        checked       TEXT,                 -- XSD used, or well-formedness only
+        reject_kind   TEXT,
+        reason        TEXT,
+        errors        TEXT,                 -- JSON list of {line, column, message}
+        duplicate_of  TEXT,
+        stored        TEXT                  -- where the file went, relative to the spool
+     );
+     CREATE INDEX submissions_by_state ON submissions(state, id);
+     CREATE INDEX submissions_by_channel ON submissions(channel, id);
+     CREATE INDEX submissions_content ON submissions(channel, sha256) WHERE state = 'archived';",
+];
+
+/// Where a submission stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// In `queue/`, being examined.
+    Claimed,
+    /// Accepted and archived.
+    Archived,
+    /// Refused, in `rejected/` with a reason.
+    Rejected,
+    /// Same content already archived on this channel; archived, not processed.
+    Duplicate,
+}
+
+impl State {
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Claimed => "claimed",
+            State::Archived => "archived",
+            State::Rejected => "rejected",
+            State::Duplicate => "duplicate",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "claimed" => State::Claimed,
+            "archived" => State::Archived,
+            "rejected" => State::Rejected,
+            "duplicate" => State::Duplicate,
+            _ => return None,
+        })
+    }
+
+    /// All states, in lifecycle order.
+    pub const ALL: [State; 4] = [State::Claimed, State::Archived, State::Rejected, State::Duplicate];
+}
+
+/// A file as the ledger knows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Submission {
+    /// Claim id.
+    pub id: String,
+    /// Channel.
+    pub channel: String,
+    /// Original name, bytes (shown lossily; exact in `original_hex`).
+    #[serde(serialize_with = "lossy")]
+    pub original: Vec<u8>,
+    /// Marker file name, if any.
+    #[serde(serialize_with = "lossy_opt")]
+    pub marker: Option<Vec<u8>>,
+    /// State.
+    pub state: State,
+    /// When it was claimed.
+    pub received_at: String,
+    /// When its verdict was recorded.
+    pub decided_at: Option<String>,
+    /// Size in bytes.
+    pub size: Option<i64>,
+    /// SHA-256, hex.
+    pub sha256: Option<String>,
+    /// Format name.
+    pub format: Option<String>,
+    /// Version.
+    pub version: Option<String>,
+    /// How it was checked.
+    pub checked: Option<String>,
+    /// Kind of refusal.
+    pub reject_kind: Option<String>,
+    /// One-sentence reason.
+    pub reason: Option<String>,
+    /// libxml2's messages.
+    pub errors: Vec<XmlError>,
+    /// The archived submission it duplicates.
+    pub duplicate_of: Option<String>,
+    /// Where it is, relative to the spool.
+    pub stored: Option<String>,
+}
+
+fn lossy<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(v))
+}
+
+fn lossy_opt<S: serde::Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&String::from_utf8_lossy(v)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A claim about to happen: recorded before the rename into `queue/`.
+#[derive(Debug, Clone)]
+pub struct NewClaim {
+    /// Fresh id.
+    pub id: ClaimId,
+    /// Channel.
+    pub channel: String,
+    /// Original name relative to the channel folder.
+    pub original: Vec<u8>,
+    /// Marker name, if any.
+    pub marker: Option<Vec<u8>>,
+}
+
+/// A verdict to record, with where the file is to go.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Which submission.
+    pub id: ClaimId,
+    /// What examining found.
+    pub examined: Examined,
+}
+
+/// Counts for `pom status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ChannelStatus {
+    /// Channel name.
+    pub channel: String,
+    /// Count per state.
+    pub states: std::collections::BTreeMap<String, i64>,
+    /// Last claim time.
+    pub last_arrival: Option<String>,
+}
+
+/// Filter for `pom files`.
+#[derive(Debug, Clone, Default)]
+pub struct FileFilter {
+    /// Only this state.
+    pub state: Option<State>,
+    /// Only this channel.
+    pub channel: Option<String>,
+    /// At most this many (newest first).
+    pub limit: usize,
+}
+
+/// A connection to the ledger.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn sq<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError + 'a {
+    move |source| LedgerError::Sqlite {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+/// UTC time as stored (RFC 3339, microseconds).
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger for writing, and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Folder {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(sq(path, "open"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+        )
+        .map_err(sq(path, "configure"))?;
+        let mut ledger = Ledger {
+            conn,
+            path: path.to_path_buf(),
+        };
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    /// Opens the ledger for reading only (CLI, web); fails if it does not exist.
+    pub fn open_readonly(path: &Path) -> Result<Ledger, LedgerError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sq(path, "open read-only"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sq(path, "configure"))?;
+        Ok(Ledger {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn migrate(&mut self) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let current: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sq(&path, "read schema version"))?;
+        let known = MIGRATIONS.len() as i64;
+        if current > known {
+            return Err(LedgerError::TooNew {
+                path,
+                found: current,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let tx = self.conn.transaction().map_err(sq(&path, "migrate"))?;
+            tx.execute_batch(sql).map_err(sq(&path, "migrate"))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(sq(&path, "migrate"))?;
+            tx.commit().map_err(sq(&path, "migrate"))?;
+        }
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of this database.
+    pub fn schema_version(&self) -> Result<i64, LedgerError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sq(&self.path, "read schema version"))
+    }
+
+    /// `PRAGMA integrity_check`'s answer ("ok" when sound).
+    pub fn integrity_check(&self) -> Result<String, LedgerError> {
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(sq(&self.path, "integrity check"))
+    }
+
+    /// The newest id ever issued.
+    pub fn last_id(&self) -> Result<Option<ClaimId>, LedgerError> {
+        let id: Option<String> = self
+            .conn
+            .query_row("SELECT max(id) FROM submissions", [], |r| r.get(0))
+            .map_err(sq(&self.path, "read last id"))?;
+        Ok(id.as_deref().and_then(ClaimId::parse))
+    }
+
+    /// Records claims, in one transaction.
+    pub fn insert_claims(&mut self, claims: &[NewClaim]) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO submissions (id, channel, original, marker, state, received_at)
+                     VALUES (?1, ?2, ?3, ?4, 'claimed', ?5)",
+                )
+                .map_err(sq(&path, "prepare claim"))?;
+            for c in claims {
+                st.execute(params![
+                    c.id.text(),
+                    c.channel,
+                    c.original,
+                    c.marker,
+                    timestamp(c.id.time())
+                ])
+                .map_err(sq(&path, "record claim"))?;
+            }
+        }
+        tx.commit().map_err(sq(&path, "commit claims"))
+    }
+
+    /// Forgets claims whose rename did not happen (the file is still where it was, or gone).
+    pub fn forget(&mut self, ids: &[String]) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
+        for id in ids {
+            tx.execute(
+                "DELETE FROM submissions WHERE id = ?1 AND state = 'claimed'",
+                [id],
+            )
+            .map_err(sq(&path, "forget claim"))?;
+        }
+        tx.commit().map_err(sq(&path, "commit"))
+    }
+
+    /// Records verdicts in one transaction (detecting duplicates), and returns each submission as
+    /// now recorded, with where its file must go. A submission already decided keeps its first
+    /// verdict (re-driving after a crash is idempotent).
+    pub fn decide(
+        &mut self,
+        decisions: &[Decision],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Submission>, LedgerError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
+        let mut out = Vec::with_capacity(decisions.len());
+        for d in decisions {
+            let id = d.id.text();
+            let Some(row) = get(&tx, &id).map_err(sq(&path, "read submission"))? else {
+                continue;
+            };
+            if row.state != State::Claimed {
+                out.push(row);
+                continue;
+            }
+            let e = &d.examined;
+            let (mut state, mut format, mut version, mut checked) = (State::Rejected, None, None, None);
+            let (mut kind, mut reason, mut errors) = (None, None, None);
+            let mut duplicate_of: Option<String> = None;
+            match &e.verdict {
+                Verdict::Accepted {
+                    format: f,
+                    version: v,
+                    checked: c,
+                } => {
+                    state = State::Archived;
+                    format = Some(f.clone());
+                    version = Some(v.clone());
+                    checked = Some(c.clone());
+                    duplicate_of = tx
+                        .prepare_cached(
+                            "SELECT id FROM submissions WHERE channel = ?1 AND sha256 = ?2
+                             AND state = 'archived' LIMIT 1",
+                        )
+                        .and_then(|mut st| {
+                            st.query_row(params![row.channel, e.sha256], |r| r.get(0))
+                                .optional()
+                        })
+                        .map_err(sq(&path, "look for duplicate"))?;
+                    if duplicate_of.is_some() {
+                        state = State::Duplicate;
+                    }
+                }
+                Verdict::Rejected(r) => {
+                    kind = Some(r.kind.name());
+                    reason = Some(r.reason.clone());
+                    errors = Some(serde_json::to_string(&r.errors).unwrap_or_default());
+                }
+            }
+            let mut decided = row.clone();
+            decided.state = state;
+            let stored = crate::archive::destination(&decided);
+            tx.prepare_cached(
+                "UPDATE submissions SET state = ?2, decided_at = ?3, size = ?4, sha256 = ?5,
+                 format = ?6, version = ?7, checked = ?8, reject_kind = ?9, reason = ?10,
+                 errors = ?11, duplicate_of = ?12, stored = ?13 WHERE id = ?1 AND state = 'claimed'",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    state.name(),
+                    timestamp(now),
+                    e.size as i64,
+                    e.sha256,
+                    format,
+                    version,
+                    checked,
+                    kind,
+                    reason,
+                    errors,
+                    duplicate_of,
+                    stored
+                ])
+            })
+            .map_err(sq(&path, "record verdict"))?;
+            if let Some(row) = get(&tx, &id).map_err(sq(&path, "read submission"))? {
+                out.push(row);
+            }
+        }
+        tx.commit().map_err(sq(&path, "commit verdicts"))?;
+        Ok(out)
+    }
+
+    /// One submission by id.
+    pub fn get(&self, id: &str) -> Result<Option<Submission>, LedgerError> {
+        get(&self.conn, id).map_err(sq(&self.path, "read submission"))
+    }
+
+    /// Submissions in a state, oldest first.
+    pub fn in_state(&self, state: State) -> Result<Vec<Submission>, LedgerError> {
+        self.files(&FileFilter {
+            state: Some(state),
+            channel: None,
+            limit: usize::MAX,
+        })
+        .map(|mut v| {
+            v.reverse();
+            v
+        })
+    }
+
+    /// Submissions matching a filter, newest first.
+    pub fn files(&self, filter: &FileFilter) -> Result<Vec<Submission>, LedgerError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM submissions WHERE 1=1");
+        let state = filter.state.map(State::name);
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        if let Some(s) = &state {
+            args.push(s);
+            sql.push_str(&format!(" AND state = ?{}", args.len()));
+        }
+        if let Some(c) = &filter.channel {
+            args.push(c);
+            sql.push_str(&format!(" AND channel = ?{}", args.len()));
+        }
+        args.push(&limit);
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+        let mut st = self.conn.prepare(&sql).map_err(sq(&self.path, "list files"))?;
+        let rows = st
+            .query_map(args.as_slice(), row_of)
+            .map_err(sq(&self.path, "list files"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sq(&self.path, "list files"))?;
+        Ok(rows)
+    }
+
+    /// Counts per channel and state, and the last arrival per channel.
+    pub fn status(&self) -> Result<Vec<ChannelStatus>, LedgerError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT channel, state, count(*), max(received_at) FROM submissions
+                 GROUP BY channel, state ORDER BY channel",
+            )
+            .map_err(sq(&self.path, "status"))?;
+        let mut out: Vec<ChannelStatus> = Vec::new();
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .map_err(sq(&self.path, "status"))?;
+        for row in rows {
+            let (channel, state, n, last) = row.map_err(sq(&self.path, "status"))?;
+            if out.last().map(|c| &c.channel) != Some(&channel) {
+                out.push(ChannelStatus {
+                    channel: channel.clone(),
+                    ..Default::default()
+                });
+            }
+            let c = out.last_mut().expect("pushed above");
+            c.states.insert(state, n);
+            if last > c.last_arrival {
+                c.last_arrival = last;
+            }
+        }
+        Ok(out)
+    }
+}
+
+const COLUMNS: &str = "id, channel, original, marker, state, received_at, decided_at, size, sha256, \
+                       format, version, checked, reject_kind, reason, errors, duplicate_of, stored";
+
+fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Submission>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"))?
+        .query_row([id], row_of)
+        .optional()
+}
+
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Submission> {
+    let state: String = r.get(4)?;
+    let errors: Option<String> = r.get(14)?;
+    Ok(Submission {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        original: r.get(2)?,
+        marker: r.get(3)?,
+        state: State::parse(&state).unwrap_or(State::Claimed),
+        received_at: r.get(5)?,
+        decided_at: r.get(6)?,
+        size: r.get(7)?,
+        sha256: r.get(8)?,
+        format: r.get(9)?,
+        version: r.get(10)?,
+        checked: r.get(11)?,
+        reject_kind: r.get(12)?,
+        reason: r.get(13)?,
+        errors: errors
+            .and_then(|e| serde_json::from_str(&e).ok())
+            .unwrap_or_default(),
+        duplicate_of: r.get(15)?,
+        stored: r.get(16)?,
+    })
+}
+
+impl Submission {
+    /// The claim id, parsed.
+    pub fn claim_id(&self) -> Option<ClaimId> {
+        ClaimId::parse(&self.id)
+    }
+
+    /// The rejection kind, parsed.
+    pub fn kind(&self) -> Option<RejectKind> {
+        self.reject_kind
+            .as_deref()
+            .and_then(|k| serde_json::from_value(serde_json::Value::String(k.into())).ok())
+    }
+}
+
+/// A request to the writer thread.
+pub enum WriteOp {
+    /// Record claims, then answer (the renames wait for this answer).
+    Claims(Vec<NewClaim>, SyncSender<Result<(), String>>),
+    /// Forget claims whose rename did not happen.
+    Forget(Vec<String>),
+    /// Record a verdict; the decided submission then goes to the filer.
+    Decide(Decision),
+}
+
+/// Handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: SyncSender<WriteOp>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `ledger`; decided submissions go to `filed`.
+    pub fn spawn(
+        mut ledger: Ledger,
+        capacity: usize,
+        filed: SyncSender<Vec<Submission>>,
+    ) -> (Writer, JoinHandle<Result<(), LedgerError>>) {
+        let (tx, rx) = sync_channel::<WriteOp>(capacity);
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer_loop(&mut ledger, rx, filed))
+            .expect("spawn ledger writer");
+        (Writer { tx }, handle)
+    }
+
+    /// Records claims and waits until they are committed.
+    pub fn claims(&self, claims: Vec<NewClaim>) -> Result<(), LedgerError> {
+        let (tx, rx) = sync_channel(1);
+        self.tx
+            .send(WriteOp::Claims(claims, tx))
+            .map_err(|_| LedgerError::WriterGone)?;
+        rx.recv()
+            .map_err(|_| LedgerError::WriterGone)?
+            .map_err(|_| LedgerError::WriterGone)
+    }
+
+    /// Forgets claims that did not happen.
+    pub fn forget(&self, ids: Vec<String>) -> Result<(), LedgerError> {
+        self.tx
+            .send(WriteOp::Forget(ids))
+            .map_err(|_| LedgerError::WriterGone)
+    }
+
+    /// Queues a verdict.
+    pub fn decide(&self, d: Decision) -> Result<(), LedgerError> {
+        self.tx
+            .send(WriteOp::Decide(d))
+            .map_err(|_| LedgerError::WriterGone)
+    }
+}
+
+/// Largest group of operations committed together.
+const GROUP: usize = 2048;
+
+fn writer_loop(
+    ledger: &mut Ledger,
+    rx: Receiver<WriteOp>,
+    filed: SyncSender<Vec<Submission>>,
+) -> Result<(), LedgerError> {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let mut decisions = Vec::new();
+        for op in ops {
+            match op {
+                WriteOp::Claims(claims, reply) => {
+                    let r = ledger.insert_claims(&claims);
+                    let failed = r.as_ref().err().map(ToString::to_string);
+                    let _ = reply.send(failed.clone().map_or(Ok(()), Err));
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "cannot record claims");
+                        return Err(e);
+                    }
+                }
+                WriteOp::Forget(ids) => ledger.forget(&ids)?,
+                WriteOp::Decide(d) => decisions.push(d),
+            }
+        }
+        if !decisions.is_empty() {
+            let done = ledger.decide(&decisions, Utc::now())?;
+            if filed.send(done).is_err() {
+                return Err(LedgerError::WriterGone);
+            }
+        }
+    }
+    Ok(())
+}

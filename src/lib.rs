@@ -1,0 +1,27 @@
+//! POM: the gateway and scheduler for chains of flood-forecasting models.
+//!
+//! ```text
+//! incoming/<channel>/ ─▶ settle ─▶ claim ─▶ identify ─▶ validate ─▶ archive | rejected
+//!                        (intake thread)     (worker threads)        (ledger writer, filer)
+//! ```
+//!
+//! Modules follow the pipeline. Decisions (settle) are pure functions with the clock passed in;
+//! I/O stays in the loops of [`intake`], [`examine`], [`ledger`] and [`archive`].
+
+pub mod problems;
+pub mod spool;
+
+pub mod catalog;
+pub mod rules;
+
+pub mod settle;
+pub mod claim;
+pub mod identify;
+pub mod validate;
+pub mod examine;
+pub mod ledger;
+pub mod archive;
+
+pub mod watch;
+pub mod intake;
+pub mod daemon;
