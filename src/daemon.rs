@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::catalog::Catalog;
 use crate::claim::{ClaimId, sync_filesystem};
-use crate::examine::{Limits, examine};
+use crate::examine::{Limits, examine_dropped};
 use crate::intake::{Intake, Shared, Work, current};
 use crate::ledger::{Decision, Ledger, LedgerError, State, Submission, Writer};
 use crate::problems::Problems;
@@ -177,7 +177,10 @@ impl Daemon {
         );
         for s in redrive {
             if let Some(id) = s.claim_id() {
-                let _ = work_tx.send(Work { id });
+                let _ = work_tx.send(Work {
+                    id,
+                    original: s.original,
+                });
             }
         }
         drop(work_tx);
@@ -324,7 +327,13 @@ fn worker_loop(
         };
         let id = work.id;
         let catalog = current(catalog);
-        let examined = examine(&spool.queued(&id.text()), &catalog, &mut validator, limits);
+        let examined = examine_dropped(
+            &spool.queued(&id.text()),
+            &work.original,
+            &catalog,
+            &mut validator,
+            limits,
+        );
         if writer.decide(Decision { id, examined }).is_err() {
             return;
         }

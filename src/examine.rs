@@ -64,6 +64,9 @@ pub enum RejectKind {
     Invalid,
     /// The XSD for this version does not compile.
     SchemaBroken,
+    /// The file name is unsafe to hand on (control characters, not UTF-8, leading `-`, `..`,
+    /// too long).
+    UnsafeName,
 }
 
 impl RejectKind {
@@ -81,6 +84,7 @@ impl RejectKind {
             RejectKind::VersionNotAccepted => "version-not-accepted",
             RejectKind::Invalid => "invalid",
             RejectKind::SchemaBroken => "schema-broken",
+            RejectKind::UnsafeName => "unsafe-name",
         }
     }
 }
@@ -131,6 +135,8 @@ pub struct Examined {
     pub sha256: Option<String>,
     /// Root element, when one was read.
     pub root: Option<Root>,
+    /// Format and version, when recognised (refused files too).
+    pub identified: Option<(String, String)>,
     /// The verdict.
     pub verdict: Verdict,
 }
@@ -148,12 +154,66 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Examines one file.
+/// Longest accepted file name (one path component), in bytes: stored names add a 23-byte id, and
+/// models add suffixes, within the 255 bytes a Linux name can hold.
+pub const MAX_NAME: usize = 200;
+
+/// Whether a dropped name (relative to its channel folder) is safe to keep and hand on to models:
+/// UTF-8, no control character (newline, tab…), no component starting with `-`, no `..`, no
+/// component longer than [`MAX_NAME`] bytes. `None` when it is safe.
+pub fn unsafe_name(original: &[u8]) -> Option<String> {
+    let Ok(name) = std::str::from_utf8(original) else {
+        return Some(format!(
+            "the file name is not valid UTF-8 (hex {})",
+            hex::encode(original)
+        ));
+    };
+    if name.chars().any(char::is_control) {
+        return Some(format!("the file name {name:?} holds a control character (newline, tab…)"));
+    }
+    for part in name.split('/') {
+        if part.starts_with('-') {
+            return Some(format!(
+                "the file name {name:?} starts with `-`, which tools would take for an option"
+            ));
+        }
+        if part.contains("..") {
+            return Some(format!(
+                "the file name {name:?} holds `..`, which could be taken for a parent folder"
+            ));
+        }
+        if part.len() > MAX_NAME {
+            return Some(format!(
+                "the file name is {} bytes long; at most {MAX_NAME} are accepted",
+                part.len()
+            ));
+        }
+    }
+    None
+}
+
+/// Examines one dropped file: `path` is where it is now, `original` the name it was dropped under.
+pub fn examine_dropped(
+    path: &Path,
+    original: &[u8],
+    catalog: &Catalog,
+    validator: &mut Validator,
+    limits: Limits,
+) -> Examined {
+    let mut examined = examine(path, catalog, validator, limits);
+    if let (Some(why), Verdict::Accepted { .. }) = (unsafe_name(original), &examined.verdict) {
+        examined.verdict = Verdict::Rejected(Rejection::new(RejectKind::UnsafeName, why));
+    }
+    examined
+}
+
+/// Examines one file's content.
 pub fn examine(path: &Path, catalog: &Catalog, validator: &mut Validator, limits: Limits) -> Examined {
     let rejected = |size, sha256, root, r: Rejection| Examined {
         size,
         sha256,
         root,
+        identified: None,
         verdict: Verdict::Rejected(r),
     };
     let meta = match std::fs::symlink_metadata(path) {
@@ -268,6 +328,11 @@ pub fn examine(path: &Path, catalog: &Catalog, validator: &mut Validator, limits
             format!("{} file without a version ({place} is missing)", format.name),
         ));
     };
+    let identified = Some((format.name.clone(), version.clone()));
+    let reject = |r: Rejection| Examined {
+        identified: identified.clone(),
+        ..reject(r)
+    };
     let Some(check) = format.check_for(&version) else {
         return reject(Rejection::new(
             RejectKind::VersionNotAccepted,
@@ -283,6 +348,7 @@ pub fn examine(path: &Path, catalog: &Catalog, validator: &mut Validator, limits
             size,
             sha256: sha,
             root,
+            identified,
             verdict: Verdict::Accepted {
                 format: format.name.clone(),
                 version,
@@ -342,5 +408,27 @@ fn special_kind(ft: &std::fs::FileType) -> &'static str {
         "folder"
     } else {
         "special file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_refused_with_a_reason() {
+        for bad in [
+            &b"new\nline.xml"[..],
+            b"-rf.xml",
+            b"a/-x.xml",
+            b"x..y.xml",
+            b"\xff\xfe.xml",
+            &[b'a'; 255],
+        ] {
+            assert!(unsafe_name(bad).is_some(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        for good in [&b"obs_2026-11-28T12:00.xml"[..], b"a/b/c.xml", "débit.xml".as_bytes()] {
+            assert_eq!(unsafe_name(good), None);
+        }
     }
 }

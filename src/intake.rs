@@ -38,6 +38,8 @@ pub fn current<T>(s: &Shared<T>) -> Arc<T> {
 pub struct Work {
     /// Claim id (the file is `queue/<id>`).
     pub id: ClaimId,
+    /// The name it was dropped under, relative to its channel folder.
+    pub original: Vec<u8>,
 }
 
 /// Claims per ledger transaction.
@@ -359,7 +361,11 @@ impl Intake {
                     }
                 }
                 tracing::debug!(file.id = %id, channel = %r.channel, "claimed");
-                if self.work.send(Work { id: claim.id }).is_err() {
+                let work = Work {
+                    id: claim.id,
+                    original: claim.original,
+                };
+                if self.work.send(work).is_err() {
                     return Err(LedgerError::WriterGone);
                 }
             }

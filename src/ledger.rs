@@ -384,7 +384,8 @@ impl Ledger {
                 continue;
             }
             let e = &d.examined;
-            let (mut state, mut format, mut version, mut checked) = (State::Rejected, None, None, None);
+            let (mut format, mut version) = e.identified.clone().unzip();
+            let (mut state, mut checked) = (State::Rejected, None);
             let (mut kind, mut reason, mut errors) = (None, None, None);
             let mut duplicate_of: Option<String> = None;
             match &e.verdict {

@@ -282,9 +282,11 @@ fn validate(paths: &Paths, a: &ValidateArgs) -> Result<ExitCode> {
                         println!("  {e}");
                     }
                 }
+                let (format, version) = ex.identified.clone().unzip();
                 out.push(serde_json::json!({
                     "file": shown, "valid": false, "kind": r.kind, "reason": r.reason,
                     "errors": r.errors, "root": ex.root, "sha256": ex.sha256,
+                    "format": format, "version": version,
                 }));
             }
         }

@@ -1,0 +1,327 @@
+//! The test harness: the real `pom` daemon in a temporary folder, with helpers named in the
+//! spool's own words.
+#![allow(dead_code)]
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pom::ledger::{FileFilter, Ledger, State, Submission};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file of the real-world corpus shipped with the tests.
+pub fn corpus(rel: &str) -> PathBuf {
+    repo().join("tests/corpus").join(rel)
+}
+
+/// A valid PI time series of about `kb` kilobytes, unique by `n`.
+pub fn pi_series(n: usize, kb: usize) -> Vec<u8> {
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<TimeSeries xmlns=\"http://www.wldelft.nl/fews/PI\" version=\"1.2\">\n  <timeZone>0.0</timeZone>\n  <series>\n    <header>\n      <type>instantaneous</type>\n",
+    );
+    s.push_str(&format!(
+        "      <locationId>L{n}</locationId>\n      <parameterId>Q.obs</parameterId>\n      <timeStep unit=\"second\" multiplier=\"3600\"/>\n      <startDate date=\"2026-01-01\" time=\"00:00:00\"/>\n      <endDate date=\"2026-01-02\" time=\"00:00:00\"/>\n      <missVal>-999.0</missVal>\n      <units>m3/s</units>\n    </header>\n"
+    ));
+    let mut i = 0;
+    while s.len() < kb * 1024 {
+        s.push_str(&format!(
+            "    <event date=\"2026-01-{:02}\" time=\"{:02}:00:00\" value=\"{}.{}\" flag=\"0\"/>\n",
+            1 + (i / 24) % 28,
+            i % 24,
+            n,
+            i
+        ));
+        i += 1;
+    }
+    s.push_str("  </series>\n</TimeSeries>\n");
+    s.into_bytes()
+}
+
+/// The `channels.toml` used by most tests.
+pub const CHANNELS: &str = r#"
+[channels.obs]
+completion = "rename"
+
+[channels.mark]
+completion = "marker"
+
+[channels.still]
+completion = "quiet"
+quiet_ms = 300
+"#;
+
+/// A gateway under test: spool, rules, schemas and ledger in a temporary folder.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub extra_args: Vec<String>,
+    starts: usize,
+}
+
+impl Gateway {
+    /// A gateway with the test channels and the repository's schemas, not yet started.
+    pub fn new() -> Gateway {
+        Gateway::with_channels(CHANNELS)
+    }
+
+    /// A gateway with these channels.
+    pub fn with_channels(channels: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/channels.toml"), channels).unwrap();
+        copy_dir(&repo().join("schemas"), &dir.path().join("schemas"));
+        Gateway {
+            dir,
+            child: None,
+            extra_args: Vec::new(),
+            starts: 0,
+        }
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    pub fn rules(&self) -> PathBuf {
+        self.dir.path().join("rules")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.spool().join("state/pom.sqlite")
+    }
+
+    pub fn incoming(&self, channel: &str) -> PathBuf {
+        self.spool().join("incoming").join(channel)
+    }
+
+    /// A `pom` command with this gateway's paths.
+    pub fn pom(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pom"));
+        c.arg("--spool")
+            .arg(self.spool())
+            .arg("--rules")
+            .arg(self.rules())
+            .arg("--schemas")
+            .arg(self.dir.path().join("schemas"))
+            .env("POM_LOG", "info");
+        c
+    }
+
+    /// Starts `pom serve` and waits until it says it is running.
+    pub fn start(&mut self) -> &mut Self {
+        self.starts += 1;
+        let log = self.dir.path().join(format!("serve-{}.log", self.starts));
+        let mut cmd = self.pom();
+        cmd.arg("serve")
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        self.child = Some(cmd.spawn().expect("spawn pom serve"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("pom is running") {
+                break;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("pom serve exited with {status}:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "pom serve did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self
+    }
+
+    /// The log of the current (or last) run.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("serve-{}.log", self.starts)))
+            .unwrap_or_default()
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let status = child.wait().unwrap();
+            assert!(status.success(), "pom serve stopped with {status}:\n{}", self.log());
+        }
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGSTOP: the process is frozen, its inotify queue fills.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT.
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// Writes a file under a temporary name and renames it into the channel (a well-behaved
+    /// producer).
+    pub fn drop_file(&self, channel: &str, name: &str, bytes: &[u8]) -> PathBuf {
+        let dir = self.incoming(channel);
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join(format!(".{name}.part"));
+        std::fs::write(&tmp, bytes).unwrap();
+        let dest = dir.join(name);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::rename(&tmp, &dest).unwrap();
+        dest
+    }
+
+    /// The ledger, read-only.
+    pub fn ledger(&self) -> Ledger {
+        Ledger::open_readonly(&self.db()).expect("ledger")
+    }
+
+    /// Every submission, oldest first.
+    pub fn submissions(&self) -> Vec<Submission> {
+        if !self.db().exists() {
+            return Vec::new();
+        }
+        let mut v = self
+            .ledger()
+            .files(&FileFilter {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .unwrap();
+        v.reverse();
+        v
+    }
+
+    /// Submissions in a terminal state (archived, rejected, duplicate).
+    pub fn decided(&self) -> Vec<Submission> {
+        self.submissions()
+            .into_iter()
+            .filter(|s| s.state != State::Claimed)
+            .collect()
+    }
+
+    /// Waits until `n` submissions are decided and filed (queue empty); panics after `secs`.
+    pub fn wait_for_decided(&self, n: usize, secs: u64) -> Vec<Submission> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let d = self.decided();
+            if d.len() >= n && self.queue_is_empty() {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} files decided after {secs} s; queue empty: {}\n{}",
+                d.len(),
+                self.queue_is_empty(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The submission whose original name is `name`.
+    pub fn find(&self, name: &[u8]) -> Option<Submission> {
+        self.submissions()
+            .into_iter()
+            .find(|s| s.original == name)
+    }
+
+    pub fn queue_is_empty(&self) -> bool {
+        std::fs::read_dir(self.spool().join("queue"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    }
+
+    /// Data files under `archive/` (sidecars and markers left out).
+    pub fn archived_files(&self) -> Vec<PathBuf> {
+        data_files(&self.spool().join("archive"))
+    }
+
+    /// Data files under `rejected/` (reasons left out).
+    pub fn rejected_files(&self) -> Vec<PathBuf> {
+        data_files(&self.spool().join("rejected"))
+    }
+
+    /// The `.reason` text of a rejected submission.
+    pub fn reason_of(&self, s: &Submission) -> String {
+        let stored = s.stored.as_ref().expect("stored");
+        std::fs::read_to_string(self.spool().join(format!("{stored}.reason"))).expect("reason file")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn data_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.retain(|p| {
+        let n = p.file_name().unwrap().as_bytes();
+        !(n.ends_with(b".pom.json") || n.ends_with(b".reason") || n.ends_with(b".ok") || n.ends_with(b".done"))
+    });
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Copies a folder tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        let dest = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+/// Polls `cond` until true or `secs` pass.
+pub fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
