@@ -1,10 +1,18 @@
 //! Archive and reject: put a decided file where it belongs, with what describes it.
 //!
-//! In: a submission whose verdict the ledger has committed. Out: the file moved from `queue/` to
-//! `archive/<yyyy>/<mm>/<dd>/<channel>/` beside a `.pom.json` sidecar (so that an archived folder
-//! describes itself and can be replayed as is), or to `rejected/<yyyy-mm-dd>/` beside a `.reason`
-//! a person can read. Every step is idempotent: after a crash it is simply done again.
+//! In: submissions whose verdicts the ledger has committed, in batches. Out: each file moved from
+//! `queue/` to `archive/<yyyy>/<mm>/<dd>/<channel>/`, whose `manifest.pom.jsonl` gets one line of
+//! metadata per file (id, original name, SHA-256, format, version, channel, received time), so
+//! that an archived folder describes itself and can be replayed as is; or to
+//! `rejected/<yyyy-mm-dd>/` beside a `.reason` a person can read. Metadata is written before the
+//! file moves in; every step can be done again after a crash (a manifest line written twice says
+//! the same thing twice: readers keep the last line per id).
+//!
+//! One manifest per folder rather than one sidecar per file: creating an inode per file doubled
+//! the file system work of archiving (measured by the intake benchmark), and a folder copied
+//! whole, the unit of replay, carries its manifest with it.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -12,8 +20,8 @@ use crate::claim::rename_noreplace;
 use crate::ledger::{State, Submission};
 use crate::spool::Spool;
 
-/// Suffix of the metadata sidecar beside an archived file.
-pub const SIDECAR: &str = ".pom.json";
+/// The metadata file of an archive folder: one JSON object per line, one line per file.
+pub const MANIFEST: &str = "manifest.pom.jsonl";
 /// Suffix of the reason file beside a rejected file.
 pub const REASON: &str = ".reason";
 
@@ -30,11 +38,13 @@ pub fn stored_name(id: &str, original: &[u8]) -> String {
             break;
         }
         let c = b as char;
-        safe.push(if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
-            c
-        } else {
-            '_'
-        });
+        safe.push(
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            },
+        );
     }
     format!("{id}_{safe}")
 }
@@ -49,25 +59,99 @@ pub fn destination(s: &Submission) -> String {
     }
 }
 
-/// Moves a decided submission's file (and marker) out of `queue/`, writing its sidecar or reason
-/// first. Safe to call again for the same submission.
-pub fn file(spool: &Spool, s: &Submission) -> io::Result<()> {
-    let Some(stored) = &s.stored else {
-        return Ok(());
-    };
-    let dest = spool.root().join(stored);
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir)?;
+/// Folders known to exist, so that filing does not ask the file system again for each file.
+#[derive(Debug, Default)]
+pub struct Folders(HashSet<PathBuf>);
+
+impl Folders {
+    fn ensure(&mut self, dir: &Path) -> io::Result<()> {
+        if !self.0.contains(dir) {
+            std::fs::create_dir_all(dir)?;
+            if self.0.len() > 10_000 {
+                self.0.clear();
+            }
+            self.0.insert(dir.to_path_buf());
+        }
+        Ok(())
     }
-    let (suffix, text) = match s.state {
-        State::Rejected => (REASON, reason_text(s)),
-        State::Claimed => return Ok(()),
-        State::Archived | State::Duplicate => (SIDECAR, sidecar_json(s)),
-    };
-    write_replacing(&with_suffix(&dest, suffix), text.as_bytes())?;
-    move_if_present(&spool.queued(&s.id), &dest)?;
+}
+
+/// Files a batch of decided submissions: manifest lines and reasons first, then the moves out of
+/// `queue/`. Returns the submissions that could not be filed, with why; they stay in `queue/`
+/// and are filed again at the next start.
+pub fn file_batch(
+    spool: &Spool,
+    batch: &[Submission],
+    folders: &mut Folders,
+) -> Vec<(String, io::Error)> {
+    let mut failed = Vec::new();
+    let mut manifests: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut moves = Vec::with_capacity(batch.len());
+    for s in batch {
+        let Some(stored) = &s.stored else { continue };
+        let dest = spool.root().join(stored);
+        let Some(dir) = dest.parent() else { continue };
+        if let Err(e) = folders.ensure(dir) {
+            failed.push((s.id.clone(), e));
+            continue;
+        }
+        match s.state {
+            State::Claimed => continue,
+            State::Rejected => {
+                if let Err(e) = std::fs::write(with_suffix(&dest, REASON), reason_text(s)) {
+                    failed.push((s.id.clone(), e));
+                    continue;
+                }
+            }
+            State::Archived | State::Duplicate => {
+                let line = manifest_line(s);
+                manifests
+                    .entry(dir.join(MANIFEST))
+                    .or_default()
+                    .push_str(&line);
+            }
+        }
+        moves.push((s, dest));
+    }
+    let mut unwritten = HashSet::new();
+    for (manifest, lines) in &manifests {
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(manifest)
+            .and_then(|mut f| f.write_all(lines.as_bytes()));
+        if let Err(e) = appended {
+            tracing::error!(manifest = %manifest.display(), error = %e, "cannot write the manifest");
+            unwritten.insert(manifest.parent().map(Path::to_path_buf));
+        }
+    }
+    for (s, dest) in moves {
+        if unwritten.contains(&dest.parent().map(Path::to_path_buf)) {
+            failed.push((
+                s.id.clone(),
+                io::Error::other("its manifest could not be written"),
+            ));
+            continue;
+        }
+        if let Err(e) = move_in(spool, s, &dest) {
+            failed.push((s.id.clone(), e));
+        }
+    }
+    failed
+}
+
+/// Files one decided submission (start-up reconcile).
+pub fn file(spool: &Spool, s: &Submission) -> io::Result<()> {
+    match file_batch(spool, std::slice::from_ref(s), &mut Folders::default()).pop() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn move_in(spool: &Spool, s: &Submission, dest: &Path) -> io::Result<()> {
+    move_if_present(&spool.queued(&s.id), dest)?;
     if let Some(marker) = &s.marker {
-        let marker_dest = with_suffix(&dest, &marker_suffix(&s.original, marker));
+        let marker_dest = with_suffix(dest, &marker_suffix(&s.original, marker));
         move_if_present(&spool.queued_marker(&s.id), &marker_dest)?;
     }
     Ok(())
@@ -103,22 +187,19 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Writes a file through a temporary name and a rename (never half-written under its name).
-pub fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = with_suffix(path, ".tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
-}
-
-/// The sidecar beside an archived file: everything needed to replay it.
-pub fn sidecar_json(s: &Submission) -> String {
+/// One line of an archive folder's manifest: everything needed to replay the file.
+pub fn manifest_line(s: &Submission) -> String {
     let original_hex = std::str::from_utf8(&s.original)
         .is_err()
         .then(|| hex::encode(&s.original));
+    let stored = s
+        .stored
+        .as_deref()
+        .and_then(|p| p.rsplit('/').next())
+        .unwrap_or_default();
     let v = serde_json::json!({
         "id": s.id,
+        "file": stored,
         "channel": s.channel,
         "original": String::from_utf8_lossy(&s.original),
         "original_hex": original_hex,
@@ -132,9 +213,24 @@ pub fn sidecar_json(s: &Submission) -> String {
         "checked": s.checked,
         "duplicate_of": s.duplicate_of,
     });
-    let mut text = serde_json::to_string_pretty(&v).unwrap_or_default();
-    text.push('\n');
-    text
+    let mut line = v.to_string();
+    line.push('\n');
+    line
+}
+
+/// Reads an archive folder's manifest: the last line for each stored file name.
+pub fn read_manifest(folder: &Path) -> io::Result<HashMap<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(folder.join(MANIFEST))?;
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        // A line cut by a crash is skipped; the file's line is written again when it is filed.
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && let Some(file) = v["file"].as_str()
+        {
+            out.insert(file.to_string(), v);
+        }
+    }
+    Ok(out)
 }
 
 /// The `.reason` beside a rejected file, for a person.

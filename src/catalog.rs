@@ -94,13 +94,15 @@ impl Format {
     /// Accepted versions, for messages.
     pub fn accepted(&self) -> String {
         let mut v: Vec<&str> = self.versions.keys().map(String::as_str).collect();
-        v.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        v.sort_by_key(|a| version_key(a));
         v.join(", ")
     }
 }
 
 fn version_key(v: &str) -> Vec<u64> {
-    v.split('.').map(|p| p.parse().unwrap_or(u64::MAX)).collect()
+    v.split('.')
+        .map(|p| p.parse().unwrap_or(u64::MAX))
+        .collect()
 }
 
 /// The compiled catalog.
@@ -114,16 +116,15 @@ impl Catalog {
     /// Loads and compiles `<dir>/catalog.toml`, reporting every problem at once.
     pub fn load(dir: &Path) -> Result<Catalog, Problems> {
         let file = dir.join(CATALOG_FILE);
-        let text = std::fs::read_to_string(&file).map_err(|e| {
-            Problems(vec![Problem::in_file(&file, format!("cannot read: {e}"))])
-        })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Problems(vec![Problem::in_file(&file, format!("cannot read: {e}"))]))?;
         Catalog::compile(dir, &file, &text)
     }
 
     /// Compiles catalog text; XSD paths are relative to `dir`.
     pub fn compile(dir: &Path, file: &Path, text: &str) -> Result<Catalog, Problems> {
-        let raw: RawCatalog = toml::from_str(text)
-            .map_err(|e| Problems(vec![Problem::from_toml(file, text, &e)]))?;
+        let raw: RawCatalog =
+            toml::from_str(text).map_err(|e| Problems(vec![Problem::from_toml(file, text, &e)]))?;
         let mut problems = Vec::new();
         let mut catalog = Catalog::default();
         let mut names = HashMap::new();

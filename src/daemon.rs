@@ -122,7 +122,7 @@ impl Daemon {
                 tracing::error!(file.id = %s.id, error = %e, "cannot file");
             }
         }
-        let (filed_tx, filed_rx) = sync_channel::<Vec<Submission>>(64);
+        let (filed_tx, filed_rx) = sync_channel::<Vec<Submission>>(4);
         let (writer, writer_thread) = Writer::spawn(ledger, 4096, filed_tx);
         let filer = {
             let spool = spool.clone();
@@ -179,7 +179,9 @@ impl Daemon {
             if let Some(id) = s.claim_id() {
                 let _ = work_tx.send(Work {
                     id,
+                    channel: s.channel,
                     original: s.original,
+                    marker: s.marker,
                 });
             }
         }
@@ -203,25 +205,35 @@ impl Daemon {
     pub fn stop(self) -> Result<(), DaemonError> {
         drop(self._watch);
         let _ = self.hints.send(Hint::Stop);
-        let intake = self.intake.join().map_err(|_| DaemonError::Panicked("intake"))?;
+        let intake = self
+            .intake
+            .join()
+            .map_err(|_| DaemonError::Panicked("intake"))?;
         for w in self.workers {
             w.join().map_err(|_| DaemonError::Panicked("worker"))?;
         }
-        let writer = self.writer.join().map_err(|_| DaemonError::Panicked("writer"))?;
-        self.filer.join().map_err(|_| DaemonError::Panicked("filer"))?;
+        let writer = self
+            .writer
+            .join()
+            .map_err(|_| DaemonError::Panicked("writer"))?;
+        self.filer
+            .join()
+            .map_err(|_| DaemonError::Panicked("filer"))?;
         intake?;
         writer?;
         Ok(())
     }
 }
 
+/// Reloads rules and schemas after an edit; true when the rule set changed.
 fn reload(
     rules_dir: &Path,
     schemas_dir: &Path,
     rules: &Shared<RuleSet>,
     catalog: &Shared<Catalog>,
     spool: &Spool,
-) {
+) -> bool {
+    let mut changed = false;
     match RuleSet::load(rules_dir) {
         Ok(new) => {
             if new.version != current(rules).version {
@@ -230,6 +242,7 @@ fn reload(
                 if let Ok(mut g) = rules.write() {
                     *g = Arc::new(new);
                 }
+                changed = true;
             }
         }
         Err(problems) => {
@@ -247,11 +260,15 @@ fn reload(
             tracing::error!(%problems, "schemas edit refused: the previous catalog stays in force");
         }
     }
+    changed
 }
 
 /// Brings the ledger and `queue/` into agreement. Returns the submissions to examine again and
 /// those to file.
-fn reconcile(spool: &Spool, ledger: &Ledger) -> Result<(Vec<Submission>, Vec<Submission>), DaemonError> {
+fn reconcile(
+    spool: &Spool,
+    ledger: &Ledger,
+) -> Result<(Vec<Submission>, Vec<Submission>), DaemonError> {
     let mut redrive = Vec::new();
     let mut forget = Vec::new();
     for s in ledger.in_state(State::Claimed)? {
@@ -298,7 +315,10 @@ fn reconcile(spool: &Spool, ledger: &Ledger) -> Result<(Vec<Submission>, Vec<Sub
         }
     }
     if !forget.is_empty() {
-        tracing::info!(count = forget.len(), "claims whose rename never happened are forgotten");
+        tracing::info!(
+            count = forget.len(),
+            "claims whose rename never happened are forgotten"
+        );
         let mut ledger = Ledger::open(&ledger_path(ledger))?;
         ledger.forget(&forget)?;
     }
@@ -325,22 +345,26 @@ fn worker_loop(
                 Err(_) => return,
             }
         };
-        let id = work.id;
         let catalog = current(catalog);
         let examined = examine_dropped(
-            &spool.queued(&id.text()),
+            &spool.queued(&work.id.text()),
             &work.original,
             &catalog,
             &mut validator,
             limits,
         );
-        if writer.decide(Decision { id, examined }).is_err() {
+        let decision = Decision {
+            claim: work,
+            examined,
+        };
+        if writer.decide(decision).is_err() {
             return;
         }
     }
 }
 
 fn filer_loop(spool: &Spool, rx: Receiver<Vec<Submission>>, sync: bool) {
+    let mut folders = crate::archive::Folders::default();
     while let Ok(mut batch) = rx.recv() {
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
@@ -348,17 +372,11 @@ fn filer_loop(spool: &Spool, rx: Receiver<Vec<Submission>>, sync: bool) {
                 break;
             }
         }
-        for s in &batch {
-            if let Err(e) = crate::archive::file(spool, s) {
-                tracing::error!(file.id = %s.id, error = %e, "cannot file; it stays in queue/");
-            } else {
-                tracing::debug!(file.id = %s.id, state = s.state.name(), "filed");
-            }
+        for (id, e) in crate::archive::file_batch(spool, &batch, &mut folders) {
+            tracing::error!(file.id = %id, error = %e, "cannot file; it stays in queue/");
         }
-        if sync {
-            if let Err(e) = sync_filesystem(spool.root()) {
-                tracing::error!(error = %e, "cannot sync the spool");
-            }
+        if sync && let Err(e) = sync_filesystem(spool.root()) {
+            tracing::error!(error = %e, "cannot sync the spool");
         }
     }
 }

@@ -13,7 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, Check};
 use crate::identify::{Guard, Root, identify};
-use crate::validate::{Failure, Validator, XmlError};
+use crate::validate::{Failure, Source, Validator, XmlError, well_formed_source};
+
+/// Files up to this size are read once into memory; larger ones are streamed.
+const INLINE_MAX: u64 = 1024 * 1024;
 
 /// Size and depth limits ("how much": flags and environment, not rules).
 #[derive(Debug, Clone, Copy)]
@@ -169,7 +172,9 @@ pub fn unsafe_name(original: &[u8]) -> Option<String> {
         ));
     };
     if name.chars().any(char::is_control) {
-        return Some(format!("the file name {name:?} holds a control character (newline, tab…)"));
+        return Some(format!(
+            "the file name {name:?} holds a control character (newline, tab…)"
+        ));
     }
     for part in name.split('/') {
         if part.starts_with('-') {
@@ -208,7 +213,12 @@ pub fn examine_dropped(
 }
 
 /// Examines one file's content.
-pub fn examine(path: &Path, catalog: &Catalog, validator: &mut Validator, limits: Limits) -> Examined {
+pub fn examine(
+    path: &Path,
+    catalog: &Catalog,
+    validator: &mut Validator,
+    limits: Limits,
+) -> Examined {
     let rejected = |size, sha256, root, r: Rejection| Examined {
         size,
         sha256,
@@ -216,35 +226,52 @@ pub fn examine(path: &Path, catalog: &Catalog, validator: &mut Validator, limits
         identified: None,
         verdict: Verdict::Rejected(r),
     };
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            return rejected(0, None, None, Rejection::new(RejectKind::Unreadable, format!("cannot be read: {e}")));
-        }
-    };
-    let ft = meta.file_type();
-    if !ft.is_file() {
-        let what = if ft.is_symlink() {
-            let target = std::fs::read_link(path)
-                .map(|t| format!(" (pointing to {})", t.display()))
-                .unwrap_or_default();
-            format!("a symbolic link{target}: POM never follows links; drop the file itself")
-        } else {
-            format!("not a regular file but a {}", special_kind(&ft))
-        };
-        return rejected(0, None, None, Rejection::new(RejectKind::NotARegularFile, what));
-    }
+    // Opened without following a link and without blocking on a pipe; what it is comes from the
+    // open descriptor itself.
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
     {
         Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let target = std::fs::read_link(path)
+                .map(|t| format!(" (pointing to {})", t.display()))
+                .unwrap_or_default();
+            let what =
+                format!("a symbolic link{target}: POM never follows links; drop the file itself");
+            return rejected(
+                0,
+                None,
+                None,
+                Rejection::new(RejectKind::NotARegularFile, what),
+            );
+        }
         Err(e) => {
-            return rejected(0, None, None, Rejection::new(RejectKind::Unreadable, format!("cannot be opened: {e}")));
+            let r = Rejection::new(RejectKind::Unreadable, format!("cannot be opened: {e}"));
+            return rejected(0, None, None, r);
         }
     };
-    let size = file.metadata().map(|m| m.size()).unwrap_or(meta.size());
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            let r = Rejection::new(RejectKind::Unreadable, format!("cannot be read: {e}"));
+            return rejected(0, None, None, r);
+        }
+    };
+    if !meta.file_type().is_file() {
+        let what = format!(
+            "not a regular file but a {}",
+            special_kind(&meta.file_type())
+        );
+        return rejected(
+            0,
+            None,
+            None,
+            Rejection::new(RejectKind::NotARegularFile, what),
+        );
+    }
+    let size = meta.size();
     let mut reader = BufReader::with_capacity(
         64 * 1024,
         Hashing {
@@ -267,8 +294,28 @@ pub fn examine(path: &Path, catalog: &Catalog, validator: &mut Validator, limits
             ),
         );
     }
-    let identity = identify(&mut reader, catalog, limits.max_depth);
+    // Small files (nearly all) are read once into memory and validated from there; larger ones
+    // are streamed twice (identify, then libxml2), in fixed memory.
+    let mut held = Vec::new();
+    let identity = if size <= INLINE_MAX {
+        if let Err(e) = reader.read_to_end(&mut held) {
+            return rejected(
+                size,
+                None,
+                None,
+                Rejection::new(RejectKind::Unreadable, format!("cannot be read: {e}")),
+            );
+        }
+        identify(&held[..], catalog, limits.max_depth)
+    } else {
+        identify(&mut reader, catalog, limits.max_depth)
+    };
     let sha = drain(reader);
+    let source = if size <= INLINE_MAX {
+        Source::Bytes(&held)
+    } else {
+        Source::File(path)
+    };
     let root = identity.root.clone();
     let reject = |r: Rejection| rejected(size, sha.clone(), root.clone(), r);
     match &identity.guard {
@@ -286,7 +333,7 @@ pub fn examine(path: &Path, catalog: &Catalog, validator: &mut Validator, limits
             ));
         }
         Some(Guard::Syntax(msg)) => {
-            let errors = crate::validate::well_formed(path).err().unwrap_or_else(|| {
+            let errors = well_formed_source(source).err().unwrap_or_else(|| {
                 vec![XmlError {
                     line: None,
                     column: None,
@@ -325,7 +372,10 @@ pub fn examine(path: &Path, catalog: &Catalog, validator: &mut Validator, limits
         };
         return reject(Rejection::new(
             RejectKind::NoVersion,
-            format!("{} file without a version ({place} is missing)", format.name),
+            format!(
+                "{} file without a version ({place} is missing)",
+                format.name
+            ),
         ));
     };
     let identified = Some((format.name.clone(), version.clone()));
@@ -343,7 +393,7 @@ pub fn examine(path: &Path, catalog: &Catalog, validator: &mut Validator, limits
             ),
         ));
     };
-    match validator.check(path, check) {
+    match validator.check_source(source, check) {
         Ok(()) => Examined {
             size,
             sha256: sha,
@@ -425,9 +475,17 @@ mod tests {
             b"\xff\xfe.xml",
             &[b'a'; 255],
         ] {
-            assert!(unsafe_name(bad).is_some(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                unsafe_name(bad).is_some(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
-        for good in [&b"obs_2026-11-28T12:00.xml"[..], b"a/b/c.xml", "débit.xml".as_bytes()] {
+        for good in [
+            &b"obs_2026-11-28T12:00.xml"[..],
+            b"a/b/c.xml",
+            "débit.xml".as_bytes(),
+        ] {
             assert_eq!(unsafe_name(good), None);
         }
     }

@@ -91,18 +91,18 @@ pub fn identify<R: BufRead>(input: R, catalog: &Catalog, max_depth: usize) -> Id
                         }
                     }
                     id.root = Some(root);
-                } else if let Some(want) = &version_path {
-                    if id.version.is_none() {
-                        path.push(start.local_name().as_ref().to_vec());
-                        capturing = path.len() == want.len()
-                            && path.iter().zip(want).all(|(a, b)| a == b.as_bytes());
-                        if empty {
-                            if capturing {
-                                id.version = Some(String::new());
-                                capturing = false;
-                            }
-                            path.pop();
+                } else if let Some(want) = &version_path
+                    && id.version.is_none()
+                {
+                    path.push(start.local_name().as_ref().to_vec());
+                    capturing = path.len() == want.len()
+                        && path.iter().zip(want).all(|(a, b)| a == b.as_bytes());
+                    if empty {
+                        if capturing {
+                            id.version = Some(String::new());
+                            capturing = false;
                         }
+                        path.pop();
                     }
                 }
                 if !empty {
@@ -129,7 +129,9 @@ pub fn identify<R: BufRead>(input: R, catalog: &Catalog, max_depth: usize) -> Id
                 if id.root.is_none() {
                     id.guard = Some(Guard::Syntax("no root element".into()));
                 } else if depth > 0 {
-                    id.guard = Some(Guard::Syntax("the document ends before its root closes".into()));
+                    id.guard = Some(Guard::Syntax(
+                        "the document ends before its root closes".into(),
+                    ));
                 }
                 return id;
             }
@@ -142,7 +144,10 @@ pub fn identify<R: BufRead>(input: R, catalog: &Catalog, max_depth: usize) -> Id
 fn root_of(start: &BytesStart<'_>) -> Root {
     let name = start.name();
     let (prefix, local) = match name.prefix() {
-        Some(p) => (Some(p.as_ref().to_vec()), start.local_name().as_ref().to_vec()),
+        Some(p) => (
+            Some(p.as_ref().to_vec()),
+            start.local_name().as_ref().to_vec(),
+        ),
         None => (None, name.as_ref().to_vec()),
     };
     let wanted: Vec<u8> = match &prefix {
@@ -186,7 +191,9 @@ mod tests {
 
     #[test]
     fn a_pi_file_is_known_by_root_namespace_and_version_attribute() {
-        let i = id(r#"<?xml version="1.0"?><pi:TimeSeries xmlns:pi="http://www.wldelft.nl/fews/PI" version="1.25"><pi:timeZone>0</pi:timeZone></pi:TimeSeries>"#);
+        let i = id(
+            r#"<?xml version="1.0"?><pi:TimeSeries xmlns:pi="http://www.wldelft.nl/fews/PI" version="1.25"><pi:timeZone>0</pi:timeZone></pi:TimeSeries>"#,
+        );
         assert_eq!(i.root.unwrap().namespace, "http://www.wldelft.nl/fews/PI");
         assert_eq!(i.version.as_deref(), Some("1.25"));
         assert_eq!(i.guard, None);
@@ -216,7 +223,9 @@ mod tests {
 
     #[test]
     fn a_truncated_document_is_not_complete() {
-        let i = id(r#"<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3" description="x"/>"#);
+        let i = id(
+            r#"<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3" description="x"/>"#,
+        );
         assert!(matches!(i.guard, Some(Guard::Syntax(_))), "{i:?}");
     }
 }

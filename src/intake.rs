@@ -30,20 +30,19 @@ pub type Shared<T> = Arc<RwLock<Arc<T>>>;
 
 /// Reads the current value of a shared, swappable value.
 pub fn current<T>(s: &Shared<T>) -> Arc<T> {
-    s.read().map(|g| Arc::clone(&g)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    s.read()
+        .map(|g| Arc::clone(&g))
+        .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
 }
 
-/// A claimed file for the workers.
-#[derive(Debug, Clone)]
-pub struct Work {
-    /// Claim id (the file is `queue/<id>`).
-    pub id: ClaimId,
-    /// The name it was dropped under, relative to its channel folder.
-    pub original: Vec<u8>,
-}
+/// A claimed file for the workers (it is `queue/<id>`).
+pub type Work = NewClaim;
 
 /// Claims per ledger transaction.
 const CLAIM_BATCH: usize = 512;
+/// Ready files held before claiming: a scan of a huge backlog claims as it goes, so memory does
+/// not grow with the backlog.
+const READY_MAX: usize = 4 * CLAIM_BATCH;
 /// Deepest folder nesting walked under a channel.
 const MAX_WALK_DEPTH: usize = 32;
 
@@ -67,7 +66,8 @@ pub struct Intake {
     ready_set: HashSet<PathBuf>,
     scan_every: Duration,
     overflowed: Arc<AtomicBool>,
-    on_configuration: Box<dyn FnMut() + Send>,
+    on_configuration: Box<dyn FnMut() -> bool + Send>,
+    failed: Option<LedgerError>,
 }
 
 impl Intake {
@@ -81,7 +81,7 @@ impl Intake {
         last_id: Option<ClaimId>,
         scan_every: Duration,
         overflowed: Arc<AtomicBool>,
-        on_configuration: Box<dyn FnMut() + Send>,
+        on_configuration: Box<dyn FnMut() -> bool + Send>,
     ) -> Self {
         Intake {
             spool,
@@ -96,6 +96,7 @@ impl Intake {
             scan_every,
             overflowed,
             on_configuration,
+            failed: None,
         }
     }
 
@@ -123,18 +124,20 @@ impl Intake {
                 }
             }
             let mut paths = HashSet::new();
+            let mut reload = false;
             for h in batch {
                 match h {
                     Hint::Path(p) => {
                         paths.insert(p);
                     }
                     Hint::Rescan => rescan = true,
-                    Hint::Configuration => {
-                        (self.on_configuration)();
-                        rescan = true;
-                    }
+                    Hint::Configuration => reload = true,
                     Hint::Stop => stop = true,
                 }
+            }
+            if reload && (self.on_configuration)() {
+                // New or changed channels: look at their folders now.
+                rescan = true;
             }
             if self.overflowed.swap(false, Ordering::Relaxed) {
                 tracing::info!("events were lost: rescanning the spool");
@@ -151,6 +154,9 @@ impl Intake {
             }
             self.recheck_due(now);
             self.claim_ready()?;
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
             if stop {
                 return Ok(());
             }
@@ -181,7 +187,11 @@ impl Intake {
                 continue;
             }
             let needs_stat = matches!(channel.completion, Completion::Quiet(_));
-            let meta = if needs_stat { entry.metadata().ok() } else { None };
+            let meta = if needs_stat {
+                entry.metadata().ok()
+            } else {
+                None
+            };
             let kind = kind_of(&ft);
             self.consider(channel, &path, kind, meta.as_ref(), now);
         }
@@ -313,6 +323,12 @@ impl Intake {
             rel: self.rel(channel, path),
             marker,
         });
+        if self.ready.len() >= READY_MAX
+            && self.failed.is_none()
+            && let Err(e) = self.claim_ready()
+        {
+            self.failed = Some(e);
+        }
     }
 
     fn recheck_due(&mut self, now: Instant) {
@@ -355,17 +371,13 @@ impl Intake {
                         continue;
                     }
                 }
-                if let Some((marker, _)) = &r.marker {
-                    if let Err(e) = rename_noreplace(marker, &self.spool.queued_marker(&id)) {
-                        tracing::warn!(path = %marker.display(), error = %e, "cannot claim marker");
-                    }
+                if let Some((marker, _)) = &r.marker
+                    && let Err(e) = rename_noreplace(marker, &self.spool.queued_marker(&id))
+                {
+                    tracing::warn!(path = %marker.display(), error = %e, "cannot claim marker");
                 }
                 tracing::debug!(file.id = %id, channel = %r.channel, "claimed");
-                let work = Work {
-                    id: claim.id,
-                    original: claim.original,
-                };
-                if self.work.send(work).is_err() {
+                if self.work.send(claim).is_err() {
                     return Err(LedgerError::WriterGone);
                 }
             }

@@ -117,7 +117,12 @@ impl State {
     }
 
     /// All states, in lifecycle order.
-    pub const ALL: [State; 4] = [State::Claimed, State::Archived, State::Rejected, State::Duplicate];
+    pub const ALL: [State; 4] = [
+        State::Claimed,
+        State::Archived,
+        State::Rejected,
+        State::Duplicate,
+    ];
 }
 
 /// A file as the ledger knows it.
@@ -188,8 +193,8 @@ pub struct NewClaim {
 /// A verdict to record, with where the file is to go.
 #[derive(Debug, Clone)]
 pub struct Decision {
-    /// Which submission.
-    pub id: ClaimId,
+    /// Which submission, as claimed.
+    pub claim: NewClaim,
     /// What examining found.
     pub examined: Examined,
 }
@@ -374,78 +379,92 @@ impl Ledger {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
         let mut out = Vec::with_capacity(decisions.len());
+        let decided_at = timestamp(now);
         for d in decisions {
-            let id = d.id.text();
-            let Some(row) = get(&tx, &id).map_err(sq(&path, "read submission"))? else {
-                continue;
-            };
-            if row.state != State::Claimed {
-                out.push(row);
-                continue;
-            }
+            let c = &d.claim;
+            let id = c.id.text();
             let e = &d.examined;
-            let (mut format, mut version) = e.identified.clone().unzip();
-            let (mut state, mut checked) = (State::Rejected, None);
-            let (mut kind, mut reason, mut errors) = (None, None, None);
-            let mut duplicate_of: Option<String> = None;
+            let (format, version) = e.identified.clone().unzip();
+            let mut decided = Submission {
+                id: id.clone(),
+                channel: c.channel.clone(),
+                original: c.original.clone(),
+                marker: c.marker.clone(),
+                state: State::Rejected,
+                received_at: timestamp(c.id.time()),
+                decided_at: Some(decided_at.clone()),
+                size: Some(e.size as i64),
+                sha256: e.sha256.clone(),
+                format,
+                version,
+                checked: None,
+                reject_kind: None,
+                reason: None,
+                errors: Vec::new(),
+                duplicate_of: None,
+                stored: None,
+            };
             match &e.verdict {
-                Verdict::Accepted {
-                    format: f,
-                    version: v,
-                    checked: c,
-                } => {
-                    state = State::Archived;
-                    format = Some(f.clone());
-                    version = Some(v.clone());
-                    checked = Some(c.clone());
-                    duplicate_of = tx
+                Verdict::Accepted { checked, .. } => {
+                    decided.state = State::Archived;
+                    decided.checked = Some(checked.clone());
+                    decided.duplicate_of = tx
                         .prepare_cached(
                             "SELECT id FROM submissions WHERE channel = ?1 AND sha256 = ?2
                              AND state = 'archived' LIMIT 1",
                         )
                         .and_then(|mut st| {
-                            st.query_row(params![row.channel, e.sha256], |r| r.get(0))
+                            st.query_row(params![c.channel, e.sha256], |r| r.get(0))
                                 .optional()
                         })
                         .map_err(sq(&path, "look for duplicate"))?;
-                    if duplicate_of.is_some() {
-                        state = State::Duplicate;
+                    if decided.duplicate_of.is_some() {
+                        decided.state = State::Duplicate;
                     }
                 }
                 Verdict::Rejected(r) => {
-                    kind = Some(r.kind.name());
-                    reason = Some(r.reason.clone());
-                    errors = Some(serde_json::to_string(&r.errors).unwrap_or_default());
+                    decided.reject_kind = Some(r.kind.name().to_string());
+                    decided.reason = Some(r.reason.clone());
+                    decided.errors = r.errors.clone();
                 }
             }
-            let mut decided = row.clone();
-            decided.state = state;
-            let stored = crate::archive::destination(&decided);
-            tx.prepare_cached(
-                "UPDATE submissions SET state = ?2, decided_at = ?3, size = ?4, sha256 = ?5,
-                 format = ?6, version = ?7, checked = ?8, reject_kind = ?9, reason = ?10,
-                 errors = ?11, duplicate_of = ?12, stored = ?13 WHERE id = ?1 AND state = 'claimed'",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    id,
-                    state.name(),
-                    timestamp(now),
-                    e.size as i64,
-                    e.sha256,
-                    format,
-                    version,
-                    checked,
-                    kind,
-                    reason,
-                    errors,
-                    duplicate_of,
-                    stored
-                ])
-            })
-            .map_err(sq(&path, "record verdict"))?;
-            if let Some(row) = get(&tx, &id).map_err(sq(&path, "read submission"))? {
-                out.push(row);
+            decided.stored = Some(crate::archive::destination(&decided));
+            let errors = match &e.verdict {
+                Verdict::Rejected(r) => Some(serde_json::to_string(&r.errors).unwrap_or_default()),
+                Verdict::Accepted { .. } => None,
+            };
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE submissions SET state = ?2, decided_at = ?3, size = ?4, sha256 = ?5,
+                     format = ?6, version = ?7, checked = ?8, reject_kind = ?9, reason = ?10,
+                     errors = ?11, duplicate_of = ?12, stored = ?13
+                     WHERE id = ?1 AND state = 'claimed'",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        id,
+                        decided.state.name(),
+                        decided.decided_at,
+                        decided.size,
+                        decided.sha256,
+                        decided.format,
+                        decided.version,
+                        decided.checked,
+                        decided.reject_kind,
+                        decided.reason,
+                        errors,
+                        decided.duplicate_of,
+                        decided.stored
+                    ])
+                })
+                .map_err(sq(&path, "record verdict"))?;
+            if changed == 1 {
+                out.push(decided);
+            } else if let Some(row) = get(&tx, &id).map_err(sq(&path, "read submission"))? {
+                // Decided before a crash: it keeps its first verdict and is filed by that.
+                if row.state != State::Claimed {
+                    out.push(row);
+                }
             }
         }
         tx.commit().map_err(sq(&path, "commit verdicts"))?;
@@ -486,7 +505,10 @@ impl Ledger {
         }
         args.push(&limit);
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
-        let mut st = self.conn.prepare(&sql).map_err(sq(&self.path, "list files"))?;
+        let mut st = self
+            .conn
+            .prepare(&sql)
+            .map_err(sq(&self.path, "list files"))?;
         let rows = st
             .query_map(args.as_slice(), row_of)
             .map_err(sq(&self.path, "list files"))?
@@ -583,6 +605,10 @@ impl Submission {
 }
 
 /// A request to the writer thread.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every message is a Decide: boxing it would cost an allocation per file"
+)]
 pub enum WriteOp {
     /// Record claims, then answer (the renames wait for this answer).
     Claims(Vec<NewClaim>, SyncSender<Result<(), String>>),
@@ -647,6 +673,8 @@ fn writer_loop(
     rx: Receiver<WriteOp>,
     filed: SyncSender<Vec<Submission>>,
 ) -> Result<(), LedgerError> {
+    // Group commit: whatever has queued up while the last group was being written goes into the
+    // next transaction (waiting for more was measured to be slower, not faster).
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < GROUP {

@@ -14,14 +14,14 @@ pub mod spool;
 pub mod catalog;
 pub mod rules;
 
-pub mod settle;
-pub mod claim;
-pub mod identify;
-pub mod validate;
-pub mod examine;
-pub mod ledger;
 pub mod archive;
+pub mod claim;
+pub mod examine;
+pub mod identify;
+pub mod ledger;
+pub mod settle;
+pub mod validate;
 
-pub mod watch;
-pub mod intake;
 pub mod daemon;
+pub mod intake;
+pub mod watch;

@@ -92,9 +92,7 @@ impl Channel {
         suffixes.iter().find_map(|s| {
             let s = s.as_bytes();
             let n = file_name.len();
-            (n > s.len() + 1
-                && file_name.ends_with(s)
-                && file_name[n - s.len() - 1] == b'.')
+            (n > s.len() + 1 && file_name.ends_with(s) && file_name[n - s.len() - 1] == b'.')
                 .then(|| &file_name[..n - s.len() - 1])
         })
     }
@@ -115,9 +113,8 @@ impl RuleSet {
     /// Loads and compiles the rules folder, reporting every problem at once.
     pub fn load(dir: &Path) -> Result<RuleSet, Problems> {
         let file = dir.join(CHANNELS_FILE);
-        let text = std::fs::read_to_string(&file).map_err(|e| {
-            Problems(vec![Problem::in_file(&file, format!("cannot read: {e}"))])
-        })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Problems(vec![Problem::in_file(&file, format!("cannot read: {e}"))]))?;
         let mut set = RuleSet::compile_channels(&file, &text)?;
         let mut hash = Sha256::new();
         hash.update(CHANNELS_FILE.as_bytes());
@@ -130,8 +127,8 @@ impl RuleSet {
 
     /// Compiles the text of a channels file.
     pub fn compile_channels(file: &Path, text: &str) -> Result<RuleSet, Problems> {
-        let raw: RawChannels = toml::from_str(text)
-            .map_err(|e| Problems(vec![Problem::from_toml(file, text, &e)]))?;
+        let raw: RawChannels =
+            toml::from_str(text).map_err(|e| Problems(vec![Problem::from_toml(file, text, &e)]))?;
         let mut problems = Vec::new();
         let mut set = RuleSet::default();
         for (name, raw) in raw.channels {

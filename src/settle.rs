@@ -149,7 +149,10 @@ mod tests {
 
     fn channel(completion: &str) -> Channel {
         let text = format!("[channels.c]\ncompletion = \"{completion}\"\n");
-        RuleSet::compile_channels(Path::new("t"), &text).unwrap().channels["c"].clone()
+        RuleSet::compile_channels(Path::new("t"), &text)
+            .unwrap()
+            .channels["c"]
+            .clone()
     }
 
     fn stat(size: u64) -> Stat {
@@ -220,7 +223,10 @@ mod tests {
             stat: stat(10),
             at: t0 + Duration::from_millis(1999),
         };
-        assert!(matches!(quiet(period, Some(early), Some(first)), Decision::NotYet { .. }));
+        assert!(matches!(
+            quiet(period, Some(early), Some(first)),
+            Decision::NotYet { .. }
+        ));
         let grown = Look {
             stat: stat(11),
             at: t0 + period,

@@ -4,7 +4,7 @@
 //! spool/incoming/<channel>/   producers drop files here; nothing else writes here
 //! spool/queue/                owned by POM: claimed files in flight, named by claim id
 //! spool/rejected/<yyyy-mm-dd>/   refused files, each beside a <name>.reason
-//! spool/archive/<yyyy>/<mm>/<dd>/<channel>/   accepted files, each with a <name>.pom.json sidecar
+//! spool/archive/<yyyy>/<mm>/<dd>/<channel>/   accepted files, described by manifest.pom.jsonl
 //! spool/state/pom.sqlite      the ledger (default place)
 //! ```
 
@@ -65,7 +65,9 @@ impl Spool {
 
     /// Creates the fixed folders and one folder per channel.
     pub fn create<'a>(&self, channels: impl IntoIterator<Item = &'a str>) -> io::Result<()> {
-        for d in ["incoming", "queue", "archive", "rejected", "replay", "state", "outgoing"] {
+        for d in [
+            "incoming", "queue", "archive", "rejected", "replay", "state", "outgoing",
+        ] {
             std::fs::create_dir_all(self.root.join(d))?;
         }
         for c in channels {

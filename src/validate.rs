@@ -100,11 +100,7 @@ unsafe extern "C" fn collect(_ctx: *mut c_void, error: bindings::xmlErrorPtr) {
             s.errors.push(XmlError {
                 line: e.line.and_then(|l| u32::try_from(l).ok()),
                 column: e.col.and_then(|c| u32::try_from(c).ok()).filter(|&c| c > 0),
-                message: e
-                    .message
-                    .unwrap_or_default()
-                    .trim_end()
-                    .to_string(),
+                message: e.message.unwrap_or_default().trim_end().to_string(),
             });
         } else {
             s.more += 1;
@@ -156,9 +152,14 @@ impl Validator {
 
     /// Checks a file as the catalog says: against an XSD, or for well-formedness only.
     pub fn check(&mut self, file: &Path, check: &Check) -> Result<(), Failure> {
+        self.check_source(Source::File(file), check)
+    }
+
+    /// Checks a document already in memory, or a file streamed from disk.
+    pub fn check_source(&mut self, source: Source<'_>, check: &Check) -> Result<(), Failure> {
         match check {
-            Check::Xsd(xsd) => self.validate(file, xsd),
-            Check::WellFormedOnly(_) => well_formed(file).map_err(Failure::Malformed),
+            Check::Xsd(xsd) => self.validate(source, xsd),
+            Check::WellFormedOnly(_) => well_formed_source(source).map_err(Failure::Malformed),
         }
     }
 
@@ -217,21 +218,53 @@ impl Validator {
         entry.as_mut().map_err(|e| e.clone())
     }
 
-    fn validate(&mut self, file: &Path, xsd: &Path) -> Result<(), Failure> {
+    fn validate(&mut self, source: Source<'_>, xsd: &Path) -> Result<(), Failure> {
         let compiled = self
             .schema(xsd)
             .map_err(|e| Failure::Schema(xsd.to_path_buf(), e))?;
-        let c = cstring(file);
         install_sink();
         let _ = take_errors();
-        // SAFETY: the context and the path live for the call; errors go to the thread sink.
-        let rc = unsafe { bindings::xmlSchemaValidateFile(compiled.ctxt.as_ptr(), c.as_ptr(), 0) };
+        let rc = match source {
+            Source::File(file) => {
+                let c = cstring(file);
+                // SAFETY: the context and the path live for the call; errors go to the sink.
+                unsafe { bindings::xmlSchemaValidateFile(compiled.ctxt.as_ptr(), c.as_ptr(), 0) }
+            }
+            Source::Bytes(bytes) => {
+                let Ok(len) = i32::try_from(bytes.len()) else {
+                    return Err(Failure::Malformed(vec![message(
+                        "too large to hold in memory",
+                    )]));
+                };
+                // SAFETY: libxml2 copies the bytes into a buffer that the validation call takes
+                // over and frees.
+                unsafe {
+                    let input = bindings::xmlParserInputBufferCreateMem(
+                        bytes.as_ptr().cast(),
+                        len,
+                        bindings::xmlCharEncoding_XML_CHAR_ENCODING_NONE,
+                    );
+                    if input.is_null() {
+                        return Err(Failure::Malformed(vec![message(
+                            "cannot buffer the document",
+                        )]));
+                    }
+                    bindings::xmlSchemaValidateStream(
+                        compiled.ctxt.as_ptr(),
+                        input,
+                        bindings::xmlCharEncoding_XML_CHAR_ENCODING_NONE,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                }
+            }
+        };
         let errors = take_errors();
         if rc == 0 && errors.is_empty() {
             return Ok(());
         }
         // Tell a document that is not well-formed from one that breaks the schema.
-        match well_formed(file) {
+        match well_formed_source(source) {
             Err(parse) => Err(Failure::Malformed(parse)),
             Ok(()) if errors.is_empty() => Err(Failure::Invalid(vec![message(&format!(
                 "schema validation failed (libxml2 status {rc})"
@@ -241,16 +274,49 @@ impl Validator {
     }
 }
 
+/// Where a document is read from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// Streamed from a file (memory does not grow with its size).
+    File(&'a Path),
+    /// Already in memory.
+    Bytes(&'a [u8]),
+}
+
 /// Whether a file is well-formed XML, streaming (memory does not grow with the file).
 pub fn well_formed(file: &Path) -> Result<(), Vec<XmlError>> {
+    well_formed_source(Source::File(file))
+}
+
+/// Whether a document is well-formed XML.
+pub fn well_formed_source(source: Source<'_>) -> Result<(), Vec<XmlError>> {
     init();
     install_sink();
     let _ = take_errors();
-    let c = cstring(file);
     let options = (bindings::xmlParserOption_XML_PARSE_NONET
         | bindings::xmlParserOption_XML_PARSE_NOWARNING) as i32;
-    // SAFETY: the path lives for the call; the reader is freed below.
-    let reader = unsafe { bindings::xmlReaderForFile(c.as_ptr(), std::ptr::null(), options) };
+    let reader = match source {
+        Source::File(file) => {
+            let c = cstring(file);
+            // SAFETY: the path lives for the call; the reader is freed below.
+            unsafe { bindings::xmlReaderForFile(c.as_ptr(), std::ptr::null(), options) }
+        }
+        Source::Bytes(bytes) => {
+            let Ok(len) = i32::try_from(bytes.len()) else {
+                return Err(vec![message("too large to hold in memory")]);
+            };
+            // SAFETY: `bytes` outlives the reader, which is freed below, before returning.
+            unsafe {
+                bindings::xmlReaderForMemory(
+                    bytes.as_ptr().cast(),
+                    len,
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    options,
+                )
+            }
+        }
+    };
     if reader.is_null() {
         return Err(vec![message("cannot open the file")]);
     }
@@ -301,10 +367,18 @@ mod tests {
     fn schema_errors_come_with_line_numbers() {
         let mut v = Validator::new();
         let xsd = here("schemas/pi-xml/pi_run.xsd");
-        let ok = v.check(&here("tests/corpus/pi-xml/instances/wflow_run_info.xml"), &Check::Xsd(xsd.clone()));
+        let ok = v.check(
+            &here("tests/corpus/pi-xml/instances/wflow_run_info.xml"),
+            &Check::Xsd(xsd.clone()),
+        );
         assert_eq!(ok, Ok(()));
-        let bad = v.check(&here("tests/corpus/pi-xml/instances/rtctools_pi_run.xml"), &Check::Xsd(xsd));
-        let Err(Failure::Invalid(errors)) = bad else { panic!("{bad:?}") };
+        let bad = v.check(
+            &here("tests/corpus/pi-xml/instances/rtctools_pi_run.xml"),
+            &Check::Xsd(xsd),
+        );
+        let Err(Failure::Invalid(errors)) = bad else {
+            panic!("{bad:?}")
+        };
         assert!(errors[0].line.is_some(), "{errors:?}");
     }
 
@@ -316,7 +390,9 @@ mod tests {
         std::fs::write(&f, &full[..full.len() / 2]).unwrap();
         let mut v = Validator::new();
         let r = v.check(&f, &Check::Xsd(here("schemas/pi-xml/pi_run.xsd")));
-        let Err(Failure::Malformed(errors)) = r else { panic!("{r:?}") };
+        let Err(Failure::Malformed(errors)) = r else {
+            panic!("{r:?}")
+        };
         assert!(errors.iter().any(|e| e.line.is_some()), "{errors:?}");
         let r = v.check(&f, &Check::WellFormedOnly("x".into()));
         assert!(matches!(r, Err(Failure::Malformed(_))), "{r:?}");

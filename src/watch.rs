@@ -4,11 +4,12 @@
 //! overflows, notify says "rescan" and the intake scans everything. Links are never followed.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
 
-use notify::{Config, Event, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{Config, Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 /// What the intake loop is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +41,28 @@ pub fn watch(
         .iter()
         .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
         .collect();
+    let in_config = {
+        let config = config.clone();
+        move |p: &Path| config.iter().any(|c| p.starts_with(c))
+    };
     let handler = move |res: notify::Result<Event>| {
         let hints: Vec<Hint> = match res {
             Ok(event) if event.need_rescan() => vec![Hint::Rescan],
+            // Reads (our own included: loading the rules opens them) say nothing new.
+            // Reads (our own included: loading the rules opens them) say nothing new, and neither
+            // does a file going away from the spool (our own claims, mostly).
+            Ok(event)
+                if matches!(
+                    event.kind,
+                    EventKind::Access(AccessKind::Open(_) | AccessKind::Read)
+                        | EventKind::Access(AccessKind::Close(AccessMode::Read))
+                ) || (matches!(
+                    event.kind,
+                    EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
+                ) && !event.paths.iter().any(|p| in_config(p))) =>
+            {
+                return;
+            }
             Ok(event) => event
                 .paths
                 .into_iter()

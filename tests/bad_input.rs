@@ -18,7 +18,11 @@ use pom::ledger::{State, Submission};
 fn billion_laughs() -> Vec<u8> {
     let mut s = String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n <!ENTITY lol \"lol\">\n");
     for i in 1..10 {
-        let prev = if i == 1 { "lol".to_string() } else { format!("lol{}", i - 1) };
+        let prev = if i == 1 {
+            "lol".to_string()
+        } else {
+            format!("lol{}", i - 1)
+        };
         s.push_str(&format!(
             " <!ENTITY lol{i} \"{}\">\n",
             format!("&{prev};").repeat(10)
@@ -81,30 +85,57 @@ fn each_bad_input_is_rejected_with_a_reason_while_good_files_flow() {
 
     // (name, content, expected kind)
     let mut bad: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
-        (b"malformed.xml".to_vec(), b"<TimeSeries><a></TimeSeries>".to_vec(), "malformed"),
+        (
+            b"malformed.xml".to_vec(),
+            b"<TimeSeries><a></TimeSeries>".to_vec(),
+            "malformed",
+        ),
         (b"truncated.xml".to_vec(), truncated.to_vec(), "malformed"),
         (b"empty.xml".to_vec(), Vec::new(), "malformed"),
-        (b"binary.xml".to_vec(), vec![0u8, 159, 146, 150, 255, 0, 1], "malformed"),
+        (
+            b"binary.xml".to_vec(),
+            vec![0u8, 159, 146, 150, 255, 0, 1],
+            "malformed",
+        ),
         (b"laughs.xml".to_vec(), billion_laughs(), "doctype"),
         (b"quadratic.xml".to_vec(), quadratic_blowup(), "doctype"),
-        (b"xxe-file.xml".to_vec(), external_entity("file:///etc/passwd"), "doctype"),
+        (
+            b"xxe-file.xml".to_vec(),
+            external_entity("file:///etc/passwd"),
+            "doctype",
+        ),
         (
             b"xxe-net.xml".to_vec(),
             external_entity(&format!("http://127.0.0.1:{port}/x")),
             "doctype",
         ),
         (b"deep.xml".to_vec(), deep(10_000), "too-deep"),
-        (b"unknown.xml".to_vec(), b"<kml xmlns=\"http://www.opengis.net/kml/2.2\"/>".to_vec(), "unrecognised"),
+        (
+            b"unknown.xml".to_vec(),
+            b"<kml xmlns=\"http://www.opengis.net/kml/2.2\"/>".to_vec(),
+            "unrecognised",
+        ),
         (
             b"old-version.xml".to_vec(),
-            String::from_utf8(pi_series(2, 1)).unwrap().replace("version=\"1.2\"", "version=\"0.9\"").into_bytes(),
+            String::from_utf8(pi_series(2, 1))
+                .unwrap()
+                .replace("version=\"1.2\"", "version=\"0.9\"")
+                .into_bytes(),
             "version-not-accepted",
         ),
         (b"new\nline.xml".to_vec(), pi_series(3, 1), "unsafe-name"),
         (b"-rf.xml".to_vec(), pi_series(4, 1), "unsafe-name"),
         (b"x..y.xml".to_vec(), pi_series(5, 1), "unsafe-name"),
-        (b"latin1-\xe9\xff.xml".to_vec(), pi_series(6, 1), "unsafe-name"),
-        ([b"n".repeat(251), b".xml".to_vec()].concat(), pi_series(7, 1), "unsafe-name"),
+        (
+            b"latin1-\xe9\xff.xml".to_vec(),
+            pi_series(6, 1),
+            "unsafe-name",
+        ),
+        (
+            [b"n".repeat(251), b".xml".to_vec()].concat(),
+            pi_series(7, 1),
+            "unsafe-name",
+        ),
     ];
     let mut good = Vec::new();
     for (i, (name, bytes, _)) in bad.iter().enumerate() {
@@ -116,7 +147,8 @@ fn each_bad_input_is_rejected_with_a_reason_while_good_files_flow() {
     // A 100 MB file (over the default 64 MiB limit).
     {
         let mut f = std::fs::File::create(obs.join("huge.xml.part")).unwrap();
-        f.write_all(b"<TimeSeries xmlns=\"http://www.wldelft.nl/fews/PI\" version=\"1.2\">").unwrap();
+        f.write_all(b"<TimeSeries xmlns=\"http://www.wldelft.nl/fews/PI\" version=\"1.2\">")
+            .unwrap();
         let chunk = vec![b' '; 1 << 20];
         for _ in 0..100 {
             f.write_all(&chunk).unwrap();
@@ -150,19 +182,41 @@ fn each_bad_input_is_rejected_with_a_reason_while_good_files_flow() {
     let mut report = String::new();
     for (name, _, kind) in &bad {
         let s = by_name(name);
-        assert_eq!(s.state, State::Rejected, "{:?}: {s:?}", String::from_utf8_lossy(name));
-        assert_eq!(s.reject_kind.as_deref(), Some(*kind), "{:?}: {s:?}", String::from_utf8_lossy(name));
+        assert_eq!(
+            s.state,
+            State::Rejected,
+            "{:?}: {s:?}",
+            String::from_utf8_lossy(name)
+        );
+        assert_eq!(
+            s.reject_kind.as_deref(),
+            Some(*kind),
+            "{:?}: {s:?}",
+            String::from_utf8_lossy(name)
+        );
         let reason = gw.reason_of(s);
         assert!(reason.contains("reason:") && reason.len() > 60, "{reason}");
-        report.push_str(&format!("{:<40} {:<22} {}\n", format!("{:?}", String::from_utf8_lossy(name)), kind, s.reason.as_deref().unwrap_or("")));
+        report.push_str(&format!(
+            "{:<40} {:<22} {}\n",
+            format!("{:?}", String::from_utf8_lossy(name)),
+            kind,
+            s.reason.as_deref().unwrap_or("")
+        ));
     }
     println!("{report}decided in {took:?}");
     for g in &good {
         assert_eq!(by_name(g.as_bytes()).state, State::Archived, "{g}");
     }
     // The link was moved, not followed: what is in rejected/ is still a link, the target intact.
-    let link = gw.spool().join(by_name(b"link.xml").stored.as_ref().unwrap());
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    let link = gw
+        .spool()
+        .join(by_name(b"link.xml").stored.as_ref().unwrap());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert!(outside.exists());
     // The truncated file says where it breaks.
     let t = by_name(b"truncated.xml");
@@ -172,7 +226,11 @@ fn each_bad_input_is_rejected_with_a_reason_while_good_files_flow() {
     // Nothing went to the network.
     stop_listening.store(true, Ordering::Relaxed);
     accept.join().unwrap();
-    assert_eq!(connections.load(Ordering::SeqCst), 0, "an external entity was fetched");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "an external entity was fetched"
+    );
     gw.stop();
 }
 
@@ -217,7 +275,10 @@ fn a_100_mb_file_costs_bounded_memory() {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap();
-    println!("peak RSS while examining a 100 MB file: {} MB", hwm_kb / 1024);
+    println!(
+        "peak RSS while examining a 100 MB file: {} MB",
+        hwm_kb / 1024
+    );
     assert!(hwm_kb < 64 * 1024, "peak RSS {} kB", hwm_kb);
     gw.stop();
 }

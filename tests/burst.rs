@@ -55,7 +55,11 @@ fn files_written_into_freshly_created_nested_folders_are_processed() {
             let dir = gw.incoming("obs").join(format!("day{a}/hour{b}/x"));
             std::fs::create_dir_all(&dir).unwrap();
             for f in 0..10 {
-                std::fs::write(dir.join(format!("f{f}.xml")), pi_series(a * 1000 + b * 10 + f, 1)).unwrap();
+                std::fs::write(
+                    dir.join(format!("f{f}.xml")),
+                    pi_series(a * 1000 + b * 10 + f, 1),
+                )
+                .unwrap();
                 expected += 1;
             }
         }

@@ -13,7 +13,13 @@ fn a_rename_channel_ignores_temporary_names_until_the_rename() {
     let mut gw = Gateway::new();
     gw.start();
     let dir = gw.incoming("obs");
-    for tmp in ["a.xml.part", "a.xml.filepart", "a.xml.tmp", ".a.xml", ".in.a.xml"] {
+    for tmp in [
+        "a.xml.part",
+        "a.xml.filepart",
+        "a.xml.tmp",
+        ".a.xml",
+        ".in.a.xml",
+    ] {
         std::fs::write(dir.join(tmp), pi_series(1, 1)).unwrap();
     }
     std::thread::sleep(Duration::from_millis(800));
@@ -41,9 +47,23 @@ fn a_marker_releases_its_file_and_is_archived_beside_it() {
     let decided = gw.wait_for_decided(1, 20);
     assert_eq!(decided[0].state, State::Archived);
     assert_eq!(decided[0].marker.as_deref(), Some(&b"b.xml.ok"[..]));
+    // The archive folder describes the file.
     let stored = gw.spool().join(decided[0].stored.as_ref().unwrap());
+    let manifest = pom::archive::read_manifest(stored.parent().unwrap()).unwrap();
+    let line = &manifest[stored.file_name().unwrap().to_str().unwrap()];
+    assert_eq!(line["original"], "b.xml");
+    assert_eq!(line["channel"], "mark");
+    assert_eq!(line["format"], "pi-timeseries");
+    assert_eq!(line["version"], "1.2");
+    assert_eq!(line["sha256"].as_str(), decided[0].sha256.as_deref());
+    assert_eq!(
+        line["received_at"].as_str(),
+        Some(decided[0].received_at.as_str())
+    );
     let marker = format!("{}.ok", stored.display());
-    eventually(10, "marker archived", || std::path::Path::new(&marker).exists());
+    eventually(10, "marker archived", || {
+        std::path::Path::new(&marker).exists()
+    });
     assert!(!dir.join("b.xml.ok").exists());
 
     // `.done` works too.
@@ -65,7 +85,10 @@ fn a_quiet_channel_waits_until_the_file_stops_changing() {
         f.write_all(chunk).unwrap();
         f.flush().unwrap();
         std::thread::sleep(Duration::from_millis(120));
-        assert!(gw.submissions().is_empty(), "taken while still being written");
+        assert!(
+            gw.submissions().is_empty(),
+            "taken while still being written"
+        );
     }
     drop(f);
     let decided = gw.wait_for_decided(1, 20);
@@ -110,7 +133,10 @@ fn the_same_content_again_on_a_channel_is_a_duplicate() {
     let decided = gw.wait_for_decided(3, 20);
     let again = decided.iter().find(|s| s.original == b"again.xml").unwrap();
     let first = decided.iter().find(|s| s.original == b"first.xml").unwrap();
-    let other = decided.iter().find(|s| s.original == b"other-channel.xml").unwrap();
+    let other = decided
+        .iter()
+        .find(|s| s.original == b"other-channel.xml")
+        .unwrap();
     assert_eq!(again.state, State::Duplicate);
     assert_eq!(again.duplicate_of.as_deref(), Some(first.id.as_str()));
     assert_eq!(other.state, State::Archived, "duplicates are per channel");

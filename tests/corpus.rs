@@ -83,7 +83,13 @@ fn pom_validate_gives_the_same_verdicts_and_exits_non_zero_on_any_invalid_file()
     let catalog = Catalog::load(&repo().join("schemas")).unwrap();
     let gw = Gateway::new();
     let files = corpus_files();
-    let out = gw.pom().arg("validate").arg("--json").args(&files).output().unwrap();
+    let out = gw
+        .pom()
+        .arg("validate")
+        .arg("--json")
+        .args(&files)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "some corpus files are invalid");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for (f, verdict) in files.iter().zip(v.as_array().unwrap()) {

@@ -15,7 +15,10 @@ use pom::ledger::State;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -27,7 +30,12 @@ fn kill_9_at_random_instants_loses_nothing_and_processes_nothing_twice() {
     let seed = std::env::var("POM_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64);
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     println!("seed {seed} (set POM_CRASH_SEED to replay)");
     let mut rng = Lcg(seed);
     let mut gw = Gateway::new();
@@ -48,7 +56,8 @@ fn kill_9_at_random_instants_loses_nothing_and_processes_nothing_twice() {
                 let body = if valid {
                     pi_series(i, 2)
                 } else {
-                    b"<TimeSeries xmlns=\"http://www.wldelft.nl/fews/PI\" version=\"1.2\"><broken>".to_vec()
+                    b"<TimeSeries xmlns=\"http://www.wldelft.nl/fews/PI\" version=\"1.2\"><broken>"
+                        .to_vec()
                 };
                 let name = format!("f{i:06}.xml");
                 match i % 5 {
@@ -86,18 +95,32 @@ fn kill_9_at_random_instants_loses_nothing_and_processes_nothing_twice() {
 
     let started = Instant::now();
     let decided = gw.wait_for_decided(dropped.len(), 300);
-    println!("drained {:.1} s after the last restart", started.elapsed().as_secs_f64());
+    println!(
+        "drained {:.1} s after the last restart",
+        started.elapsed().as_secs_f64()
+    );
 
     // Exactly once each, with the verdict its content deserves.
     let mut seen: HashMap<String, State> = HashMap::new();
     for s in &decided {
         let key = format!("{}/{}", s.channel, String::from_utf8_lossy(&s.original));
-        assert!(seen.insert(key.clone(), s.state).is_none(), "{key} decided twice");
+        assert!(
+            seen.insert(key.clone(), s.state).is_none(),
+            "{key} decided twice"
+        );
     }
-    assert_eq!(seen.len(), dropped.len(), "some dropped files were never decided");
+    assert_eq!(
+        seen.len(),
+        dropped.len(),
+        "some dropped files were never decided"
+    );
     for (name, valid) in &dropped {
         let state = seen.get(name).unwrap_or_else(|| panic!("{name} lost"));
-        let expected = if *valid { State::Archived } else { State::Rejected };
+        let expected = if *valid {
+            State::Archived
+        } else {
+            State::Rejected
+        };
         assert_eq!(*state, expected, "{name}");
     }
     // On disk too: one stored file per submission, nothing left in flight.
@@ -108,7 +131,11 @@ fn kill_9_at_random_instants_loses_nothing_and_processes_nothing_twice() {
     );
     assert!(gw.queue_is_empty());
     for ch in ["obs", "mark", "still"] {
-        let left: Vec<_> = std::fs::read_dir(gw.incoming(ch)).unwrap().flatten().map(|e| e.file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(gw.incoming(ch))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert!(left.is_empty(), "left in incoming/{ch}: {left:?}");
     }
     assert!(gw.submissions().iter().all(|s| s.state != State::Claimed));

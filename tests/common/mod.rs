@@ -132,7 +132,10 @@ impl Gateway {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("pom serve exited with {status}:\n{text}");
             }
-            assert!(Instant::now() < deadline, "pom serve did not start:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "pom serve did not start:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         self
@@ -156,7 +159,11 @@ impl Gateway {
             // SAFETY: our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let status = child.wait().unwrap();
-            assert!(status.success(), "pom serve stopped with {status}:\n{}", self.log());
+            assert!(
+                status.success(),
+                "pom serve stopped with {status}:\n{}",
+                self.log()
+            );
         }
     }
 
@@ -243,9 +250,7 @@ impl Gateway {
 
     /// The submission whose original name is `name`.
     pub fn find(&self, name: &[u8]) -> Option<Submission> {
-        self.submissions()
-            .into_iter()
-            .find(|s| s.original == name)
+        self.submissions().into_iter().find(|s| s.original == name)
     }
 
     pub fn queue_is_empty(&self) -> bool {
@@ -285,14 +290,19 @@ fn data_files(dir: &Path) -> Vec<PathBuf> {
     walk(dir, &mut out);
     out.retain(|p| {
         let n = p.file_name().unwrap().as_bytes();
-        !(n.ends_with(b".pom.json") || n.ends_with(b".reason") || n.ends_with(b".ok") || n.ends_with(b".done"))
+        !(n == b"manifest.pom.jsonl"
+            || n.ends_with(b".reason")
+            || n.ends_with(b".ok")
+            || n.ends_with(b".done"))
     });
     out.sort();
     out
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {

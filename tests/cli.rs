@@ -1,0 +1,117 @@
+//! The operator's commands: `pom check`, `pom status`, `pom files`.
+
+mod common;
+
+use common::{Gateway, pi_series};
+
+#[test]
+fn pom_check_prints_every_problem_with_file_and_line_and_fails() {
+    let gw = Gateway::with_channels(
+        "[channels.a]\ncompletion = \"sometimes\"\n\n[channels.b]\ncompletion = \"rename\"\nignore = [\"[\"]\n",
+    );
+    std::fs::write(
+        gw.dir.path().join("schemas/catalog.toml"),
+        std::fs::read_to_string(gw.dir.path().join("schemas/catalog.toml"))
+            .unwrap()
+            .replace("pi-xml/pi_diag.xsd", "pi-xml/missing.xsd"),
+    )
+    .unwrap();
+    let out = gw.pom().arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("channels.toml:2: channel `a`: completion `sometimes`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("channels.toml:6: channel `b`: ignore pattern `[`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("catalog.toml:") && text.contains("missing.xsd` not found"),
+        "{text}"
+    );
+    assert!(text.contains("3 problem(s)"), "{text}");
+}
+
+#[test]
+fn pom_check_reports_an_xsd_that_does_not_compile() {
+    let gw = Gateway::new();
+    std::fs::write(
+        gw.dir.path().join("schemas/pi-xml/pi_diag.xsd"),
+        "<schema><broken",
+    )
+    .unwrap();
+    let out = gw.pom().arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("pi_diag.xsd"), "{text}");
+}
+
+#[test]
+fn the_repository_rules_and_schemas_pass_pom_check() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pom"))
+        .current_dir(common::repo())
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn status_and_files_read_the_ledger_as_text_and_json() {
+    let mut gw = Gateway::new();
+    gw.start();
+    gw.drop_file("obs", "good.xml", &pi_series(1, 1));
+    gw.drop_file("obs", "bad.xml", b"<nope");
+    gw.wait_for_decided(2, 20);
+    gw.stop();
+
+    let out = gw.pom().args(["status", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["queue_depth"], 0);
+    let obs = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "obs")
+        .unwrap();
+    assert_eq!(obs["states"]["archived"], 1);
+    assert_eq!(obs["states"]["rejected"], 1);
+
+    let out = gw
+        .pom()
+        .args(["files", "--state", "rejected", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["original"], "bad.xml");
+    assert_eq!(rows[0]["reject_kind"], "malformed");
+
+    let out = gw
+        .pom()
+        .args(["files", "--channel", "obs", "--limit", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("bad.xml"), "newest first: {text}");
+
+    let out = gw.pom().args(["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("obs") && text.contains("queue: 0"), "{text}");
+
+    let out = gw
+        .pom()
+        .args(["files", "--state", "lost"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
