@@ -155,7 +155,10 @@ fn peak_rss_mb(pid: u32) -> f64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    // `cargo test --all-targets` runs this binary too, without `--bench` and unoptimised: it only
+    // checks that it builds. The measurement runs under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("intake benchmark: run it with `cargo bench --bench intake`");
         return;
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

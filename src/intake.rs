@@ -43,6 +43,9 @@ const CLAIM_BATCH: usize = 512;
 /// Ready files held before claiming: a scan of a huge backlog claims as it goes, so memory does
 /// not grow with the backlog.
 const READY_MAX: usize = 4 * CLAIM_BATCH;
+/// Quiet time after the last change under `rules/` or `schemas/` before they are reloaded: an
+/// editor's save (truncate, then write) is never read half-done.
+const RELOAD_AFTER: Duration = Duration::from_millis(300);
 /// Deepest folder nesting walked under a channel.
 const MAX_WALK_DEPTH: usize = 32;
 
@@ -68,6 +71,7 @@ pub struct Intake {
     overflowed: Arc<AtomicBool>,
     on_configuration: Box<dyn FnMut() -> bool + Send>,
     failed: Option<LedgerError>,
+    reload_at: Option<Instant>,
 }
 
 impl Intake {
@@ -97,6 +101,7 @@ impl Intake {
             overflowed,
             on_configuration,
             failed: None,
+            reload_at: None,
         }
     }
 
@@ -108,6 +113,9 @@ impl Intake {
             let mut wake = next_scan.min(now + Duration::from_secs(1));
             if let Some((&d, _)) = self.deadlines.first_key_value() {
                 wake = wake.min(d);
+            }
+            if let Some(r) = self.reload_at {
+                wake = wake.min(r);
             }
             let mut rescan = false;
             let mut stop = false;
@@ -124,20 +132,24 @@ impl Intake {
                 }
             }
             let mut paths = HashSet::new();
-            let mut reload = false;
             for h in batch {
                 match h {
                     Hint::Path(p) => {
                         paths.insert(p);
                     }
                     Hint::Rescan => rescan = true,
-                    Hint::Configuration => reload = true,
+                    Hint::Configuration => {
+                        self.reload_at = Some(Instant::now() + RELOAD_AFTER);
+                    }
                     Hint::Stop => stop = true,
                 }
             }
-            if reload && (self.on_configuration)() {
-                // New or changed channels: look at their folders now.
-                rescan = true;
+            if self.reload_at.is_some_and(|r| Instant::now() >= r) {
+                self.reload_at = None;
+                if (self.on_configuration)() {
+                    // New or changed channels: look at their folders now.
+                    rescan = true;
+                }
             }
             if self.overflowed.swap(false, Ordering::Relaxed) {
                 tracing::info!("events were lost: rescanning the spool");

@@ -708,3 +708,48 @@ fn writer_loop(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ledger_reopens_with_its_data_and_refuses_a_newer_schema() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("state/pom.sqlite");
+        {
+            let mut l = Ledger::open(&db).unwrap();
+            assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
+            l.insert_claims(&[NewClaim {
+                id: ClaimId(1_800_000_000_000_000),
+                channel: "obs".into(),
+                original: b"a.xml".to_vec(),
+                marker: None,
+            }])
+            .unwrap();
+        }
+        let l = Ledger::open(&db).unwrap();
+        assert_eq!(l.in_state(State::Claimed).unwrap().len(), 1);
+        assert_eq!(l.last_id().unwrap(), Some(ClaimId(1_800_000_000_000_000)));
+        l.conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(l);
+        assert!(matches!(
+            Ledger::open(&db),
+            Err(LedgerError::TooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn an_empty_database_from_before_the_first_migration_is_brought_up_to_date() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("old.sqlite");
+        // A database file that exists but was never migrated (user_version 0).
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE unrelated (x INTEGER); INSERT INTO unrelated VALUES (1);")
+            .unwrap();
+        let l = Ledger::open(&db).unwrap();
+        assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(l.integrity_check().unwrap(), "ok");
+    }
+}

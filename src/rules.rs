@@ -213,6 +213,12 @@ impl RuleSet {
                 },
             );
         }
+        if set.channels.is_empty() && problems.is_empty() {
+            problems.push(Problem::in_file(
+                file,
+                "no channel is declared: POM would pick up nothing",
+            ));
+        }
         if problems.is_empty() {
             Ok(set)
         } else {
