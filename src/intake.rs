@@ -46,6 +46,10 @@ const READY_MAX: usize = 4 * CLAIM_BATCH;
 /// Quiet time after the last change under `rules/` or `schemas/` before they are reloaded: an
 /// editor's save (truncate, then write) is never read half-done.
 const RELOAD_AFTER: Duration = Duration::from_millis(300);
+/// When a new folder is scanned again: files written into it before the watcher had added it
+/// give no event (measured with notify 8.2 after `mkdir -p`), and a scan made at once can be too
+/// early for the last of them.
+const NEW_FOLDER_RESCANS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(3)];
 /// Deepest folder nesting walked under a channel.
 const MAX_WALK_DEPTH: usize = 32;
 
@@ -72,6 +76,7 @@ pub struct Intake {
     on_configuration: Box<dyn FnMut() -> bool + Send>,
     failed: Option<LedgerError>,
     reload_at: Option<Instant>,
+    folder_rescans: BTreeMap<Instant, Vec<PathBuf>>,
 }
 
 impl Intake {
@@ -102,6 +107,7 @@ impl Intake {
             on_configuration,
             failed: None,
             reload_at: None,
+            folder_rescans: BTreeMap::new(),
         }
     }
 
@@ -116,6 +122,9 @@ impl Intake {
             }
             if let Some(r) = self.reload_at {
                 wake = wake.min(r);
+            }
+            if let Some((&d, _)) = self.folder_rescans.first_key_value() {
+                wake = wake.min(d);
             }
             let mut rescan = false;
             let mut stop = false;
@@ -165,6 +174,7 @@ impl Intake {
                 }
             }
             self.recheck_due(now);
+            self.rescan_new_folders(now);
             self.claim_ready()?;
             if let Some(e) = self.failed.take() {
                 return Err(e);
@@ -231,6 +241,12 @@ impl Intake {
         if meta.is_dir() {
             // A new folder: files written into it right away may never be reported.
             self.scan_dir(channel, path, now, 0);
+            for after in NEW_FOLDER_RESCANS {
+                self.folder_rescans
+                    .entry(now + after)
+                    .or_default()
+                    .push(path.to_path_buf());
+            }
             return;
         }
         self.consider(channel, path, kind_of(&meta.file_type()), Some(&meta), now);
@@ -340,6 +356,25 @@ impl Intake {
             && let Err(e) = self.claim_ready()
         {
             self.failed = Some(e);
+        }
+    }
+
+    fn rescan_new_folders(&mut self, now: Instant) {
+        let later = self
+            .folder_rescans
+            .split_off(&(now + Duration::from_nanos(1)));
+        let due = std::mem::replace(&mut self.folder_rescans, later);
+        let rules = current(&self.rules);
+        let incoming = self.spool.incoming();
+        for dir in due.into_values().flatten() {
+            let channel = dir
+                .strip_prefix(&incoming)
+                .ok()
+                .and_then(|rel| rel.components().next())
+                .and_then(|c| rules.channels.get(&*c.as_os_str().to_string_lossy()));
+            if let Some(channel) = channel {
+                self.scan_dir(channel, &dir, now, 0);
+            }
         }
     }
 

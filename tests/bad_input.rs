@@ -51,8 +51,12 @@ fn deep(levels: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Drops a file under any name, as a well-behaved producer of a rename channel would: written
+/// under a temporary name, then renamed.
 fn write_raw(dir: &Path, name: &[u8], bytes: &[u8]) {
-    std::fs::write(dir.join(OsStr::from_bytes(name)), bytes).unwrap();
+    let tmp = dir.join(".incoming.part");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(OsStr::from_bytes(name))).unwrap();
 }
 
 #[test]

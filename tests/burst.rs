@@ -55,18 +55,19 @@ fn files_written_into_freshly_created_nested_folders_are_processed() {
             let dir = gw.incoming("obs").join(format!("day{a}/hour{b}/x"));
             std::fs::create_dir_all(&dir).unwrap();
             for f in 0..10 {
-                std::fs::write(
-                    dir.join(format!("f{f}.xml")),
-                    pi_series(a * 1000 + b * 10 + f, 1),
-                )
-                .unwrap();
+                // A well-behaved producer on a rename channel: temporary name, then the rename.
+                let tmp = dir.join(format!(".f{f}.xml.part"));
+                std::fs::write(&tmp, pi_series(a * 1000 + b * 10 + f, 1)).unwrap();
+                std::fs::rename(&tmp, dir.join(format!("f{f}.xml"))).unwrap();
                 expected += 1;
             }
         }
     }
     let decided = gw.wait_for_decided(expected, 60);
     assert_eq!(decided.len(), expected);
-    assert!(decided.iter().all(|s| s.state == State::Archived));
+    for s in &decided {
+        assert_eq!(s.state, State::Archived, "{s:?}");
+    }
     assert!(decided.iter().any(|s| s.original == b"day9/hour5/x/f9.xml"));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(gw.decided().len(), expected, "a file was processed twice");
