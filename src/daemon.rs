@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::catalog::Catalog;
-use crate::claim::{ClaimId, sync_filesystem};
+use crate::claim::sync_filesystem;
 use crate::examine::{Limits, examine_dropped};
 use crate::intake::{Intake, Shared, Work, current};
 use crate::ledger::{Decision, Ledger, LedgerError, State, Submission, Writer};
@@ -114,9 +114,9 @@ impl Daemon {
         let rules: Shared<RuleSet> = Arc::new(RwLock::new(Arc::new(rules)));
         let catalog: Shared<Catalog> = Arc::new(RwLock::new(Arc::new(catalog)));
 
-        let ledger = Ledger::open(&config.db)?;
+        let mut ledger = Ledger::open(&config.db)?;
         let last_id = ledger.last_id()?;
-        let (redrive, to_file) = reconcile(&spool, &ledger)?;
+        let (redrive, to_file) = reconcile(&spool, &mut ledger)?;
         for s in &to_file {
             if let Err(e) = crate::archive::file(&spool, s) {
                 tracing::error!(file.id = %s.id, error = %e, "cannot file");
@@ -267,7 +267,7 @@ fn reload(
 /// those to file.
 fn reconcile(
     spool: &Spool,
-    ledger: &Ledger,
+    ledger: &mut Ledger,
 ) -> Result<(Vec<Submission>, Vec<Submission>), DaemonError> {
     let mut redrive = Vec::new();
     let mut forget = Vec::new();
@@ -319,14 +319,9 @@ fn reconcile(
             count = forget.len(),
             "claims whose rename never happened are forgotten"
         );
-        let mut ledger = Ledger::open(&ledger_path(ledger))?;
         ledger.forget(&forget)?;
     }
     Ok((redrive, to_file))
-}
-
-fn ledger_path(ledger: &Ledger) -> PathBuf {
-    ledger.path().to_path_buf()
 }
 
 fn worker_loop(
@@ -379,9 +374,4 @@ fn filer_loop(spool: &Spool, rx: Receiver<Vec<Submission>>, sync: bool) {
             tracing::error!(error = %e, "cannot sync the spool");
         }
     }
-}
-
-/// The id a queued name stands for.
-pub fn queued_id(name: &str) -> Option<ClaimId> {
-    ClaimId::parse(name.strip_suffix(".marker").unwrap_or(name))
 }
