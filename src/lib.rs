@@ -12,6 +12,8 @@ pub mod problems;
 pub mod spool;
 
 pub mod catalog;
+pub mod model;
+pub mod route;
 pub mod rules;
 
 pub mod archive;

@@ -63,6 +63,23 @@ enum Command {
     Status(JsonArg),
     /// List submissions, newest first.
     Files(FilesArgs),
+    /// The routing decision for files, and the rules behind it, without the daemon.
+    Route(RouteArgs),
+    /// Declared models: trigger, next scheduled time, paused or not.
+    Models(JsonArg),
+}
+
+#[derive(Args)]
+struct RouteArgs {
+    /// Files to route.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The channel the files arrive on.
+    #[arg(long)]
+    channel: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -152,6 +169,8 @@ fn main() -> ExitCode {
         Command::Validate(a) => validate(&cli.paths, a),
         Command::Status(a) => status(&cli.paths, a.json),
         Command::Files(a) => files(&cli.paths, a),
+        Command::Route(a) => route(&cli.paths, a),
+        Command::Models(a) => models(&cli.paths, a.json),
     };
     match result {
         Ok(code) => code,
@@ -212,8 +231,10 @@ fn check(paths: &Paths) -> Result<ExitCode> {
     let mut problems: Vec<Problem> = Vec::new();
     match RuleSet::load(&paths.rules) {
         Ok(r) => println!(
-            "rules: {} channel(s), version {}",
+            "rules: {} channel(s), {} model(s), {} route(s), version {}",
             r.channels.len(),
+            r.models.len(),
+            r.routes.routes.len(),
             &r.version[..12]
         ),
         Err(p) => problems.extend(p.0),
@@ -398,6 +419,139 @@ fn files(paths: &Paths, a: &FilesArgs) -> Result<ExitCode> {
             r.channel,
             String::from_utf8_lossy(&r.original),
             what
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_rules(paths: &Paths) -> Result<RuleSet> {
+    RuleSet::load(&paths.rules).map_err(|p| anyhow::anyhow!("{p}"))
+}
+
+fn route(paths: &Paths, a: &RouteArgs) -> Result<ExitCode> {
+    let rules = load_rules(paths)?;
+    if !rules.channels.contains_key(&a.channel) {
+        anyhow::bail!("no channel `{}` in {}", a.channel, paths.rules.display());
+    }
+    let catalog = Catalog::load(&paths.schemas).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let mut validator = Validator::new();
+    let mut out = Vec::new();
+    for f in &a.files {
+        let ex = examine::examine(f, &catalog, &mut validator, examine::Limits::default());
+        let shown = f.display().to_string();
+        let decision = match &ex.verdict {
+            Verdict::Rejected(r) => {
+                serde_json::json!({"outcome": "rejected", "kind": r.kind, "reason": r.reason})
+            }
+            Verdict::Accepted {
+                format, version, ..
+            } => {
+                let document = std::fs::read(f).with_context(|| format!("reading {shown}"))?;
+                let name = f
+                    .file_name()
+                    .map(|n| n.as_encoded_bytes().to_vec())
+                    .unwrap_or_default();
+                let d = rules.routes.decide(&pom::route::Facts {
+                    channel: &a.channel,
+                    name: &name,
+                    format,
+                    version,
+                    document: &document,
+                });
+                serde_json::to_value(&d)?
+            }
+        };
+        if !a.json {
+            println!("{shown}: {}", describe_route(&decision));
+        }
+        out.push(serde_json::json!({"file": shown, "decision": decision, "rules_version": rules.version}));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_route(d: &serde_json::Value) -> String {
+    match d["outcome"].as_str() {
+        Some("routed") => {
+            let rules: Vec<&str> = d["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str())
+                .collect();
+            let actions: Vec<String> = d["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| match a["action"].as_str() {
+                    Some("deliver") => format!(
+                        "deliver to {}.{}",
+                        a["model"].as_str().unwrap_or(""),
+                        a["slot"].as_str().unwrap_or("")
+                    ),
+                    Some("publish") => format!(
+                        "publish to outgoing/{}/",
+                        a["target"].as_str().unwrap_or("")
+                    ),
+                    Some("hold") => format!("hold ({})", a["reason"].as_str().unwrap_or("")),
+                    Some("drop") => format!("drop ({})", a["reason"].as_str().unwrap_or("")),
+                    _ => a.to_string(),
+                })
+                .collect();
+            format!("{} (rule {})", actions.join(", "), rules.join(", "))
+        }
+        Some("unrouted") => "unrouted: no rule matches".into(),
+        _ => format!("refused: {}", d["reason"].as_str().unwrap_or("")),
+    }
+}
+
+fn models(paths: &Paths, json: bool) -> Result<ExitCode> {
+    let rules = load_rules(paths)?;
+    let now = chrono::Utc::now();
+    let rows: Vec<serde_json::Value> = rules
+        .models
+        .values()
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name,
+                "description": m.description,
+                "trigger": m.trigger.kind(),
+                "next": m.trigger.next_after(now).map(pom::ledger::timestamp),
+                "paused": m.paused,
+                "inputs": m.inputs.keys().collect::<Vec<_>>(),
+                "outputs": m.outputs.as_ref().map(|(c, _)| c),
+                "executor": format!("{:?}", m.executor).to_lowercase(),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<9} {:<28} {:<7} inputs",
+        "model", "trigger", "next", "paused"
+    );
+    for r in &rows {
+        println!(
+            "{:<24} {:<9} {:<28} {:<7} {}",
+            r["name"].as_str().unwrap_or(""),
+            r["trigger"].as_str().unwrap_or(""),
+            r["next"].as_str().unwrap_or("-"),
+            if r["paused"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            r["inputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,6 @@
 //! What operators edit: the `rules/` folder, parsed then compiled into a [`RuleSet`].
 //!
-//! In: `rules/channels.toml` (and, as the chain grows, model and route files). Out: a validated
+//! In: `rules/channels.toml`, `rules/models/*.toml` and `rules/routes.toml`. Out: a validated
 //! rule set with a version (a hash of every file it was built from), or every problem found, each
 //! with its file and line. Code further down trusts a compiled rule set and never re-checks it.
 
@@ -13,10 +13,14 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
+use crate::model::Model;
 use crate::problems::{Problem, Problems};
+use crate::route::{ROUTES_FILE, Routes};
 
 /// File that declares the channels.
 pub const CHANNELS_FILE: &str = "channels.toml";
+/// Folder of model declarations, one file per model.
+pub const MODELS_DIR: &str = "models";
 
 /// Names that a `rename` channel ignores until the producer renames them.
 pub const DEFAULT_IGNORE: &[&str] = &["*.part", "*.filepart", "*.tmp", ".*", ".in.*"];
@@ -103,6 +107,10 @@ impl Channel {
 pub struct RuleSet {
     /// Channels by name.
     pub channels: BTreeMap<String, Channel>,
+    /// Models by name (`rules/models/<name>.toml`).
+    pub models: BTreeMap<String, Model>,
+    /// Routes (`rules/routes.toml`).
+    pub routes: Routes,
     /// SHA-256 over the files the set was built from (name and content), hex; short form in logs.
     pub version: String,
     /// The files read.
@@ -110,18 +118,91 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Loads and compiles the rules folder, reporting every problem at once.
+    /// Loads and compiles the rules folder (channels, models, routes), reporting every problem
+    /// at once. The whole set compiles, or none of it is used.
     pub fn load(dir: &Path) -> Result<RuleSet, Problems> {
-        let file = dir.join(CHANNELS_FILE);
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Problems(vec![Problem::in_file(&file, format!("cannot read: {e}"))]))?;
-        let mut set = RuleSet::compile_channels(&file, &text)?;
+        let mut problems = Vec::new();
         let mut hash = Sha256::new();
-        hash.update(CHANNELS_FILE.as_bytes());
-        hash.update([0]);
-        hash.update(text.as_bytes());
+        let mut files = Vec::new();
+        let mut read = |path: PathBuf, problems: &mut Vec<Problem>| -> Option<String> {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let rel = path.strip_prefix(dir).unwrap_or(&path);
+                    hash.update(rel.to_string_lossy().as_bytes());
+                    hash.update([0]);
+                    hash.update(text.as_bytes());
+                    hash.update([0]);
+                    files.push(path);
+                    Some(text)
+                }
+                Err(e) => {
+                    problems.push(Problem::in_file(&path, format!("cannot read: {e}")));
+                    None
+                }
+            }
+        };
+        let channels_file = dir.join(CHANNELS_FILE);
+        let mut set = match read(channels_file.clone(), &mut problems) {
+            Some(text) => match RuleSet::compile_channels(&channels_file, &text) {
+                Ok(set) => set,
+                Err(p) => {
+                    problems.extend(p.0);
+                    RuleSet::default()
+                }
+            },
+            None => RuleSet::default(),
+        };
+        let mut model_files: Vec<PathBuf> = std::fs::read_dir(dir.join(MODELS_DIR))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        model_files.sort();
+        for path in model_files {
+            let name = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let Some(text) = read(path.clone(), &mut problems) else {
+                continue;
+            };
+            if !valid_name(&name) {
+                problems.push(Problem::in_file(
+                    &path,
+                    "a model's file name is its name: letters, digits, `-` and `_` only",
+                ));
+                continue;
+            }
+            if let Some(m) = Model::compile(&name, &path, &text, &mut problems) {
+                if let Some((channel, _)) = &m.outputs
+                    && !set.channels.contains_key(channel)
+                {
+                    problems.push(Problem::in_file(
+                        &path,
+                        format!(
+                            "model `{name}`: outputs go to channel `{channel}`, which \
+                             channels.toml does not declare"
+                        ),
+                    ));
+                }
+                set.models.insert(name, m);
+            }
+        }
+        let routes_file = dir.join(ROUTES_FILE);
+        if routes_file.exists()
+            && let Some(text) = read(routes_file.clone(), &mut problems)
+        {
+            set.routes = Routes::compile(&routes_file, &text, &set.models, &mut problems);
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
         set.version = hex::encode(hash.finalize());
-        set.files = vec![file];
+        set.files = files;
         Ok(set)
     }
 

@@ -1,0 +1,493 @@
+//! Model declarations: `rules/models/<name>.toml`, one file per model, parsed then compiled.
+//!
+//! A model is an external program (POM never computes): its command as argv (no shell) with
+//! placeholders for the run folder and run file, named input slots, the channel its outputs
+//! re-enter on, when it runs (the trigger), and how (timeout, retries, concurrency, priority,
+//! environment, executor). The file's name is the model's name.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::problems::Problem;
+use crate::route::{ContentFilter, compile_filter};
+
+/// Placeholders a command may use; each is replaced by a path when the run starts.
+pub const PLACEHOLDERS: &[&str] = &["{run_dir}", "{run_file}", "{input_dir}", "{output_dir}"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    #[serde(default)]
+    description: String,
+    command: Spanned<Vec<String>>,
+    #[serde(default)]
+    inputs: BTreeMap<String, Spanned<RawSlot>>,
+    outputs: Option<RawOutputs>,
+    trigger: Spanned<RawTrigger>,
+    timeout: Option<Spanned<String>>,
+    retries: Option<RawRetries>,
+    concurrency: Option<usize>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    executor: Option<Spanned<String>>,
+    #[serde(default)]
+    paused: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlot {
+    formats: Vec<String>,
+    #[serde(default)]
+    versions: Vec<String>,
+    #[serde(default = "yes")]
+    required: bool,
+    #[serde(rename = "where", default)]
+    filter: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutputs {
+    channel: String,
+    #[serde(default)]
+    formats: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    kind: String,
+    window: Option<String>,
+    count: Option<usize>,
+    wait: Option<String>,
+    cron: Option<String>,
+    timezone: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetries {
+    max: u32,
+    backoff: Option<String>,
+}
+
+/// When a model runs.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// Once for each routed input.
+    Arrival,
+    /// When every required slot is filled within the window (counted from the first arrival).
+    Join {
+        /// How long the first input waits for the others.
+        window: Duration,
+    },
+    /// Up to `count` files, or whatever arrived `wait` after the first one.
+    Batch {
+        /// Largest batch.
+        count: usize,
+        /// Longest wait after the first file.
+        wait: Duration,
+    },
+    /// At the times of a cron pattern in a time zone; time0 is the scheduled time, and each slot
+    /// gets its latest input.
+    Schedule {
+        /// The pattern as written.
+        pattern: String,
+        /// The compiled pattern.
+        cron: Box<croner::Cron>,
+        /// The zone the pattern is read in.
+        zone: chrono_tz::Tz,
+    },
+}
+
+impl Trigger {
+    /// The trigger's kind, as written.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Arrival => "arrival",
+            Trigger::Join { .. } => "join",
+            Trigger::Batch { .. } => "batch",
+            Trigger::Schedule { .. } => "schedule",
+        }
+    }
+
+    /// The first scheduled time strictly after `after`, for a schedule trigger.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let Trigger::Schedule { cron, zone, .. } = self else {
+            return None;
+        };
+        cron.find_next_occurrence(&after.with_timezone(zone), false)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+}
+
+/// One input slot.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// Slot name.
+    pub name: String,
+    /// Accepted formats.
+    pub formats: Vec<String>,
+    /// Accepted versions (empty: any the catalog accepts).
+    pub versions: Vec<String>,
+    /// Whether a run needs it.
+    pub required: bool,
+    /// Content the file must hold.
+    pub filter: Vec<ContentFilter>,
+}
+
+/// Retries after a failed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Further attempts after the first.
+    pub max: u32,
+    /// Wait before the first retry; doubled at each further one.
+    pub backoff: Duration,
+}
+
+/// Where a run executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// A process group on this machine.
+    Local,
+    /// A Slurm cluster (sbatch, squeue, sacct, scancel).
+    Slurm,
+}
+
+/// A compiled model declaration.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Name (the file's stem).
+    pub name: String,
+    /// For people.
+    pub description: String,
+    /// argv, with placeholders.
+    pub command: Vec<String>,
+    /// Input slots by name.
+    pub inputs: BTreeMap<String, Slot>,
+    /// Channel its outputs re-enter on, and the formats expected there.
+    pub outputs: Option<(String, Vec<String>)>,
+    /// When it runs.
+    pub trigger: Trigger,
+    /// Longest run.
+    pub timeout: Duration,
+    /// Retries.
+    pub retries: Retries,
+    /// Runs at once.
+    pub concurrency: usize,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Where it runs.
+    pub executor: Executor,
+    /// Declared paused (operators can also pause it at run time).
+    pub paused: bool,
+}
+
+/// Default run timeout: one hour.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Parses a duration such as `500ms`, `30s`, `10m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 30s, 10m, 2h"))?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{text}` is not a duration such as 30s, 10m, 2h")),
+    };
+    Ok(Duration::from_millis(n * ms))
+}
+
+impl Model {
+    /// Compiles one model file; problems are added to `problems`.
+    pub fn compile(
+        name: &str,
+        file: &Path,
+        text: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Model> {
+        let raw: RawModel = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(Problem::from_toml(file, text, &e));
+                return None;
+            }
+        };
+        let before = problems.len();
+        let mut at = |offset: usize, message: String| {
+            problems.push(Problem::at(
+                file,
+                text,
+                Some(offset),
+                format!("model `{name}`: {message}"),
+            ));
+        };
+        if raw.command.get_ref().is_empty() {
+            at(raw.command.span().start, "`command` is empty".into());
+        }
+        for arg in raw.command.get_ref() {
+            let mut rest = arg.as_str();
+            while let Some(open) = rest.find('{') {
+                let Some(close) = rest[open..].find('}') else {
+                    break;
+                };
+                let ph = &rest[open..open + close + 1];
+                if !PLACEHOLDERS.contains(&ph) {
+                    at(
+                        raw.command.span().start,
+                        format!(
+                            "unknown placeholder {ph} (known: {})",
+                            PLACEHOLDERS.join(", ")
+                        ),
+                    );
+                }
+                rest = &rest[open + close + 1..];
+            }
+        }
+        let mut inputs = BTreeMap::new();
+        for (slot, raw_slot) in raw.inputs {
+            let span = raw_slot.span().start;
+            let s = raw_slot.into_inner();
+            if s.formats.is_empty() {
+                at(span, format!("input `{slot}` accepts no format"));
+            }
+            let mut filter = Vec::new();
+            for (path, value) in s.filter {
+                match compile_filter(&path, &value) {
+                    Ok(f) => filter.push(f),
+                    Err(e) => at(span, format!("input `{slot}`: {e}")),
+                }
+            }
+            inputs.insert(
+                slot.clone(),
+                Slot {
+                    name: slot,
+                    formats: s.formats,
+                    versions: s.versions,
+                    required: s.required,
+                    filter,
+                },
+            );
+        }
+        let tspan = raw.trigger.span().start;
+        let t = raw.trigger.into_inner();
+        let mut duration = |field: &str, v: Option<String>, default: Option<Duration>| match v
+            .map(|v| parse_duration(&v))
+        {
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => {
+                at(tspan, format!("trigger {field}: {e}"));
+                None
+            }
+            None => {
+                if default.is_none() {
+                    at(tspan, format!("a {} trigger needs `{field}`", t.kind));
+                }
+                default
+            }
+        };
+        let trigger = match t.kind.as_str() {
+            "arrival" => Some(Trigger::Arrival),
+            "join" => {
+                duration("window", t.window.clone(), None).map(|window| Trigger::Join { window })
+            }
+            "batch" => {
+                let wait = duration("wait", t.wait.clone(), None);
+                let count = t.count.filter(|&c| c > 0);
+                match (count, wait) {
+                    (Some(count), Some(wait)) => Some(Trigger::Batch { count, wait }),
+                    (None, _) => {
+                        at(tspan, "a batch trigger needs `count` (at least 1)".into());
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            "schedule" => {
+                let zone = match t
+                    .timezone
+                    .as_deref()
+                    .unwrap_or("UTC")
+                    .parse::<chrono_tz::Tz>()
+                {
+                    Ok(z) => Some(z),
+                    Err(_) => {
+                        at(
+                            tspan,
+                            format!(
+                                "unknown time zone `{}`",
+                                t.timezone.clone().unwrap_or_default()
+                            ),
+                        );
+                        None
+                    }
+                };
+                let pattern = t.cron.clone().unwrap_or_default();
+                let cron = match croner::Cron::from_str(&pattern) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        at(tspan, format!("cron `{pattern}`: {e}"));
+                        None
+                    }
+                };
+                match (zone, cron) {
+                    (Some(zone), Some(cron)) => Some(Trigger::Schedule {
+                        pattern,
+                        cron: Box::new(cron),
+                        zone,
+                    }),
+                    _ => None,
+                }
+            }
+            other => {
+                at(
+                    tspan,
+                    format!("trigger kind `{other}` is not one of arrival, join, batch, schedule"),
+                );
+                None
+            }
+        };
+        if matches!(trigger, Some(Trigger::Join { .. })) && !inputs.values().any(|s| s.required) {
+            at(
+                tspan,
+                "a join trigger needs at least one required input".into(),
+            );
+        }
+        let timeout = match raw.timeout {
+            Some(t) => match parse_duration(t.get_ref()) {
+                Ok(d) => d,
+                Err(e) => {
+                    at(t.span().start, format!("timeout: {e}"));
+                    DEFAULT_TIMEOUT
+                }
+            },
+            None => DEFAULT_TIMEOUT,
+        };
+        let retries = match raw.retries {
+            Some(r) => Retries {
+                max: r.max,
+                backoff: match r.backoff.map(|b| parse_duration(&b)) {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => {
+                        at(0, format!("retries backoff: {e}"));
+                        Duration::ZERO
+                    }
+                    None => Duration::from_secs(30),
+                },
+            },
+            None => Retries {
+                max: 0,
+                backoff: Duration::from_secs(30),
+            },
+        };
+        let executor = match raw.executor.as_ref().map(|e| e.get_ref().as_str()) {
+            None | Some("local") => Executor::Local,
+            Some("slurm") => Executor::Slurm,
+            Some(other) => {
+                let span = raw.executor.as_ref().map_or(0, |e| e.span().start);
+                at(
+                    span,
+                    format!("executor `{other}` is not one of local, slurm"),
+                );
+                Executor::Local
+            }
+        };
+        if raw.concurrency == Some(0) {
+            at(0, "`concurrency` must be at least 1".into());
+        }
+        if problems.len() > before {
+            return None;
+        }
+        Some(Model {
+            name: name.to_string(),
+            description: raw.description,
+            command: raw.command.into_inner(),
+            inputs,
+            outputs: raw.outputs.map(|o| (o.channel, o.formats)),
+            trigger: trigger?,
+            timeout,
+            retries,
+            concurrency: raw.concurrency.unwrap_or(1),
+            priority: raw.priority,
+            env: raw.env,
+            executor,
+            paused: raw.paused,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn compile(text: &str) -> Result<Model, Vec<Problem>> {
+        let mut p = Vec::new();
+        Model::compile("m", Path::new("m.toml"), text, &mut p).ok_or(p)
+    }
+
+    #[test]
+    fn durations_read_as_operators_write_them() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("ten minutes").is_err());
+    }
+
+    #[test]
+    fn a_schedule_in_paris_follows_daylight_saving() {
+        let m = compile(
+            "command = [\"run\", \"{run_file}\"]\n[trigger]\nkind = \"schedule\"\ncron = \"0 6 * * *\"\ntimezone = \"Europe/Paris\"\n",
+        )
+        .unwrap();
+        // 06:00 in Paris is 05:00 UTC before the change of 2026-03-29, 04:00 UTC after it.
+        let before = chrono::Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap();
+        let first = m.trigger.next_after(before).unwrap();
+        assert_eq!(
+            first,
+            chrono::Utc.with_ymd_and_hms(2026, 3, 29, 4, 0, 0).unwrap()
+        );
+        let earlier = chrono::Utc.with_ymd_and_hms(2026, 3, 27, 12, 0, 0).unwrap();
+        assert_eq!(
+            m.trigger.next_after(earlier).unwrap(),
+            chrono::Utc.with_ymd_and_hms(2026, 3, 28, 5, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn every_problem_of_a_model_is_reported() {
+        let p = compile(
+            "command = [\"run\", \"{nowhere}\"]\ntimeout = \"soon\"\nexecutor = \"cloud\"\n[trigger]\nkind = \"batch\"\nwait = \"1m\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 4, "{text:#?}");
+        assert!(text.iter().any(|t| t.contains("{nowhere}")));
+        assert!(text.iter().any(|t| t.contains("count")));
+    }
+}
