@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::claim::rename_noreplace;
 use crate::ledger::{State, Submission};
+use crate::route::Action;
 use crate::spool::Spool;
 
 /// The metadata file of an archive folder: one JSON object per line, one line per file.
@@ -135,9 +136,65 @@ pub fn file_batch(
         }
         if let Err(e) = move_in(spool, s, &dest) {
             failed.push((s.id.clone(), e));
+            continue;
+        }
+        if s.state == State::Archived {
+            for a in &s.route_actions {
+                if let Action::Publish { target } = a
+                    && let Err(e) = publish(spool, s, &dest, target, folders)
+                {
+                    failed.push((s.id.clone(), e));
+                }
+            }
         }
     }
     failed
+}
+
+/// Publishes an archived file to `outgoing/<target>/` under its original name (or its stored name
+/// if that is taken): a hard link, made under a temporary name and renamed, so that a consumer
+/// never sees it half-there. Publishing the same file again does nothing.
+fn publish(
+    spool: &Spool,
+    s: &Submission,
+    archived: &Path,
+    target: &str,
+    folders: &mut Folders,
+) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = spool.root().join("outgoing").join(target);
+    folders.ensure(&dir)?;
+    let ino = std::fs::metadata(archived)?.ino();
+    let base = String::from_utf8_lossy(
+        s.original
+            .rsplit(|&b| b == b'/')
+            .next()
+            .unwrap_or(&s.original),
+    )
+    .into_owned();
+    let stored = stored_name(&s.id, &s.original);
+    let candidates = [dir.join(&base), dir.join(&stored)];
+    if candidates
+        .iter()
+        .any(|c| std::fs::metadata(c).is_ok_and(|m| m.ino() == ino))
+    {
+        return Ok(());
+    }
+    let tmp = dir.join(format!(".{}.publishing", s.id));
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(archived, &tmp)?;
+    for c in &candidates {
+        match rename_noreplace(&tmp, c) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Err(io::Error::other(format!(
+        "cannot publish to {}: both {base} and {stored} exist",
+        dir.display()
+    )))
 }
 
 /// Files one decided submission (start-up reconcile).

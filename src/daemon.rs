@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use crate::catalog::Catalog;
 use crate::claim::sync_filesystem;
-use crate::examine::{Limits, examine_dropped};
+use crate::examine::{Limits, Verdict, examine_dropped};
 use crate::intake::{Intake, Shared, Work, current};
 use crate::ledger::{Decision, Ledger, LedgerError, State, Submission, Writer};
 use crate::problems::Problems;
+use crate::route::Facts;
 use crate::rules::RuleSet;
 use crate::spool::Spool;
 use crate::validate::{self, Validator};
@@ -138,12 +139,15 @@ impl Daemon {
             .map(|i| {
                 let rx = Arc::clone(&work_rx);
                 let spool = spool.clone();
-                let catalog = Arc::clone(&catalog);
+                let shared = WorkerShared {
+                    catalog: Arc::clone(&catalog),
+                    rules: Arc::clone(&rules),
+                };
                 let writer = writer.clone();
                 let limits = config.limits;
                 std::thread::Builder::new()
                     .name(format!("examine-{i}"))
-                    .spawn(move || worker_loop(&rx, &spool, &catalog, &writer, limits))
+                    .spawn(move || worker_loop(&rx, &spool, &shared, &writer, limits))
                     .expect("spawn worker")
             })
             .collect();
@@ -324,10 +328,16 @@ fn reconcile(
     Ok((redrive, to_file))
 }
 
+/// The shared state a worker reads.
+struct WorkerShared {
+    catalog: Shared<Catalog>,
+    rules: Shared<RuleSet>,
+}
+
 fn worker_loop(
     rx: &Mutex<Receiver<Work>>,
     spool: &Spool,
-    catalog: &Shared<Catalog>,
+    shared: &WorkerShared,
     writer: &Writer,
     limits: Limits,
 ) {
@@ -340,17 +350,29 @@ fn worker_loop(
                 Err(_) => return,
             }
         };
-        let catalog = current(catalog);
-        let examined = examine_dropped(
-            &spool.queued(&work.id.text()),
-            &work.original,
-            &catalog,
-            &mut validator,
-            limits,
-        );
+        let catalog = current(&shared.catalog);
+        let queued = spool.queued(&work.id.text());
+        let examined = examine_dropped(&queued, &work.original, &catalog, &mut validator, limits);
+        let route = match &examined.verdict {
+            Verdict::Accepted {
+                format, version, ..
+            } => {
+                let rules = current(&shared.rules);
+                let facts = Facts {
+                    channel: &work.channel,
+                    name: &work.original,
+                    format,
+                    version,
+                    document: &queued,
+                };
+                Some((rules.routes.decide(&facts), rules.version.clone()))
+            }
+            Verdict::Rejected(_) => None,
+        };
         let decision = Decision {
             claim: work,
             examined,
+            route,
         };
         if writer.decide(decision).is_err() {
             return;

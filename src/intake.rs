@@ -140,11 +140,16 @@ impl Intake {
                     Err(_) => break,
                 }
             }
-            let mut paths = HashSet::new();
+            // Hinted paths in arrival order (files are claimed first come, first served), each
+            // once.
+            let mut seen = HashSet::new();
+            let mut paths = Vec::new();
             for h in batch {
                 match h {
                     Hint::Path(p) => {
-                        paths.insert(p);
+                        if seen.insert(p.clone()) {
+                            paths.push(p);
+                        }
                     }
                     Hint::Rescan => rescan = true,
                     Hint::Configuration => {

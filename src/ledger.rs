@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::claim::ClaimId;
 use crate::examine::{Examined, RejectKind, Verdict};
+use crate::route::{self, Action};
 use crate::validate::XmlError;
 
 /// Ledger failures: the gateway itself is in trouble (disk, database), not a file.
@@ -78,6 +79,21 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX submissions_by_state ON submissions(state, id);
      CREATE INDEX submissions_by_channel ON submissions(channel, id);
      CREATE INDEX submissions_content ON submissions(channel, sha256) WHERE state = 'archived';",
+    // 2: routing decisions, and files delivered to model input slots.
+    "ALTER TABLE submissions ADD COLUMN route TEXT;          -- routed | unrouted | held | dropped
+     ALTER TABLE submissions ADD COLUMN route_rules TEXT;    -- JSON list of the rules that matched
+     ALTER TABLE submissions ADD COLUMN route_actions TEXT;  -- JSON list of their actions
+     ALTER TABLE submissions ADD COLUMN rules_version TEXT;  -- hash of the rule set that decided
+     CREATE INDEX submissions_by_route ON submissions(route, id) WHERE route IS NOT NULL;
+     CREATE TABLE deliveries (
+        submission  TEXT NOT NULL REFERENCES submissions(id),
+        model       TEXT NOT NULL,
+        slot        TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending',   -- pending | consumed
+        run         TEXT,
+        PRIMARY KEY (submission, model, slot)
+     );
+     CREATE INDEX deliveries_pending ON deliveries(model, state, submission);",
 ];
 
 /// Where a submission stands.
@@ -164,6 +180,14 @@ pub struct Submission {
     pub duplicate_of: Option<String>,
     /// Where it is, relative to the spool.
     pub stored: Option<String>,
+    /// Routing outcome: routed, unrouted, held or dropped (accepted files only).
+    pub route: Option<String>,
+    /// The rules that matched.
+    pub route_rules: Vec<String>,
+    /// Their actions.
+    pub route_actions: Vec<Action>,
+    /// Version (hash) of the rule set that decided.
+    pub rules_version: Option<String>,
 }
 
 fn lossy<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -197,6 +221,8 @@ pub struct Decision {
     pub claim: NewClaim,
     /// What examining found.
     pub examined: Examined,
+    /// Where an accepted file goes, and the version of the rules that said so.
+    pub route: Option<(route::Decision, String)>,
 }
 
 /// Counts for `pom status`.
@@ -217,6 +243,8 @@ pub struct FileFilter {
     pub state: Option<State>,
     /// Only this channel.
     pub channel: Option<String>,
+    /// Only this routing outcome (routed, unrouted, held, dropped).
+    pub route: Option<String>,
     /// At most this many (newest first).
     pub limit: usize,
 }
@@ -403,6 +431,10 @@ impl Ledger {
                 errors: Vec::new(),
                 duplicate_of: None,
                 stored: None,
+                route: None,
+                route_rules: Vec::new(),
+                route_actions: Vec::new(),
+                rules_version: None,
             };
             match &e.verdict {
                 Verdict::Accepted { checked, .. } => {
@@ -420,6 +452,28 @@ impl Ledger {
                         .map_err(sq(&path, "look for duplicate"))?;
                     if decided.duplicate_of.is_some() {
                         decided.state = State::Duplicate;
+                    } else if let Some((d, version)) = &d.route {
+                        decided.rules_version = Some(version.clone());
+                        match d {
+                            route::Decision::Unrouted => decided.route = Some("unrouted".into()),
+                            route::Decision::Routed { rules, actions } => {
+                                decided.route_rules = rules.clone();
+                                decided.route_actions = actions.clone();
+                                decided.route = Some(
+                                    if actions.iter().any(|a| matches!(a, Action::Hold { .. })) {
+                                        "held"
+                                    } else if actions
+                                        .iter()
+                                        .any(|a| matches!(a, Action::Drop { .. }))
+                                    {
+                                        "dropped"
+                                    } else {
+                                        "routed"
+                                    }
+                                    .into(),
+                                );
+                            }
+                        }
                     }
                 }
                 Verdict::Rejected(r) => {
@@ -437,7 +491,8 @@ impl Ledger {
                 .prepare_cached(
                     "UPDATE submissions SET state = ?2, decided_at = ?3, size = ?4, sha256 = ?5,
                      format = ?6, version = ?7, checked = ?8, reject_kind = ?9, reason = ?10,
-                     errors = ?11, duplicate_of = ?12, stored = ?13
+                     errors = ?11, duplicate_of = ?12, stored = ?13, route = ?14,
+                     route_rules = ?15, route_actions = ?16, rules_version = ?17
                      WHERE id = ?1 AND state = 'claimed'",
                 )
                 .and_then(|mut st| {
@@ -454,11 +509,29 @@ impl Ledger {
                         decided.reason,
                         errors,
                         decided.duplicate_of,
-                        decided.stored
+                        decided.stored,
+                        decided.route,
+                        (!decided.route_rules.is_empty())
+                            .then(
+                                || serde_json::to_string(&decided.route_rules).unwrap_or_default()
+                            ),
+                        (!decided.route_actions.is_empty())
+                            .then(|| serde_json::to_string(&decided.route_actions)
+                                .unwrap_or_default()),
+                        decided.rules_version,
                     ])
                 })
                 .map_err(sq(&path, "record verdict"))?;
             if changed == 1 {
+                for a in &decided.route_actions {
+                    if let Action::Deliver { model, slot } = a {
+                        tx.prepare_cached(
+                            "INSERT OR IGNORE INTO deliveries (submission, model, slot) VALUES (?1, ?2, ?3)",
+                        )
+                        .and_then(|mut st| st.execute(params![id, model, slot]))
+                        .map_err(sq(&path, "record delivery"))?;
+                    }
+                }
                 out.push(decided);
             } else if let Some(row) = get(&tx, &id).map_err(sq(&path, "read submission"))? {
                 // Decided before a crash: it keeps its first verdict and is filed by that.
@@ -480,8 +553,8 @@ impl Ledger {
     pub fn in_state(&self, state: State) -> Result<Vec<Submission>, LedgerError> {
         self.files(&FileFilter {
             state: Some(state),
-            channel: None,
             limit: usize::MAX,
+            ..FileFilter::default()
         })
         .map(|mut v| {
             v.reverse();
@@ -502,6 +575,10 @@ impl Ledger {
         if let Some(c) = &filter.channel {
             args.push(c);
             sql.push_str(&format!(" AND channel = ?{}", args.len()));
+        }
+        if let Some(r) = &filter.route {
+            args.push(r);
+            sql.push_str(&format!(" AND route = ?{}", args.len()));
         }
         args.push(&limit);
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
@@ -556,7 +633,8 @@ impl Ledger {
 }
 
 const COLUMNS: &str = "id, channel, original, marker, state, received_at, decided_at, size, sha256, \
-                       format, version, checked, reject_kind, reason, errors, duplicate_of, stored";
+                       format, version, checked, reject_kind, reason, errors, duplicate_of, stored, \
+                       route, route_rules, route_actions, rules_version";
 
 fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Submission>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"))?
@@ -587,6 +665,16 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Submission> {
             .unwrap_or_default(),
         duplicate_of: r.get(15)?,
         stored: r.get(16)?,
+        route: r.get(17)?,
+        route_rules: r
+            .get::<_, Option<String>>(18)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+        route_actions: r
+            .get::<_, Option<String>>(19)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+        rules_version: r.get(20)?,
     })
 }
 
@@ -737,6 +825,35 @@ mod tests {
             Ledger::open(&db),
             Err(LedgerError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn a_ledger_written_by_an_older_pom_is_migrated_with_its_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("v1.sqlite");
+        {
+            // What the first release wrote: migration 1 only, and a decided file.
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute(
+                "INSERT INTO submissions (id, channel, original, state, received_at, sha256, stored)
+                 VALUES ('20261128T153613000000Z', 'obs', X'612E786D6C', 'archived',
+                         '2026-11-28T15:36:13.000000Z', 'abc', 'archive/2026/11/28/obs/x')",
+                [],
+            )
+            .unwrap();
+        }
+        let l = Ledger::open(&db).unwrap();
+        assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let s = l.get("20261128T153613000000Z").unwrap().unwrap();
+        assert_eq!(
+            (s.original.as_slice(), s.state),
+            (&b"a.xml"[..], State::Archived)
+        );
+        assert_eq!(s.route, None);
+        assert!(s.route_actions.is_empty());
+        assert_eq!(l.integrity_check().unwrap(), "ok");
     }
 
     #[test]

@@ -146,6 +146,9 @@ struct FilesArgs {
     /// Only files of this channel.
     #[arg(long)]
     channel: Option<String>,
+    /// Only files with this routing outcome (routed, unrouted, held, dropped).
+    #[arg(long)]
+    route: Option<String>,
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -396,6 +399,7 @@ fn files(paths: &Paths, a: &FilesArgs) -> Result<ExitCode> {
     let rows = ledger.files(&FileFilter {
         state,
         channel: a.channel.clone(),
+        route: a.route.clone(),
         limit: a.limit,
     })?;
     if a.json {
@@ -405,9 +409,14 @@ fn files(paths: &Paths, a: &FilesArgs) -> Result<ExitCode> {
     for r in rows {
         let what = match r.state {
             State::Archived | State::Duplicate => format!(
-                "{} {}",
+                "{} {}{}",
                 r.format.as_deref().unwrap_or("?"),
-                r.version.as_deref().unwrap_or("?")
+                r.version.as_deref().unwrap_or("?"),
+                match (&r.route, r.route_rules.first()) {
+                    (Some(route), Some(rule)) => format!(", {route} by {rule}"),
+                    (Some(route), None) => format!(", {route}"),
+                    _ => String::new(),
+                }
             ),
             State::Rejected => r.reason.clone().unwrap_or_default(),
             State::Claimed => String::new(),
@@ -446,7 +455,6 @@ fn route(paths: &Paths, a: &RouteArgs) -> Result<ExitCode> {
             Verdict::Accepted {
                 format, version, ..
             } => {
-                let document = std::fs::read(f).with_context(|| format!("reading {shown}"))?;
                 let name = f
                     .file_name()
                     .map(|n| n.as_encoded_bytes().to_vec())
@@ -456,7 +464,7 @@ fn route(paths: &Paths, a: &RouteArgs) -> Result<ExitCode> {
                     name: &name,
                     format,
                     version,
-                    document: &document,
+                    document: f,
                 });
                 serde_json::to_value(&d)?
             }

@@ -174,7 +174,7 @@ pub enum Apply {
 }
 
 /// What a rule does with a file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Action {
     /// Becomes an input of a model.
@@ -235,8 +235,8 @@ pub struct Facts<'a> {
     pub format: &'a str,
     /// Version.
     pub version: &'a str,
-    /// The document, for content filters.
-    pub document: &'a [u8],
+    /// Where the document is, read only if a rule asks about content.
+    pub document: &'a Path,
 }
 
 /// The routing decision for a file.
@@ -387,7 +387,14 @@ impl Routes {
             .filter(|r| r.matches_facts(facts))
             .collect();
         let filters: Vec<&ContentFilter> = candidates.iter().flat_map(|r| &r.filter).collect();
-        let found = content_matches(facts.document, &filters);
+        let found = if filters.is_empty() {
+            Vec::new()
+        } else {
+            match std::fs::read(facts.document) {
+                Ok(bytes) => content_matches(&bytes, &filters),
+                Err(_) => vec![false; filters.len()],
+            }
+        };
         let mut k = 0;
         let mut rules = Vec::new();
         let mut actions = Vec::new();
@@ -430,6 +437,18 @@ mod tests {
 
     const PI: &[u8] = br#"<TimeSeries xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><series><header><type>instantaneous</type><locationId> Y1232010 </locationId><parameterId>P.obs</parameterId><timeStep unit="second" multiplier="3600"/></header></series></TimeSeries>"#;
 
+    fn doc() -> &'static Path {
+        static ONCE: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+            std::sync::OnceLock::new();
+        let (_, p) = ONCE.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("pi.xml");
+            std::fs::write(&p, PI).unwrap();
+            (dir, p)
+        });
+        p
+    }
+
     fn routes(text: &str) -> Routes {
         let mut p = Vec::new();
         let r = Routes::compile(Path::new("routes.toml"), text, &BTreeMap::new(), &mut p);
@@ -443,7 +462,7 @@ mod tests {
             name,
             format: "pi-timeseries",
             version: "1.2",
-            document: PI,
+            document: doc(),
         }
     }
 

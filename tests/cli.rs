@@ -67,6 +67,7 @@ fn status_and_files_read_the_ledger_as_text_and_json() {
     let mut gw = Gateway::new();
     gw.start();
     gw.drop_file("obs", "good.xml", &pi_series(1, 1));
+    gw.wait_for_decided(1, 20);
     gw.drop_file("obs", "bad.xml", b"<nope");
     gw.wait_for_decided(2, 20);
     gw.stop();
