@@ -86,6 +86,8 @@ pub struct Daemon {
     hints: SyncSender<Hint>,
     intake: JoinHandle<Result<(), LedgerError>>,
     workers: Vec<JoinHandle<()>>,
+    dispatcher: JoinHandle<()>,
+    stop_runs: Arc<AtomicBool>,
     writer: JoinHandle<Result<(), LedgerError>>,
     filer: JoinHandle<()>,
     _watch: Option<watch::Watch>,
@@ -117,6 +119,10 @@ impl Daemon {
 
         let mut ledger = Ledger::open(&config.db)?;
         let last_id = ledger.last_id()?;
+        let interrupted = ledger.interrupt_unfinished(chrono::Utc::now())?;
+        if !interrupted.is_empty() {
+            tracing::warn!(runs = ?interrupted, "runs left unfinished by the last daemon are marked interrupted");
+        }
         let (redrive, to_file) = reconcile(&spool, &mut ledger)?;
         for s in &to_file {
             if let Err(e) = crate::archive::file(&spool, s) {
@@ -151,6 +157,14 @@ impl Daemon {
                     .expect("spawn worker")
             })
             .collect();
+        let stop_runs = Arc::new(AtomicBool::new(false));
+        let dispatcher = crate::dispatch::spawn(
+            spool.clone(),
+            Arc::clone(&rules),
+            writer.clone(),
+            &config.db,
+            Arc::clone(&stop_runs),
+        )?;
         let (hints_tx, hints_rx) = sync_channel::<Hint>(HINTS);
         let overflowed = Arc::new(AtomicBool::new(false));
         let watch = match config.poll {
@@ -199,6 +213,8 @@ impl Daemon {
             hints: hints_tx,
             intake,
             workers,
+            dispatcher,
+            stop_runs,
             writer: writer_thread,
             filer,
             _watch: watch,
@@ -216,6 +232,11 @@ impl Daemon {
         for w in self.workers {
             w.join().map_err(|_| DaemonError::Panicked("worker"))?;
         }
+        self.stop_runs
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.dispatcher
+            .join()
+            .map_err(|_| DaemonError::Panicked("dispatcher"))?;
         let writer = self
             .writer
             .join()

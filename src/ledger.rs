@@ -94,6 +94,42 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (submission, model, slot)
      );
      CREATE INDEX deliveries_pending ON deliveries(model, state, submission);",
+    // 3: model runs, their inputs, and the outputs they put back in the spool (lineage).
+    "CREATE TABLE runs (
+        id          TEXT PRIMARY KEY,
+        model       TEXT NOT NULL,
+        state       TEXT NOT NULL,   -- queued | running | succeeded | failed | timed_out | cancelled | interrupted
+        attempt     INTEGER NOT NULL DEFAULT 1,
+        trigger     TEXT NOT NULL,
+        time0       TEXT NOT NULL,
+        mode        TEXT NOT NULL,
+        run_dir     TEXT NOT NULL,   -- relative to the spool
+        pid         INTEGER,
+        queued_at   TEXT NOT NULL,
+        started_at  TEXT,
+        ended_at    TEXT,
+        exit_code   INTEGER,
+        reason      TEXT,
+        diag        TEXT             -- JSON list of {level, description}
+     );
+     CREATE INDEX runs_by_model ON runs(model, id);
+     CREATE INDEX runs_by_state ON runs(state, id);
+     CREATE TABLE run_inputs (
+        run         TEXT NOT NULL REFERENCES runs(id),
+        slot        TEXT NOT NULL,
+        submission  TEXT NOT NULL REFERENCES submissions(id),
+        PRIMARY KEY (run, slot, submission)
+     );
+     CREATE TABLE run_outputs (
+        run         TEXT NOT NULL REFERENCES runs(id),
+        channel     TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        sha256      TEXT NOT NULL,
+        submission  TEXT,
+        PRIMARY KEY (run, name)
+     );
+     CREATE INDEX run_outputs_waiting ON run_outputs(channel, sha256) WHERE submission IS NULL;
+     ALTER TABLE submissions ADD COLUMN produced_by TEXT;",
 ];
 
 /// Where a submission stands.
@@ -251,11 +287,14 @@ pub struct FileFilter {
 
 /// A connection to the ledger.
 pub struct Ledger {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
-fn sq<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError + 'a {
+pub(crate) fn sq<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> LedgerError + 'a {
     move |source| LedgerError::Sqlite {
         path: path.to_path_buf(),
         op,
@@ -523,6 +562,31 @@ impl Ledger {
                 })
                 .map_err(sq(&path, "record verdict"))?;
             if changed == 1 {
+                // A model's output coming back: link it to its run (rejected outputs too).
+                let run: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT run FROM run_outputs WHERE channel = ?1 AND sha256 = ?2
+                         AND submission IS NULL ORDER BY run LIMIT 1",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row(params![c.channel, decided.sha256], |r| r.get(0))
+                            .optional()
+                    })
+                    .map_err(sq(&path, "look for the run of an output"))?;
+                if let Some(run) = run {
+                    tx.execute(
+                        "UPDATE run_outputs SET submission = ?1 WHERE run = ?2 AND channel = ?3
+                         AND sha256 = ?4 AND submission IS NULL",
+                        params![id, run, c.channel, decided.sha256],
+                    )
+                    .and_then(|_| {
+                        tx.execute(
+                            "UPDATE submissions SET produced_by = ?2 WHERE id = ?1",
+                            params![id, run],
+                        )
+                    })
+                    .map_err(sq(&path, "record lineage"))?;
+                }
                 for a in &decided.route_actions {
                     if let Action::Deliver { model, slot } = a {
                         tx.prepare_cached(
@@ -704,6 +768,8 @@ pub enum WriteOp {
     Forget(Vec<String>),
     /// Record a verdict; the decided submission then goes to the filer.
     Decide(Decision),
+    /// Anything else, in its own transaction, answered by the closure itself.
+    With(Box<dyn FnOnce(&mut Ledger) + Send>),
 }
 
 /// Handle to the writer thread.
@@ -743,6 +809,20 @@ impl Writer {
         self.tx
             .send(WriteOp::Forget(ids))
             .map_err(|_| LedgerError::WriterGone)
+    }
+
+    /// Runs `f` on the writer thread and waits for its answer.
+    pub fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Ledger) -> Result<R, LedgerError> + Send + 'static,
+    ) -> Result<R, LedgerError> {
+        let (tx, rx) = sync_channel(1);
+        self.tx
+            .send(WriteOp::With(Box::new(move |l: &mut Ledger| {
+                let _ = tx.send(f(l));
+            })))
+            .map_err(|_| LedgerError::WriterGone)?;
+        rx.recv().map_err(|_| LedgerError::WriterGone)?
     }
 
     /// Queues a verdict.
@@ -785,6 +865,7 @@ fn writer_loop(
                 }
                 WriteOp::Forget(ids) => ledger.forget(&ids)?,
                 WriteOp::Decide(d) => decisions.push(d),
+                WriteOp::With(f) => f(ledger),
             }
         }
         if !decisions.is_empty() {

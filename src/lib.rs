@@ -25,5 +25,9 @@ pub mod settle;
 pub mod validate;
 
 pub mod daemon;
+pub mod dispatch;
 pub mod intake;
+pub mod run;
+pub mod track;
+
 pub mod watch;

@@ -67,6 +67,25 @@ enum Command {
     Route(RouteArgs),
     /// Declared models: trigger, next scheduled time, paused or not.
     Models(JsonArg),
+    /// Model runs, newest first.
+    Runs(RunsArgs),
+}
+
+#[derive(Args)]
+struct RunsArgs {
+    /// Only runs of this model.
+    #[arg(long)]
+    model: Option<String>,
+    /// Only runs in this state (queued, running, succeeded, failed, timed_out, cancelled,
+    /// interrupted).
+    #[arg(long)]
+    state: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -174,6 +193,7 @@ fn main() -> ExitCode {
         Command::Files(a) => files(&cli.paths, a),
         Command::Route(a) => route(&cli.paths, a),
         Command::Models(a) => models(&cli.paths, a.json),
+        Command::Runs(a) => runs(&cli.paths, a),
     };
     match result {
         Ok(code) => code,
@@ -560,6 +580,31 @@ fn models(paths: &Paths, json: bool) -> Result<ExitCode> {
                 .filter_map(|i| i.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runs(paths: &Paths, a: &RunsArgs) -> Result<ExitCode> {
+    let state = match &a.state {
+        Some(s) => Some(
+            pom::track::RunState::parse(s).with_context(|| format!("unknown run state `{s}`"))?,
+        ),
+        None => None,
+    };
+    let ledger = open_ledger(paths)?;
+    let rows = ledger.runs(a.model.as_deref(), state, a.limit)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in rows {
+        println!(
+            "{:<40} {:<11} time0 {}  {}",
+            r.id,
+            r.state.name(),
+            r.time0,
+            r.reason.as_deref().unwrap_or("")
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,356 @@
+//! Dispatch: from deliveries to model runs, on the local executor.
+//!
+//! In: files delivered to model input slots (recorded by routing), the models of the rule set.
+//! Out: runs — created in the ledger together with the deliveries they consume (so a delivery
+//! never feeds two runs), laid out as the model contract says, executed as a process group
+//! (killed whole at its timeout, always waited for: no zombies), ended with their exit code and
+//! diagnostics, and their outputs put back into the spool on the model's output channel, where
+//! they are validated and routed like any file: that is how chains form.
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use crate::claim::{IdGenerator, rename_noreplace};
+use crate::intake::{Shared, current};
+use crate::ledger::{Ledger, LedgerError, Writer};
+use crate::model::{Executor, Model, Trigger};
+use crate::rules::{Completion, RuleSet};
+use crate::run::{self, Mode, RunPlan};
+use crate::spool::Spool;
+use crate::track::{NewRun, RunState};
+
+/// How often the dispatcher looks for work.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The dispatcher's state.
+pub struct Dispatcher {
+    spool: Spool,
+    rules: Shared<RuleSet>,
+    writer: Writer,
+    reader: Ledger,
+    ids: IdGenerator,
+    running: HashMap<String, usize>,
+    done_tx: Sender<String>,
+    done_rx: Receiver<String>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Dispatcher {
+    /// A dispatcher reading the ledger at `db` and writing through `writer`.
+    pub fn new(
+        spool: Spool,
+        rules: Shared<RuleSet>,
+        writer: Writer,
+        db: &Path,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self, LedgerError> {
+        let reader = Ledger::open_readonly(db)?;
+        let (done_tx, done_rx) = channel();
+        Ok(Dispatcher {
+            spool,
+            rules,
+            writer,
+            reader,
+            ids: IdGenerator::after(None),
+            running: HashMap::new(),
+            done_tx,
+            done_rx,
+            stop,
+        })
+    }
+
+    /// Runs until its stop flag is raised; running models are then stopped and their runs
+    /// marked interrupted.
+    pub fn run(mut self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            while let Ok(model) = self.done_rx.try_recv() {
+                if let Some(n) = self.running.get_mut(&model) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            if let Err(e) = self.tick() {
+                tracing::error!(error = %e, "dispatch");
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), LedgerError> {
+        let rules = current(&self.rules);
+        for model in rules.models.values() {
+            if model.paused || model.executor != Executor::Local {
+                continue;
+            }
+            if !matches!(model.trigger, Trigger::Arrival) {
+                continue;
+            }
+            let busy = self.running.get(&model.name).copied().unwrap_or(0);
+            let free = model.concurrency.saturating_sub(busy);
+            if free == 0 {
+                continue;
+            }
+            for p in self.reader.pending_deliveries(&model.name, free)? {
+                self.start(model, &rules, vec![p])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start(
+        &mut self,
+        model: &Model,
+        rules: &RuleSet,
+        inputs: Vec<crate::track::Pending>,
+    ) -> Result<(), LedgerError> {
+        let now = Utc::now();
+        let id = format!("{}-{}", model.name, self.ids.next(now));
+        let run_dir_rel = format!("runs/{}/{id}", model.name);
+        let new = NewRun {
+            id: id.clone(),
+            model: model.name.clone(),
+            trigger: model.trigger.kind().into(),
+            time0: now,
+            mode: Mode::Normal.name().into(),
+            run_dir: run_dir_rel.clone(),
+            inputs: inputs
+                .iter()
+                .map(|p| (p.slot.clone(), p.submission.clone()))
+                .collect(),
+        };
+        if !self.writer.with(move |l| l.create_run(&new, now))? {
+            return Ok(());
+        }
+        *self.running.entry(model.name.clone()).or_default() += 1;
+        let plan = RunPlan {
+            id: id.clone(),
+            model: model.name.clone(),
+            time0: now,
+            start: now - chrono::Duration::days(2),
+            end: now + chrono::Duration::days(2),
+            mode: Mode::Normal,
+            inputs: inputs
+                .iter()
+                .map(|p| {
+                    let base = p
+                        .original
+                        .rsplit(|&b| b == b'/')
+                        .next()
+                        .unwrap_or(&p.original);
+                    (
+                        p.slot.clone(),
+                        String::from_utf8_lossy(base).into_owned(),
+                        self.spool.root().join(&p.stored),
+                    )
+                })
+                .collect(),
+            properties: Default::default(),
+        };
+        let output = model.outputs.as_ref().map(|(channel, _)| {
+            let completion = rules.channels.get(channel).map(|c| c.completion.clone());
+            (channel.clone(), completion)
+        });
+        let job = Job {
+            dir: self.spool.root().join(&run_dir_rel),
+            plan,
+            model: model.clone(),
+            spool: self.spool.clone(),
+            writer: self.writer.clone(),
+            output,
+            stop: Arc::clone(&self.stop),
+        };
+        let done = self.done_tx.clone();
+        let model_name = model.name.clone();
+        std::thread::Builder::new()
+            .name(format!("run-{id}"))
+            .spawn(move || {
+                job.execute();
+                let _ = done.send(model_name);
+            })
+            .expect("spawn run thread");
+        Ok(())
+    }
+}
+
+struct Job {
+    dir: PathBuf,
+    plan: RunPlan,
+    model: Model,
+    spool: Spool,
+    writer: Writer,
+    output: Option<(String, Option<Completion>)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Job {
+    fn execute(self) {
+        let id = self.plan.id.clone();
+        let (state, code, reason, diag) = self.run_process();
+        let (state, reason) = if state == RunState::Succeeded {
+            match self.put_back_outputs() {
+                Ok(()) => (state, reason),
+                Err(e) => (RunState::Failed, Some(format!("outputs: {e}"))),
+            }
+        } else {
+            (state, reason)
+        };
+        tracing::info!(run.id = %id, state = state.name(), "run ended");
+        let _ = self
+            .writer
+            .with(move |l| l.run_ended(&id, state, code, reason.as_deref(), &diag, Utc::now()));
+    }
+
+    fn run_process(&self) -> (RunState, Option<i32>, Option<String>, Vec<run::DiagLine>) {
+        let failed = |why: String| (RunState::Failed, None, Some(why), Vec::new());
+        if let Err(e) = run::lay_out(&self.plan, &self.dir) {
+            return failed(format!("cannot lay out the run folder: {e}"));
+        }
+        let argv = run::command(&self.model.command, &self.dir);
+        let (Ok(stdout), Ok(stderr)) = (
+            std::fs::File::create(self.dir.join("stdout.txt")),
+            std::fs::File::create(self.dir.join("stderr.txt")),
+        ) else {
+            return failed("cannot create stdout.txt and stderr.txt".into());
+        };
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .current_dir(&self.dir)
+            .envs(self.model.env.iter())
+            .envs(run::environment(&self.plan, &self.dir))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return failed(format!("cannot start `{}`: {e}", argv[0])),
+        };
+        let pid = child.id();
+        let id = self.plan.id.clone();
+        let _ = self
+            .writer
+            .with(move |l| l.run_started(&id, pid, Utc::now()));
+        let deadline = Instant::now() + self.model.timeout;
+        let mut interrupted = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if self.stop.load(Ordering::Relaxed) => {
+                    // SAFETY: signals our own child's process group.
+                    unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+                    let _ = child.wait();
+                    interrupted = true;
+                    break None;
+                }
+                Ok(None) if Instant::now() >= deadline => {
+                    // The whole process group: a model's own children die with it.
+                    // SAFETY: signals our own child's process group.
+                    unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break None,
+            }
+        };
+        // Whatever the model left running in its group goes too.
+        // SAFETY: as above; the group may already be gone.
+        unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+        let diag = run::read_diag(&self.dir.join(run::DIAG_FILE));
+        if interrupted {
+            let why = "the daemon stopped while it ran".to_string();
+            return (RunState::Interrupted, None, Some(why), diag);
+        }
+        let Some(status) = status else {
+            return (
+                RunState::TimedOut,
+                None,
+                Some(format!(
+                    "killed after its timeout of {:?}",
+                    self.model.timeout
+                )),
+                diag,
+            );
+        };
+        let code = status.code();
+        if !status.success() {
+            let why = match code {
+                Some(c) => format!("exit code {c}"),
+                None => "killed by a signal".into(),
+            };
+            return (RunState::Failed, code, Some(why), diag);
+        }
+        if let Some(f) = run::fatal(&diag) {
+            let why = format!("fatal diagnostic: {}", f.description);
+            return (RunState::Failed, code, Some(why), diag);
+        }
+        (RunState::Succeeded, code, None, diag)
+    }
+
+    /// Every file in `output/` re-enters the spool on the model's output channel: recorded first
+    /// (for lineage), then linked in under a temporary name and renamed.
+    fn put_back_outputs(&self) -> std::io::Result<()> {
+        let Some((channel, completion)) = &self.output else {
+            return Ok(());
+        };
+        let incoming = self.spool.channel(channel);
+        std::fs::create_dir_all(&incoming)?;
+        let mut outputs: Vec<PathBuf> = std::fs::read_dir(self.dir.join("output"))?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.path())
+            .collect();
+        outputs.sort();
+        for out in outputs {
+            let name = out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let sha = hex::encode(Sha256::digest(std::fs::read(&out)?));
+            let (run_id, ch, n, s) = (self.plan.id.clone(), channel.clone(), name.clone(), sha);
+            self.writer
+                .with(move |l| l.expect_output(&run_id, &ch, &n, &s))
+                .map_err(std::io::Error::other)?;
+            let tmp = incoming.join(format!(".{}.{name}.part", self.plan.id));
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::hard_link(&out, &tmp).or_else(|_| std::fs::copy(&out, &tmp).map(|_| ()))?;
+            let mut target = incoming.join(&name);
+            if let Err(e) = rename_noreplace(&tmp, &target) {
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    return Err(e);
+                }
+                target = incoming.join(format!("{}_{name}", self.plan.id));
+                rename_noreplace(&tmp, &target)?;
+            }
+            if let Some(Completion::Marker(suffixes)) = completion
+                && let Some(s) = suffixes.first()
+            {
+                std::fs::write(format!("{}.{s}", target.display()), b"")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the dispatcher thread; raise `stop` to end it.
+pub fn spawn(
+    spool: Spool,
+    rules: Shared<RuleSet>,
+    writer: Writer,
+    db: &Path,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, LedgerError> {
+    let d = Dispatcher::new(spool, rules, writer, db, stop)?;
+    Ok(std::thread::Builder::new()
+        .name("dispatch".into())
+        .spawn(move || d.run())
+        .expect("spawn dispatcher"))
+}

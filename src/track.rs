@@ -1,0 +1,373 @@
+//! Track: model runs in the ledger — created from deliveries exactly once, started, ended, and
+//! the outputs they put back in the spool, for lineage.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use crate::ledger::{Ledger, LedgerError, sq, timestamp};
+use crate::run::DiagLine;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Created, not started.
+    Queued,
+    /// Its process runs.
+    Running,
+    /// Exit 0 and no fatal diagnostic.
+    Succeeded,
+    /// Non-zero exit, a fatal diagnostic, or it could not start.
+    Failed,
+    /// Killed at its timeout.
+    TimedOut,
+    /// Cancelled by an operator.
+    Cancelled,
+    /// The daemon stopped or died while it ran.
+    Interrupted,
+}
+
+impl RunState {
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::TimedOut => "timed_out",
+            RunState::Cancelled => "cancelled",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(s: &str) -> Option<RunState> {
+        Some(match s {
+            "queued" => RunState::Queued,
+            "running" => RunState::Running,
+            "succeeded" => RunState::Succeeded,
+            "failed" => RunState::Failed,
+            "timed_out" => RunState::TimedOut,
+            "cancelled" => RunState::Cancelled,
+            "interrupted" => RunState::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// A run as the ledger knows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: String,
+    /// Model.
+    pub model: String,
+    /// State.
+    pub state: RunState,
+    /// Attempt number (1 for the first).
+    pub attempt: i64,
+    /// Trigger kind that created it.
+    pub trigger: String,
+    /// time0.
+    pub time0: String,
+    /// normal or replay.
+    pub mode: String,
+    /// Run folder, relative to the spool.
+    pub run_dir: String,
+    /// Process id while running.
+    pub pid: Option<i64>,
+    /// When created.
+    pub queued_at: String,
+    /// When started.
+    pub started_at: Option<String>,
+    /// When ended.
+    pub ended_at: Option<String>,
+    /// Exit code.
+    pub exit_code: Option<i64>,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// Diagnostics.
+    pub diag: Vec<DiagLine>,
+    /// Inputs: (slot, submission id).
+    pub inputs: Vec<(String, String)>,
+}
+
+/// A run to create, with the deliveries it consumes.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Run id.
+    pub id: String,
+    /// Model.
+    pub model: String,
+    /// Trigger kind.
+    pub trigger: String,
+    /// time0.
+    pub time0: DateTime<Utc>,
+    /// normal or replay.
+    pub mode: String,
+    /// Run folder, relative to the spool.
+    pub run_dir: String,
+    /// (slot, submission id) consumed.
+    pub inputs: Vec<(String, String)>,
+}
+
+/// A delivered file waiting for its model.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Submission id.
+    pub submission: String,
+    /// Slot.
+    pub slot: String,
+    /// Where it is archived, relative to the spool.
+    pub stored: String,
+    /// Its original name.
+    pub original: Vec<u8>,
+}
+
+const RUN_COLUMNS: &str = "id, model, state, attempt, trigger, time0, mode, run_dir, pid, queued_at, \
+                           started_at, ended_at, exit_code, reason, diag";
+
+impl Ledger {
+    /// Deliveries waiting for a model, oldest first.
+    pub fn pending_deliveries(
+        &self,
+        model: &str,
+        limit: usize,
+    ) -> Result<Vec<Pending>, LedgerError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT d.submission, d.slot, s.stored, s.original FROM deliveries d
+                 JOIN submissions s ON s.id = d.submission
+                 WHERE d.model = ?1 AND d.state = 'pending' ORDER BY d.submission LIMIT ?2",
+            )
+            .map_err(sq(self.path(), "read deliveries"))?;
+        let rows = st
+            .query_map(params![model, limit as i64], |r| {
+                Ok(Pending {
+                    submission: r.get(0)?,
+                    slot: r.get(1)?,
+                    stored: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    original: r.get(3)?,
+                })
+            })
+            .map_err(sq(self.path(), "read deliveries"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sq(self.path(), "read deliveries"))?;
+        Ok(rows)
+    }
+
+    /// Creates a run and consumes its deliveries, atomically: if any delivery was already
+    /// consumed, nothing is written and `false` comes back (no trigger launches two runs).
+    pub fn create_run(&mut self, run: &NewRun, now: DateTime<Utc>) -> Result<bool, LedgerError> {
+        let path = self.path().to_path_buf();
+        let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
+        tx.execute(
+            "INSERT INTO runs (id, model, state, trigger, time0, mode, run_dir, queued_at)
+             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7)",
+            params![
+                run.id,
+                run.model,
+                run.trigger,
+                timestamp(run.time0),
+                run.mode,
+                run.run_dir,
+                timestamp(now)
+            ],
+        )
+        .map_err(sq(&path, "create run"))?;
+        for (slot, submission) in &run.inputs {
+            let n = tx
+                .execute(
+                    "UPDATE deliveries SET state = 'consumed', run = ?1
+                     WHERE submission = ?2 AND model = ?3 AND slot = ?4 AND state = 'pending'",
+                    params![run.id, submission, run.model, slot],
+                )
+                .map_err(sq(&path, "consume delivery"))?;
+            if n != 1 {
+                // Consumed already: the transaction is dropped, so nothing of this run stays.
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO run_inputs (run, slot, submission) VALUES (?1, ?2, ?3)",
+                params![run.id, slot, submission],
+            )
+            .map_err(sq(&path, "record run input"))?;
+        }
+        tx.commit().map_err(sq(&path, "commit run"))?;
+        Ok(true)
+    }
+
+    /// Records that a run's process started.
+    pub fn run_started(
+        &mut self,
+        id: &str,
+        pid: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET state = 'running', pid = ?2, started_at = ?3 WHERE id = ?1",
+                params![id, pid, timestamp(now)],
+            )
+            .map_err(sq(self.path(), "record run start"))?;
+        Ok(())
+    }
+
+    /// Records how a run ended.
+    pub fn run_ended(
+        &mut self,
+        id: &str,
+        state: RunState,
+        exit_code: Option<i32>,
+        reason: Option<&str>,
+        diag: &[DiagLine],
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET state = ?2, exit_code = ?3, reason = ?4, diag = ?5, ended_at = ?6,
+                 pid = NULL WHERE id = ?1",
+                params![
+                    id,
+                    state.name(),
+                    exit_code,
+                    reason,
+                    serde_json::to_string(diag).unwrap_or_default(),
+                    timestamp(now)
+                ],
+            )
+            .map_err(sq(self.path(), "record run end"))?;
+        Ok(())
+    }
+
+    /// Records an output about to re-enter the spool, so that its submission links to the run.
+    pub fn expect_output(
+        &mut self,
+        run: &str,
+        channel: &str,
+        name: &str,
+        sha256: &str,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO run_outputs (run, channel, name, sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![run, channel, name, sha256],
+            )
+            .map_err(sq(self.path(), "record run output"))?;
+        Ok(())
+    }
+
+    /// Runs left queued or running by a daemon that stopped: marked interrupted.
+    pub fn interrupt_unfinished(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, LedgerError> {
+        let ids: Vec<String> = self
+            .conn
+            .prepare("SELECT id FROM runs WHERE state IN ('queued', 'running')")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(sq(self.path(), "read unfinished runs"))?;
+        for id in &ids {
+            self.run_ended(
+                id,
+                RunState::Interrupted,
+                None,
+                Some("the daemon stopped while it ran"),
+                &[],
+                now,
+            )?;
+        }
+        Ok(ids)
+    }
+
+    /// The newest run id.
+    pub fn last_run_time(&self) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row("SELECT max(queued_at) FROM runs", [], |r| r.get(0))
+            .map_err(sq(self.path(), "read runs"))
+    }
+
+    /// Runs, newest first.
+    pub fn runs(
+        &self,
+        model: Option<&str>,
+        state: Option<RunState>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, LedgerError> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1");
+        let state = state.map(RunState::name);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        if let Some(m) = &model {
+            args.push(m);
+            sql.push_str(&format!(" AND model = ?{}", args.len()));
+        }
+        if let Some(s) = &state {
+            args.push(s);
+            sql.push_str(&format!(" AND state = ?{}", args.len()));
+        }
+        args.push(&limit);
+        sql.push_str(&format!(
+            " ORDER BY queued_at DESC, id DESC LIMIT ?{}",
+            args.len()
+        ));
+        let mut st = self
+            .conn
+            .prepare(&sql)
+            .map_err(sq(self.path(), "list runs"))?;
+        let mut rows = st
+            .query_map(args.as_slice(), run_row)
+            .map_err(sq(self.path(), "list runs"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sq(self.path(), "list runs"))?;
+        for r in &mut rows {
+            r.inputs = self
+                .conn
+                .prepare_cached(
+                    "SELECT slot, submission FROM run_inputs WHERE run = ?1 ORDER BY slot",
+                )
+                .and_then(|mut st| {
+                    st.query_map([&r.id], |x| Ok((x.get(0)?, x.get(1)?)))?
+                        .collect()
+                })
+                .map_err(sq(self.path(), "list run inputs"))?;
+        }
+        Ok(rows)
+    }
+
+    /// One run.
+    pub fn run(&self, id: &str) -> Result<Option<RunRow>, LedgerError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                [id],
+                run_row,
+            )
+            .optional()
+            .map_err(sq(self.path(), "read run"))
+    }
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    let state: String = r.get(2)?;
+    Ok(RunRow {
+        id: r.get(0)?,
+        model: r.get(1)?,
+        state: RunState::parse(&state).unwrap_or(RunState::Failed),
+        attempt: r.get(3)?,
+        trigger: r.get(4)?,
+        time0: r.get(5)?,
+        mode: r.get(6)?,
+        run_dir: r.get(7)?,
+        pid: r.get(8)?,
+        queued_at: r.get(9)?,
+        started_at: r.get(10)?,
+        ended_at: r.get(11)?,
+        exit_code: r.get(12)?,
+        reason: r.get(13)?,
+        diag: r
+            .get::<_, Option<String>>(14)?
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or_default(),
+        inputs: Vec::new(),
+    })
+}
