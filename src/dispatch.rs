@@ -27,9 +27,12 @@ use crate::rules::{Completion, RuleSet};
 use crate::run::{self, Mode, RunPlan};
 use crate::spool::Spool;
 use crate::track::{NewRun, RunState};
+use crate::trigger::{self, Plan};
 
 /// How often the dispatcher looks for work.
 const TICK: Duration = Duration::from_millis(100);
+/// Most deliveries considered per model and look.
+const PENDING_LOOK: usize = 1000;
 
 /// The dispatcher's state.
 pub struct Dispatcher {
@@ -90,16 +93,25 @@ impl Dispatcher {
             if model.paused || model.executor != Executor::Local {
                 continue;
             }
-            if !matches!(model.trigger, Trigger::Arrival) {
+            if matches!(model.trigger, Trigger::Schedule { .. }) {
                 continue;
             }
             let busy = self.running.get(&model.name).copied().unwrap_or(0);
             let free = model.concurrency.saturating_sub(busy);
-            if free == 0 {
+            let pending = self.reader.pending_deliveries(&model.name, PENDING_LOOK)?;
+            if pending.is_empty() {
                 continue;
             }
-            for p in self.reader.pending_deliveries(&model.name, free)? {
-                self.start(model, &rules, vec![p])?;
+            for plan in trigger::plan(model, &pending, Utc::now(), free) {
+                match plan {
+                    Plan::Start(inputs) => self.start(model, &rules, inputs)?,
+                    Plan::Expire(gone, why) => {
+                        tracing::warn!(model = %model.name, files = gone.len(), %why, "inputs expired");
+                        let name = model.name.clone();
+                        self.writer
+                            .with(move |l| l.expire_deliveries(&name, &gone, &why))?;
+                    }
+                }
             }
         }
         Ok(())
@@ -137,21 +149,26 @@ impl Dispatcher {
             start: now - chrono::Duration::days(2),
             end: now + chrono::Duration::days(2),
             mode: Mode::Normal,
-            inputs: inputs
-                .iter()
-                .map(|p| {
-                    let base = p
-                        .original
-                        .rsplit(|&b| b == b'/')
-                        .next()
-                        .unwrap_or(&p.original);
-                    (
-                        p.slot.clone(),
-                        String::from_utf8_lossy(base).into_owned(),
-                        self.spool.root().join(&p.stored),
-                    )
-                })
-                .collect(),
+            inputs: {
+                // Under their original names; a name taken twice (a batch) gets its id in front.
+                let mut used = std::collections::HashSet::new();
+                inputs
+                    .iter()
+                    .map(|p| {
+                        let base = p
+                            .original
+                            .rsplit(|&b| b == b'/')
+                            .next()
+                            .unwrap_or(&p.original);
+                        let mut name = String::from_utf8_lossy(base).into_owned();
+                        if !used.insert(name.clone()) {
+                            name = format!("{}_{name}", p.submission);
+                            used.insert(name.clone());
+                        }
+                        (p.slot.clone(), name, self.spool.root().join(&p.stored))
+                    })
+                    .collect()
+            },
             properties: Default::default(),
         };
         let output = model.outputs.as_ref().map(|(channel, _)| {

@@ -89,8 +89,9 @@ const MIGRATIONS: &[&str] = &[
         submission  TEXT NOT NULL REFERENCES submissions(id),
         model       TEXT NOT NULL,
         slot        TEXT NOT NULL,
-        state       TEXT NOT NULL DEFAULT 'pending',   -- pending | consumed
-        run         TEXT,
+        state       TEXT NOT NULL DEFAULT 'pending',   -- pending | consumed | expired
+        run         TEXT,                              -- the run that consumed it
+        note        TEXT,                              -- why it expired
         PRIMARY KEY (submission, model, slot)
      );
      CREATE INDEX deliveries_pending ON deliveries(model, state, submission);",

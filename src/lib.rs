@@ -29,5 +29,6 @@ pub mod dispatch;
 pub mod intake;
 pub mod run;
 pub mod track;
+pub mod trigger;
 
 pub mod watch;

@@ -113,7 +113,7 @@ pub struct NewRun {
 }
 
 /// A delivered file waiting for its model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     /// Submission id.
     pub submission: String,
@@ -197,6 +197,26 @@ impl Ledger {
         }
         tx.commit().map_err(sq(&path, "commit run"))?;
         Ok(true)
+    }
+
+    /// Gives up deliveries whose join window ended.
+    pub fn expire_deliveries(
+        &mut self,
+        model: &str,
+        gone: &[Pending],
+        why: &str,
+    ) -> Result<(), LedgerError> {
+        let path = self.path().to_path_buf();
+        let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
+        for p in gone {
+            tx.execute(
+                "UPDATE deliveries SET state = 'expired', note = ?4 WHERE submission = ?1
+                 AND model = ?2 AND slot = ?3 AND state = 'pending'",
+                params![p.submission, model, p.slot, why],
+            )
+            .map_err(sq(&path, "expire delivery"))?;
+        }
+        tx.commit().map_err(sq(&path, "commit"))
     }
 
     /// Records that a run's process started.

@@ -196,3 +196,114 @@ fn failures_fatal_diagnostics_and_timeouts_are_recorded() {
     );
     gw.stop();
 }
+
+/// A model with two required slots (join) or a batch trigger, fed by file-name routes.
+fn gateway_with(model_toml: &str, routes: &str) -> Gateway {
+    let mut gw = Gateway::with_channels(CHANNELS);
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(gw.rules().join("models/m.toml"), model_toml).unwrap();
+    std::fs::write(gw.rules().join("routes.toml"), routes).unwrap();
+    gw.start();
+    gw
+}
+
+fn join(window: &str) -> String {
+    format!(
+        "command = [\"/bin/sh\", \"-c\", \"ls input > inputs.txt\"]\n\
+         [inputs.rain]\nformats = [\"pi-timeseries\"]\n\
+         [inputs.flow]\nformats = [\"pi-timeseries\"]\n\
+         [trigger]\nkind = \"join\"\nwindow = \"{window}\"\n"
+    )
+}
+
+const JOIN_ROUTES: &str = r#"
+[[route]]
+name = "rain"
+file = "rain_*.xml"
+deliver = ["m.rain"]
+
+[[route]]
+name = "flow"
+file = "flow_*.xml"
+deliver = ["m.flow"]
+"#;
+
+fn delivery_states(gw: &Gateway) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open(gw.db()).unwrap();
+    let mut st = db
+        .prepare("SELECT slot, state FROM deliveries ORDER BY submission")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn a_join_runs_once_all_slots_are_filled_within_the_window() {
+    let mut gw = gateway_with(&join("30s"), JOIN_ROUTES);
+    gw.drop_file("obs", "rain_1.xml", &pi_series(1, 1));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        gw.ledger().runs(Some("m"), None, 10).unwrap().is_empty(),
+        "ran before the join"
+    );
+    gw.drop_file("obs", "flow_1.xml", &pi_series(2, 1));
+    let run = wait_run(&gw, "m", 30);
+    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
+    let mut slots: Vec<&str> = run.inputs.iter().map(|(s, _)| s.as_str()).collect();
+    slots.sort();
+    assert_eq!(slots, vec!["flow", "rain"]);
+    let listed = std::fs::read_to_string(gw.spool().join(&run.run_dir).join("inputs.txt")).unwrap();
+    assert_eq!(listed, "flow_1.xml\nrain_1.xml\n");
+    gw.stop();
+}
+
+#[test]
+fn a_join_window_that_ends_gives_its_inputs_up() {
+    let mut gw = gateway_with(&join("2s"), JOIN_ROUTES);
+    gw.drop_file("obs", "rain_1.xml", &pi_series(1, 1));
+    eventually(20, "the lone input to expire", || {
+        delivery_states(&gw) == vec![("rain".to_string(), "expired".to_string())]
+    });
+    assert!(
+        gw.log().contains("join window of 2s ended without flow"),
+        "{}",
+        gw.log()
+    );
+    // A later flow alone does not complete the expired join.
+    gw.drop_file("obs", "flow_1.xml", &pi_series(2, 1));
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(gw.ledger().runs(Some("m"), None, 10).unwrap().is_empty());
+    gw.stop();
+}
+
+#[test]
+fn a_batch_runs_at_its_count_then_after_its_wait() {
+    let model = r#"
+command = ["/bin/sh", "-c", "ls input | wc -l > count.txt"]
+[inputs.obs]
+formats = ["pi-timeseries"]
+[trigger]
+kind = "batch"
+count = 3
+wait = "5s"
+"#;
+    let routes = "[[route]]\nname = \"all\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n";
+    let mut gw = gateway_with(model, routes);
+    for i in 0..4 {
+        gw.drop_file("obs", &format!("f{i}.xml"), &pi_series(i, 1));
+    }
+    eventually(30, "two batch runs", || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Succeeded), 10)
+            .unwrap()
+            .len()
+            == 2
+    });
+    let runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
+    let mut sizes: Vec<usize> = runs.iter().map(|r| r.inputs.len()).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![1, 3]);
+    gw.stop();
+}

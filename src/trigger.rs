@@ -1,0 +1,174 @@
+//! Trigger: which runs to start now, from the deliveries waiting for a model. Pure: the waiting
+//! deliveries and the clock come in, decisions go out; the dispatcher carries them out.
+
+use chrono::{DateTime, Utc};
+
+use crate::claim::ClaimId;
+use crate::model::{Model, Trigger};
+use crate::track::Pending;
+
+/// What to do with waiting deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Start one run with these inputs.
+    Start(Vec<Pending>),
+    /// These waited longer than the join window: give them up, with the reason.
+    Expire(Vec<Pending>, String),
+}
+
+fn arrived(p: &Pending) -> DateTime<Utc> {
+    ClaimId::parse(&p.submission)
+        .map(|c| c.time())
+        .unwrap_or_default()
+}
+
+/// Decides, for one model, what to do with `pending` (oldest first) at `now`, starting at most
+/// `free` runs. Schedule triggers are not decided here (they fire on the clock, not on arrival).
+pub fn plan(model: &Model, pending: &[Pending], now: DateTime<Utc>, free: usize) -> Vec<Plan> {
+    let mut plans = Vec::new();
+    if free == 0 && !matches!(model.trigger, Trigger::Join { .. }) {
+        return plans;
+    }
+    match &model.trigger {
+        Trigger::Arrival => {
+            for p in pending.iter().take(free) {
+                plans.push(Plan::Start(vec![p.clone()]));
+            }
+        }
+        Trigger::Batch { count, wait } => {
+            let mut rest: &[Pending] = pending;
+            let wait = chrono::Duration::from_std(*wait).unwrap_or_default();
+            while plans.len() < free && !rest.is_empty() {
+                if rest.len() >= *count {
+                    plans.push(Plan::Start(rest[..*count].to_vec()));
+                    rest = &rest[*count..];
+                } else if now - arrived(&rest[0]) >= wait {
+                    plans.push(Plan::Start(rest.to_vec()));
+                    rest = &[];
+                } else {
+                    break;
+                }
+            }
+        }
+        Trigger::Join { window } => {
+            let window = chrono::Duration::from_std(*window).unwrap_or_default();
+            let mut left: Vec<Pending> = pending.to_vec();
+            loop {
+                let complete = model
+                    .inputs
+                    .values()
+                    .filter(|s| s.required)
+                    .all(|s| left.iter().any(|p| p.slot == s.name));
+                if !complete || plans.len() >= free {
+                    break;
+                }
+                // The oldest waiting file of each slot makes the run.
+                let mut inputs = Vec::new();
+                for slot in model.inputs.values() {
+                    if let Some(i) = left.iter().position(|p| p.slot == slot.name) {
+                        inputs.push(left.remove(i));
+                    }
+                }
+                plans.push(Plan::Start(inputs));
+            }
+            let (expired, _): (Vec<Pending>, Vec<Pending>) =
+                left.into_iter().partition(|p| now - arrived(p) > window);
+            if !expired.is_empty() {
+                let missing: Vec<&str> = model
+                    .inputs
+                    .values()
+                    .filter(|s| s.required && !pending.iter().any(|p| p.slot == s.name))
+                    .map(|s| s.name.as_str())
+                    .collect();
+                let why = format!(
+                    "join window of {}s ended without {}",
+                    window.num_seconds(),
+                    if missing.is_empty() {
+                        "a complete set of inputs".to_string()
+                    } else {
+                        missing.join(", ")
+                    }
+                );
+                plans.push(Plan::Expire(expired, why));
+            }
+        }
+        Trigger::Schedule { .. } => {}
+    }
+    plans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::path::Path;
+
+    fn model(trigger: &str) -> Model {
+        let text = format!(
+            "command = [\"m\"]\n[inputs.rain]\nformats = [\"pi-timeseries\"]\n\
+             [inputs.flow]\nformats = [\"pi-timeseries\"]\n\
+             [inputs.extra]\nformats = [\"pi-timeseries\"]\nrequired = false\n[trigger]\n{trigger}\n"
+        );
+        let mut p = Vec::new();
+        Model::compile("m", Path::new("m.toml"), &text, &mut p).expect("model")
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap() + chrono::Duration::seconds(s)
+    }
+
+    fn pending(slot: &str, s: i64) -> Pending {
+        Pending {
+            submission: crate::claim::ClaimId(at(s).timestamp_micros()).text(),
+            slot: slot.into(),
+            stored: String::new(),
+            original: b"x.xml".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_join_starts_when_every_required_slot_is_filled() {
+        let m = model("kind = \"join\"\nwindow = \"10m\"");
+        let waiting = vec![pending("rain", 0)];
+        assert!(plan(&m, &waiting, at(60), 1).is_empty());
+        let both = vec![pending("rain", 0), pending("flow", 30)];
+        let plans = plan(&m, &both, at(60), 1);
+        // One input per slot, in slot order.
+        assert_eq!(
+            plans,
+            vec![Plan::Start(vec![both[1].clone(), both[0].clone()])]
+        );
+    }
+
+    #[test]
+    fn a_join_window_that_ends_expires_what_waited() {
+        let m = model("kind = \"join\"\nwindow = \"10m\"");
+        let waiting = vec![pending("rain", 0)];
+        let plans = plan(&m, &waiting, at(601), 1);
+        let [Plan::Expire(gone, why)] = plans.as_slice() else {
+            panic!("{plans:?}")
+        };
+        assert_eq!(gone, &waiting);
+        assert!(why.contains("flow"), "{why}");
+    }
+
+    #[test]
+    fn a_batch_runs_at_its_count_or_after_its_wait() {
+        let m = model("kind = \"batch\"\ncount = 3\nwait = \"5m\"");
+        let two = vec![pending("rain", 0), pending("flow", 10)];
+        assert!(plan(&m, &two, at(60), 2).is_empty());
+        assert_eq!(plan(&m, &two, at(300), 2), vec![Plan::Start(two.clone())]);
+        let four: Vec<Pending> = (0..4).map(|i| pending("rain", i)).collect();
+        assert_eq!(
+            plan(&m, &four, at(10), 1),
+            vec![Plan::Start(four[..3].to_vec())]
+        );
+    }
+
+    #[test]
+    fn arrival_runs_once_per_file_within_the_concurrency() {
+        let m = model("kind = \"arrival\"");
+        let three: Vec<Pending> = (0..3).map(|i| pending("rain", i)).collect();
+        assert_eq!(plan(&m, &three, at(10), 2).len(), 2);
+    }
+}
