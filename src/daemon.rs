@@ -119,6 +119,11 @@ impl Daemon {
 
         let mut ledger = Ledger::open(&config.db)?;
         let last_id = ledger.last_id()?;
+        for (id, pid) in ledger.unfinished_runs()? {
+            if let Some(pid) = pid {
+                stop_orphan(&id, pid);
+            }
+        }
         let interrupted = ledger.interrupt_unfinished(chrono::Utc::now())?;
         if !interrupted.is_empty() {
             tracing::warn!(runs = ?interrupted, "runs left unfinished by the last daemon are marked interrupted");
@@ -416,5 +421,23 @@ fn filer_loop(spool: &Spool, rx: Receiver<Vec<Submission>>, sync: bool) {
         if sync && let Err(e) = sync_filesystem(spool.root()) {
             tracing::error!(error = %e, "cannot sync the spool");
         }
+    }
+}
+
+/// A model process left running by a daemon that died (kill -9): it is still ours if its
+/// environment names its run. Its whole process group is stopped, so that a retry never runs
+/// beside it.
+fn stop_orphan(run: &str, pid: i64) {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return;
+    };
+    let wanted = format!("POM_RUN_ID={run}");
+    if environ
+        .split(|&b| b == 0)
+        .any(|var| var == wanted.as_bytes())
+    {
+        tracing::warn!(run.id = %run, pid, "stopping a model process left by the last daemon");
+        // SAFETY: signals a process group that the check above shows is the run's own.
+        unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
     }
 }

@@ -89,6 +89,28 @@ impl Dispatcher {
 
     fn tick(&mut self) -> Result<(), LedgerError> {
         let rules = current(&self.rules);
+        let now = Utc::now();
+        // Failed runs: retry by policy, the wait doubling at each attempt.
+        for (id, model, attempt) in self.reader.undecided_failures()? {
+            let at = rules.models.get(&model).and_then(|m| {
+                let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+                (attempt <= m.retries.max).then(|| {
+                    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+                    now + chrono::Duration::from_std(m.retries.backoff * factor).unwrap_or_default()
+                })
+            });
+            self.writer.with(move |l| l.decide_retry(&id, at))?;
+        }
+        for (of, model, _) in self.reader.retries_due(now)? {
+            let Some(m) = rules.models.get(&model) else {
+                continue;
+            };
+            let busy = self.running.get(&model).copied().unwrap_or(0);
+            if m.paused || busy >= m.concurrency {
+                continue;
+            }
+            self.retry(m, &rules, of)?;
+        }
         for model in rules.models.values() {
             if model.paused || model.executor != Executor::Local {
                 continue;
@@ -141,6 +163,41 @@ impl Dispatcher {
         if !self.writer.with(move |l| l.create_run(&new, now))? {
             return Ok(());
         }
+        self.launch(model, rules, id, run_dir_rel, inputs, now);
+        Ok(())
+    }
+
+    /// Retries a failed run whose retry is due, with the same inputs.
+    fn retry(&mut self, model: &Model, rules: &RuleSet, of: String) -> Result<(), LedgerError> {
+        let now = Utc::now();
+        let id = format!("{}-{}", model.name, self.ids.next(now));
+        let run_dir_rel = format!("runs/{}/{id}", model.name);
+        let new = NewRun {
+            id: id.clone(),
+            model: model.name.clone(),
+            trigger: model.trigger.kind().into(),
+            time0: now,
+            mode: Mode::Normal.name().into(),
+            run_dir: run_dir_rel.clone(),
+            inputs: Vec::new(),
+        };
+        let of2 = of.clone();
+        if let Some(inputs) = self.writer.with(move |l| l.create_retry(&of2, &new, now))? {
+            tracing::info!(run.id = %id, retry_of = %of, "retrying");
+            self.launch(model, rules, id, run_dir_rel, inputs, now);
+        }
+        Ok(())
+    }
+
+    fn launch(
+        &mut self,
+        model: &Model,
+        rules: &RuleSet,
+        id: String,
+        run_dir_rel: String,
+        inputs: Vec<crate::track::Pending>,
+        now: chrono::DateTime<Utc>,
+    ) {
         *self.running.entry(model.name.clone()).or_default() += 1;
         let plan = RunPlan {
             id: id.clone(),
@@ -193,7 +250,6 @@ impl Dispatcher {
                 let _ = done.send(model_name);
             })
             .expect("spawn run thread");
-        Ok(())
     }
 }
 

@@ -111,7 +111,10 @@ const MIGRATIONS: &[&str] = &[
         ended_at    TEXT,
         exit_code   INTEGER,
         reason      TEXT,
-        diag        TEXT             -- JSON list of {level, description}
+        diag        TEXT,            -- JSON list of {level, description}
+        retry_of    TEXT,            -- the run this one retries
+        retry_state TEXT,            -- after a failure: due | done | none
+        retry_at    TEXT             -- when the retry is due
      );
      CREATE INDEX runs_by_model ON runs(model, id);
      CREATE INDEX runs_by_state ON runs(state, id);

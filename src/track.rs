@@ -279,6 +279,14 @@ impl Ledger {
         Ok(())
     }
 
+    /// Runs left queued or running, with the process id of those that started.
+    pub fn unfinished_runs(&self) -> Result<Vec<(String, Option<i64>)>, LedgerError> {
+        self.conn
+            .prepare("SELECT id, pid FROM runs WHERE state IN ('queued', 'running')")
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(sq(self.path(), "read unfinished runs"))
+    }
+
     /// Runs left queued or running by a daemon that stopped: marked interrupted.
     pub fn interrupt_unfinished(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, LedgerError> {
         let ids: Vec<String> = self
@@ -297,6 +305,105 @@ impl Ledger {
             )?;
         }
         Ok(ids)
+    }
+
+    /// Failed, timed-out or interrupted runs whose retry is not decided yet.
+    pub fn undecided_failures(&self) -> Result<Vec<(String, String, i64)>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, model, attempt FROM runs WHERE retry_state IS NULL
+                 AND state IN ('failed', 'timed_out', 'interrupted') ORDER BY id",
+            )
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read failed runs"))
+    }
+
+    /// Decides a failed run's retry: due at `at`, or none.
+    pub fn decide_retry(&mut self, id: &str, at: Option<DateTime<Utc>>) -> Result<(), LedgerError> {
+        let (state, at) = match at {
+            Some(t) => ("due", Some(timestamp(t))),
+            None => ("none", None),
+        };
+        self.conn
+            .execute(
+                "UPDATE runs SET retry_state = ?2, retry_at = ?3 WHERE id = ?1 AND retry_state IS NULL",
+                params![id, state, at],
+            )
+            .map_err(sq(self.path(), "decide retry"))?;
+        Ok(())
+    }
+
+    /// Retries due at `now`: (run id, model, attempt).
+    pub fn retries_due(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, i64)>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, model, attempt FROM runs WHERE retry_state = 'due' AND retry_at <= ?1
+                 ORDER BY retry_at",
+            )
+            .and_then(|mut st| {
+                st.query_map([timestamp(now)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read due retries"))
+    }
+
+    /// Creates the retry of a run, with the same inputs, exactly once: `None` if it was already
+    /// retried. Returns the inputs of the new run.
+    pub fn create_retry(
+        &mut self,
+        of: &str,
+        run: &NewRun,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<Pending>>, LedgerError> {
+        let path = self.path().to_path_buf();
+        let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
+        let n = tx
+            .execute(
+                "UPDATE runs SET retry_state = 'done' WHERE id = ?1 AND retry_state = 'due'",
+                [of],
+            )
+            .map_err(sq(&path, "claim retry"))?;
+        if n != 1 {
+            return Ok(None);
+        }
+        tx.execute(
+            "INSERT INTO runs (id, model, state, attempt, trigger, time0, mode, run_dir, queued_at, retry_of)
+             SELECT ?2, model, 'queued', attempt + 1, trigger, time0, mode, ?3, ?4, id
+             FROM runs WHERE id = ?1",
+            params![of, run.id, run.run_dir, timestamp(now)],
+        )
+        .map_err(sq(&path, "create retry"))?;
+        tx.execute(
+            "INSERT INTO run_inputs (run, slot, submission) SELECT ?2, slot, submission
+             FROM run_inputs WHERE run = ?1",
+            params![of, run.id],
+        )
+        .map_err(sq(&path, "copy run inputs"))?;
+        let inputs = tx
+            .prepare(
+                "SELECT i.submission, i.slot, s.stored, s.original FROM run_inputs i
+                 JOIN submissions s ON s.id = i.submission WHERE i.run = ?1 ORDER BY i.slot",
+            )
+            .and_then(|mut st| {
+                st.query_map([&run.id], |r| {
+                    Ok(Pending {
+                        submission: r.get(0)?,
+                        slot: r.get(1)?,
+                        stored: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        original: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(sq(&path, "read run inputs"))?;
+        tx.commit().map_err(sq(&path, "commit retry"))?;
+        Ok(Some(inputs))
     }
 
     /// The newest run id.

@@ -307,3 +307,118 @@ wait = "5s"
     assert_eq!(sizes, vec![1, 3]);
     gw.stop();
 }
+
+fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
+    let path = gw.dir.path().join("flaky.sh");
+    std::fs::write(&path, format!("#!/bin/sh\ncd \"$POM_RUN_DIR\"\n{script}\n")).unwrap();
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(
+        gw.rules().join("models/m.toml"),
+        format!(
+            "command = [\"/bin/sh\", \"{}\"]\ntimeout = \"{timeout}\"\nretries = {{ max = 1, backoff = \"1s\" }}\n\
+             [inputs.obs]\nformats = [\"pi-timeseries\"]\n[trigger]\nkind = \"arrival\"\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        gw.rules().join("routes.toml"),
+        "[[route]]\nname = \"all\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_failed_run_is_retried_after_its_backoff_with_the_same_inputs() {
+    let mut gw = Gateway::with_channels(CHANNELS);
+    let launches = gw.dir.path().join("launches");
+    retrying_model(
+        &gw,
+        &format!(
+            "echo x >> {l}\ntest $(wc -l < {l}) -ge 2",
+            l = launches.display()
+        ),
+        "1m",
+    );
+    gw.start();
+    gw.drop_file("obs", "a.xml", &pi_series(1, 1));
+    eventually(30, "the retry to succeed", || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Succeeded), 10)
+            .unwrap()
+            .len()
+            == 1
+    });
+    let runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let (second, first) = (&runs[0], &runs[1]);
+    assert_eq!((first.state, first.attempt), (RunState::Failed, 1));
+    assert_eq!((second.state, second.attempt), (RunState::Succeeded, 2));
+    assert_eq!(first.inputs, second.inputs);
+    let ended = chrono::DateTime::parse_from_rfc3339(first.ended_at.as_deref().unwrap()).unwrap();
+    let queued = chrono::DateTime::parse_from_rfc3339(&second.queued_at).unwrap();
+    assert!(
+        queued - ended >= chrono::Duration::milliseconds(900),
+        "retried after {:?}",
+        queued - ended
+    );
+    // Retried once, as the policy says: nothing more.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(gw.ledger().runs(Some("m"), None, 10).unwrap().len(), 2);
+    gw.stop();
+}
+
+#[test]
+fn kill_9_of_the_daemon_while_a_model_runs_interrupts_it_and_retries_it_once() {
+    let mut gw = Gateway::with_channels(CHANNELS);
+    let launches = gw.dir.path().join("launches");
+    // The first launch would run for a minute; the retry finishes at once.
+    retrying_model(
+        &gw,
+        &format!(
+            "echo $$ >> {l}\nif [ $(wc -l < {l}) -eq 1 ]; then sleep 60; fi",
+            l = launches.display()
+        ),
+        "5m",
+    );
+    gw.start();
+    gw.drop_file("obs", "a.xml", &pi_series(1, 1));
+    eventually(30, "the model to start", || {
+        std::fs::read_to_string(&launches).is_ok_and(|t| t.lines().count() == 1)
+    });
+    let first_pid: i32 = std::fs::read_to_string(&launches)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    gw.kill9();
+    assert!(
+        Path::new(&format!("/proc/{first_pid}")).exists(),
+        "the model outlived the daemon"
+    );
+    gw.start();
+    eventually(30, "the retry to succeed", || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Succeeded), 10)
+            .unwrap()
+            .len()
+            == 1
+    });
+    let runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[1].state, RunState::Interrupted);
+    assert_eq!(runs[0].attempt, 2);
+    // The orphan of the killed daemon was stopped, not left running beside its retry.
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+    };
+    assert!(gone(first_pid), "the first launch still runs");
+    assert_eq!(
+        std::fs::read_to_string(&launches).unwrap().lines().count(),
+        2,
+        "launched more than twice"
+    );
+    gw.stop();
+}

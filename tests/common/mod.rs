@@ -60,6 +60,7 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
+    pub extra_env: Vec<(String, String)>,
     starts: usize,
 }
 
@@ -79,6 +80,7 @@ impl Gateway {
             dir,
             child: None,
             extra_args: Vec::new(),
+            extra_env: Vec::new(),
             starts: 0,
         }
     }
@@ -119,6 +121,7 @@ impl Gateway {
         let mut cmd = self.pom();
         cmd.arg("serve")
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
