@@ -49,6 +49,8 @@ pub struct Config {
     pub limits: Limits,
     /// Sync the file system once per filed batch.
     pub sync: bool,
+    /// Where the time of decisions comes from.
+    pub clock: crate::clock::Clock,
 }
 
 /// Why the daemon cannot run.
@@ -169,6 +171,7 @@ impl Daemon {
             writer.clone(),
             &config.db,
             Arc::clone(&stop_runs),
+            config.clock,
         )?;
         let (hints_tx, hints_rx) = sync_channel::<Hint>(HINTS);
         let overflowed = Arc::new(AtomicBool::new(false));

@@ -20,6 +20,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use crate::claim::{IdGenerator, rename_noreplace};
+use crate::clock::Clock;
 use crate::intake::{Shared, current};
 use crate::ledger::{Ledger, LedgerError, Writer};
 use crate::model::{Executor, Model, Trigger};
@@ -45,6 +46,8 @@ pub struct Dispatcher {
     done_tx: Sender<String>,
     done_rx: Receiver<String>,
     stop: Arc<AtomicBool>,
+    clock: Clock,
+    last_fired: HashMap<String, chrono::DateTime<Utc>>,
 }
 
 impl Dispatcher {
@@ -55,6 +58,7 @@ impl Dispatcher {
         writer: Writer,
         db: &Path,
         stop: Arc<AtomicBool>,
+        clock: Clock,
     ) -> Result<Self, LedgerError> {
         let reader = Ledger::open_readonly(db)?;
         let (done_tx, done_rx) = channel();
@@ -68,6 +72,8 @@ impl Dispatcher {
             done_tx,
             done_rx,
             stop,
+            clock,
+            last_fired: HashMap::new(),
         })
     }
 
@@ -89,7 +95,7 @@ impl Dispatcher {
 
     fn tick(&mut self) -> Result<(), LedgerError> {
         let rules = current(&self.rules);
-        let now = Utc::now();
+        let now = self.clock.now();
         // Failed runs: retry by policy, the wait doubling at each attempt.
         for (id, model, attempt) in self.reader.undecided_failures()? {
             let at = rules.models.get(&model).and_then(|m| {
@@ -115,10 +121,11 @@ impl Dispatcher {
             if model.paused || model.executor != Executor::Local {
                 continue;
             }
+            let busy = self.running.get(&model.name).copied().unwrap_or(0);
             if matches!(model.trigger, Trigger::Schedule { .. }) {
+                self.schedule(model, &rules, now, busy)?;
                 continue;
             }
-            let busy = self.running.get(&model.name).copied().unwrap_or(0);
             let free = model.concurrency.saturating_sub(busy);
             let pending = self.reader.pending_deliveries(&model.name, PENDING_LOOK)?;
             if pending.is_empty() {
@@ -145,7 +152,7 @@ impl Dispatcher {
         rules: &RuleSet,
         inputs: Vec<crate::track::Pending>,
     ) -> Result<(), LedgerError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let id = format!("{}-{}", model.name, self.ids.next(now));
         let run_dir_rel = format!("runs/{}/{id}", model.name);
         let new = NewRun {
@@ -167,9 +174,76 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Fires a schedule trigger whose time has come: time0 is the scheduled time, and each slot
+    /// gets the latest file delivered to it.
+    fn schedule(
+        &mut self,
+        model: &Model,
+        rules: &RuleSet,
+        now: chrono::DateTime<Utc>,
+        busy: usize,
+    ) -> Result<(), LedgerError> {
+        let last = match self.last_fired.get(&model.name) {
+            Some(t) => *t,
+            // First look: from the last time it fired, or from now (the past before the first
+            // start is not caught up).
+            None => self.reader.last_scheduled(&model.name)?.unwrap_or(now),
+        };
+        self.last_fired.insert(model.name.clone(), last);
+        let Some((time0, skipped)) = trigger::schedule_due(model, last, now) else {
+            return Ok(());
+        };
+        self.last_fired.insert(model.name.clone(), time0);
+        if skipped > 0 {
+            tracing::warn!(model = %model.name, skipped, "scheduled times missed: only the latest fires");
+        }
+        if busy >= model.concurrency {
+            tracing::warn!(model = %model.name, %time0, "scheduled time skipped: the model is still running");
+            return Ok(());
+        }
+        let inputs: Vec<crate::track::Pending> = self
+            .reader
+            .latest_inputs(&model.name)?
+            .into_iter()
+            .filter(|p| model.inputs.contains_key(&p.slot))
+            .collect();
+        let missing: Vec<&str> = model
+            .inputs
+            .values()
+            .filter(|s| s.required && !inputs.iter().any(|p| p.slot == s.name))
+            .map(|s| s.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(model = %model.name, %time0, ?missing, "scheduled time skipped: no input yet");
+            return Ok(());
+        }
+        let id = format!("{}-{}", model.name, self.ids.next(self.clock.now()));
+        let run_dir_rel = format!("runs/{}/{id}", model.name);
+        let new = NewRun {
+            id: id.clone(),
+            model: model.name.clone(),
+            trigger: "schedule".into(),
+            time0,
+            mode: Mode::Normal.name().into(),
+            run_dir: run_dir_rel.clone(),
+            inputs: inputs
+                .iter()
+                .map(|p| (p.slot.clone(), p.submission.clone()))
+                .collect(),
+        };
+        let created = self.clock.now();
+        if self
+            .writer
+            .with(move |l| l.create_scheduled_run(&new, created))?
+        {
+            self.launch(model, rules, id, run_dir_rel, inputs, time0);
+        }
+        Ok(())
+    }
+
     /// Retries a failed run whose retry is due, with the same inputs.
     fn retry(&mut self, model: &Model, rules: &RuleSet, of: String) -> Result<(), LedgerError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let id = format!("{}-{}", model.name, self.ids.next(now));
         let run_dir_rel = format!("runs/{}/{id}", model.name);
         let new = NewRun {
@@ -196,15 +270,15 @@ impl Dispatcher {
         id: String,
         run_dir_rel: String,
         inputs: Vec<crate::track::Pending>,
-        now: chrono::DateTime<Utc>,
+        time0: chrono::DateTime<Utc>,
     ) {
         *self.running.entry(model.name.clone()).or_default() += 1;
         let plan = RunPlan {
             id: id.clone(),
             model: model.name.clone(),
-            time0: now,
-            start: now - chrono::Duration::days(2),
-            end: now + chrono::Duration::days(2),
+            time0,
+            start: time0 - chrono::Duration::days(2),
+            end: time0 + chrono::Duration::days(2),
             mode: Mode::Normal,
             inputs: {
                 // Under their original names; a name taken twice (a batch) gets its id in front.
@@ -420,8 +494,9 @@ pub fn spawn(
     writer: Writer,
     db: &Path,
     stop: Arc<AtomicBool>,
+    clock: Clock,
 ) -> Result<std::thread::JoinHandle<()>, LedgerError> {
-    let d = Dispatcher::new(spool, rules, writer, db, stop)?;
+    let d = Dispatcher::new(spool, rules, writer, db, stop, clock)?;
     Ok(std::thread::Builder::new()
         .name("dispatch".into())
         .spawn(move || d.run())

@@ -117,6 +117,9 @@ const MIGRATIONS: &[&str] = &[
         retry_at    TEXT             -- when the retry is due
      );
      CREATE INDEX runs_by_model ON runs(model, id);
+     -- A scheduled time fires once: the ledger refuses a second first attempt for it.
+     CREATE UNIQUE INDEX runs_scheduled_once ON runs(model, time0)
+        WHERE trigger = 'schedule' AND retry_of IS NULL;
      CREATE INDEX runs_by_state ON runs(state, id);
      CREATE TABLE run_inputs (
         run         TEXT NOT NULL REFERENCES runs(id),

@@ -24,6 +24,7 @@ pub mod ledger;
 pub mod settle;
 pub mod validate;
 
+pub mod clock;
 pub mod daemon;
 pub mod dispatch;
 pub mod intake;

@@ -117,6 +117,10 @@ struct ServeArgs {
     /// Do not sync the file system after each filed batch (faster, weaker on power loss).
     #[arg(long, env = "POM_NO_SYNC")]
     no_sync: bool,
+    /// A simulated clock for schedules and time0, `START[@SPEED]` (e.g.
+    /// `2026-03-28T00:00:00Z@3600`: one simulated hour per second), for rehearsals and tests.
+    #[arg(long, env = "POM_CLOCK")]
+    clock: Option<String>,
 }
 
 #[derive(Args)]
@@ -218,6 +222,10 @@ fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
         poll: a.poll.map(|p| Duration::from_secs_f64(p.max(0.05))),
         limits: a.limits.limits(),
         sync: !a.no_sync,
+        clock: match &a.clock {
+            Some(c) => pom::clock::Clock::parse(c).map_err(|e| anyhow::anyhow!("--clock: {e}"))?,
+            None => pom::clock::Clock::System,
+        },
     };
     let daemon = Daemon::start(config).context("cannot start")?;
     tracing::info!(spool = %paths.spool.display(), "pom is running");

@@ -219,6 +219,81 @@ impl Ledger {
         tx.commit().map_err(sq(&path, "commit"))
     }
 
+    /// The last scheduled time a model fired for.
+    pub fn last_scheduled(&self, model: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        let t: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT max(time0) FROM runs WHERE model = ?1 AND trigger = 'schedule'",
+                [model],
+                |r| r.get(0),
+            )
+            .map_err(sq(self.path(), "read last scheduled run"))?;
+        Ok(t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    /// The latest file delivered to each slot of a model (whether or not a run used it already).
+    pub fn latest_inputs(&self, model: &str) -> Result<Vec<Pending>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT d.submission, d.slot, s.stored, s.original FROM deliveries d
+                 JOIN submissions s ON s.id = d.submission
+                 WHERE d.model = ?1 AND d.submission = (
+                    SELECT max(x.submission) FROM deliveries x WHERE x.model = d.model AND x.slot = d.slot)
+                 ORDER BY d.slot",
+            )
+            .and_then(|mut st| {
+                st.query_map([model], |r| {
+                    Ok(Pending {
+                        submission: r.get(0)?,
+                        slot: r.get(1)?,
+                        stored: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        original: r.get(3)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(sq(self.path(), "read latest inputs"))
+    }
+
+    /// Creates the run of a scheduled time, once: `false` if that time already fired. Pending
+    /// deliveries of the model up to the inputs used are consumed (superseded).
+    pub fn create_scheduled_run(
+        &mut self,
+        run: &NewRun,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let path = self.path().to_path_buf();
+        let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO runs (id, model, state, trigger, time0, mode, run_dir, queued_at)
+                 VALUES (?1, ?2, 'queued', 'schedule', ?3, ?4, ?5, ?6)",
+                params![run.id, run.model, timestamp(run.time0), run.mode, run.run_dir, timestamp(now)],
+            )
+            .map_err(sq(&path, "create scheduled run"))?;
+        if inserted != 1 {
+            return Ok(false);
+        }
+        for (slot, submission) in &run.inputs {
+            tx.execute(
+                "INSERT INTO run_inputs (run, slot, submission) VALUES (?1, ?2, ?3)",
+                params![run.id, slot, submission],
+            )
+            .and_then(|_| {
+                tx.execute(
+                    "UPDATE deliveries SET state = 'consumed', run = ?1 WHERE model = ?2
+                     AND slot = ?3 AND submission <= ?4 AND state = 'pending'",
+                    params![run.id, run.model, slot, submission],
+                )
+            })
+            .map_err(sq(&path, "record run input"))?;
+        }
+        tx.commit().map_err(sq(&path, "commit run"))?;
+        Ok(true)
+    }
+
     /// Records that a run's process started.
     pub fn run_started(
         &mut self,

@@ -172,3 +172,85 @@ mod tests {
         assert_eq!(plan(&m, &three, at(10), 2).len(), 2);
     }
 }
+
+/// For a schedule trigger: the scheduled time to fire now, if one fell in `(last, now]`, and how
+/// many earlier ones in that interval are skipped (after an outage only the latest fires: a
+/// forecast for a time already past is of no use).
+pub fn schedule_due(
+    model: &Model,
+    last: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, usize)> {
+    let mut due = None;
+    let mut skipped = 0;
+    let mut t = last;
+    while let Some(next) = model.trigger.next_after(t) {
+        if next > now {
+            break;
+        }
+        if due.is_some() {
+            skipped += 1;
+        }
+        due = Some(next);
+        t = next;
+        if skipped > 100_000 {
+            break;
+        }
+    }
+    due.map(|d| (d, skipped))
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::path::Path;
+
+    #[test]
+    fn a_schedule_in_paris_fires_at_local_times_across_the_spring_change() {
+        let text = "command = [\"m\"]\n[trigger]\nkind = \"schedule\"\ncron = \"0 * * * *\"\ntimezone = \"Europe/Paris\"\n";
+        let mut p = Vec::new();
+        let m = Model::compile("m", Path::new("m.toml"), text, &mut p).unwrap();
+        // Hourly in Paris on 2026-03-29: 01:00 CET is 00:00Z; 02:00 does not exist; 03:00 CEST is
+        // 01:00Z: one hour of UTC between them, as between every other pair.
+        let mut last = Utc.with_ymd_and_hms(2026, 3, 28, 23, 30, 0).unwrap();
+        let mut fired = Vec::new();
+        let mut now = last;
+        for _ in 0..12 {
+            now += chrono::Duration::minutes(20);
+            if let Some((t, skipped)) = schedule_due(&m, last, now) {
+                assert_eq!(skipped, 0);
+                fired.push(t);
+                last = t;
+            }
+        }
+        let utc = |h| Utc.with_ymd_and_hms(2026, 3, 29, h, 0, 0).unwrap();
+        assert_eq!(fired, vec![utc(0), utc(1), utc(2), utc(3)]);
+        let paris: Vec<String> = fired
+            .iter()
+            .map(|t| {
+                t.with_timezone(&chrono_tz::Europe::Paris)
+                    .format("%H:%M %Z")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            paris,
+            vec!["01:00 CET", "03:00 CEST", "04:00 CEST", "05:00 CEST"]
+        );
+    }
+
+    #[test]
+    fn after_an_outage_only_the_latest_scheduled_time_fires() {
+        let text = "command = [\"m\"]\n[trigger]\nkind = \"schedule\"\ncron = \"*/10 * * * *\"\n";
+        let mut p = Vec::new();
+        let m = Model::compile("m", Path::new("m.toml"), text, &mut p).unwrap();
+        let last = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 13, 5, 0).unwrap();
+        assert_eq!(
+            schedule_due(&m, last, now),
+            Some((Utc.with_ymd_and_hms(2026, 11, 28, 13, 0, 0).unwrap(), 5))
+        );
+        assert_eq!(schedule_due(&m, now, now), None);
+    }
+}

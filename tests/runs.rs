@@ -422,3 +422,61 @@ fn kill_9_of_the_daemon_while_a_model_runs_interrupts_it_and_retries_it_once() {
     );
     gw.stop();
 }
+
+#[test]
+fn a_schedule_in_paris_fires_at_its_local_times_across_daylight_saving_with_a_simulated_clock() {
+    // Every day at 06:00 in Paris, with a clock that starts on 2026-03-27 at midnight UTC and
+    // runs 6 simulated hours per real second: the runs' time0 are 05:00 UTC on the 27th and
+    // 28th (CET), then 04:00 UTC on the 29th (CEST), after the change.
+    let model = r#"
+command = ["/bin/sh", "-c", "echo $POM_T0 > t0.txt; ls input > inputs.txt"]
+[inputs.obs]
+formats = ["pi-timeseries"]
+required = false
+[trigger]
+kind = "schedule"
+cron = "0 6 * * *"
+timezone = "Europe/Paris"
+"#;
+    let routes = "[[route]]\nname = \"all\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n";
+    let mut gw = Gateway::with_channels(CHANNELS);
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(gw.rules().join("models/m.toml"), model).unwrap();
+    std::fs::write(gw.rules().join("routes.toml"), routes).unwrap();
+    gw.extra_args = vec!["--clock".into(), "2026-03-27T00:00:00Z@21600".into()];
+    gw.start();
+    gw.drop_file("obs", "older.xml", &pi_series(1, 1));
+    gw.wait_for_decided(1, 10);
+    gw.drop_file("obs", "latest.xml", &pi_series(2, 1));
+    gw.wait_for_decided(2, 10);
+    eventually(40, "three scheduled runs", || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Succeeded), 10)
+            .unwrap()
+            .len()
+            >= 3
+    });
+    gw.stop();
+    let mut runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
+    runs.reverse();
+    let t0: Vec<&str> = runs.iter().take(3).map(|r| r.time0.as_str()).collect();
+    assert_eq!(
+        t0,
+        vec![
+            "2026-03-27T05:00:00.000000Z",
+            "2026-03-28T05:00:00.000000Z",
+            "2026-03-29T04:00:00.000000Z"
+        ]
+    );
+    let dir = gw.spool().join(&runs[1].run_dir);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("t0.txt")).unwrap().trim(),
+        "2026-03-28T05:00:00Z"
+    );
+    // Each slot gets its latest input.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("inputs.txt")).unwrap(),
+        "latest.xml\n"
+    );
+    assert!(runs.iter().all(|r| r.trigger == "schedule"));
+}
