@@ -138,12 +138,14 @@ impl Daemon {
         }
         let (filed_tx, filed_rx) = sync_channel::<Vec<Submission>>(4);
         let (writer, writer_thread) = Writer::spawn(ledger, 4096, filed_tx);
+        // The filer wakes the dispatcher when a file delivered to a model is in the archive.
+        let (kick_tx, kick_rx) = sync_channel::<()>(1);
         let filer = {
             let spool = spool.clone();
             let sync = config.sync;
             std::thread::Builder::new()
                 .name("filer".into())
-                .spawn(move || filer_loop(&spool, filed_rx, sync))
+                .spawn(move || filer_loop(&spool, filed_rx, sync, &kick_tx))
                 .expect("spawn filer")
         };
         let (work_tx, work_rx) = sync_channel::<Work>(WORK);
@@ -172,6 +174,7 @@ impl Daemon {
             &config.db,
             Arc::clone(&stop_runs),
             config.clock,
+            kick_rx,
         )?;
         let (hints_tx, hints_rx) = sync_channel::<Hint>(HINTS);
         let overflowed = Arc::new(AtomicBool::new(false));
@@ -409,7 +412,7 @@ fn worker_loop(
     }
 }
 
-fn filer_loop(spool: &Spool, rx: Receiver<Vec<Submission>>, sync: bool) {
+fn filer_loop(spool: &Spool, rx: Receiver<Vec<Submission>>, sync: bool, kick: &SyncSender<()>) {
     let mut folders = crate::archive::Folders::default();
     while let Ok(mut batch) = rx.recv() {
         while let Ok(more) = rx.try_recv() {
@@ -423,6 +426,14 @@ fn filer_loop(spool: &Spool, rx: Receiver<Vec<Submission>>, sync: bool) {
         }
         if sync && let Err(e) = sync_filesystem(spool.root()) {
             tracing::error!(error = %e, "cannot sync the spool");
+        }
+        let delivered = batch.iter().any(|s| {
+            s.route_actions
+                .iter()
+                .any(|a| matches!(a, crate::route::Action::Deliver { .. }))
+        });
+        if delivered {
+            let _ = kick.try_send(());
         }
     }
 }

@@ -48,6 +48,7 @@ pub struct Dispatcher {
     stop: Arc<AtomicBool>,
     clock: Clock,
     last_fired: HashMap<String, chrono::DateTime<Utc>>,
+    kick: Receiver<()>,
 }
 
 impl Dispatcher {
@@ -59,6 +60,7 @@ impl Dispatcher {
         db: &Path,
         stop: Arc<AtomicBool>,
         clock: Clock,
+        kick: Receiver<()>,
     ) -> Result<Self, LedgerError> {
         let reader = Ledger::open_readonly(db)?;
         let (done_tx, done_rx) = channel();
@@ -74,6 +76,7 @@ impl Dispatcher {
             stop,
             clock,
             last_fired: HashMap::new(),
+            kick,
         })
     }
 
@@ -89,7 +92,9 @@ impl Dispatcher {
             if let Err(e) = self.tick() {
                 tracing::error!(error = %e, "dispatch");
             }
-            std::thread::sleep(TICK);
+            // Woken at once when a delivered file is archived; otherwise a look every TICK
+            // (schedules, retries, windows).
+            let _ = self.kick.recv_timeout(TICK);
         }
     }
 
@@ -152,6 +157,13 @@ impl Dispatcher {
         rules: &RuleSet,
         inputs: Vec<crate::track::Pending>,
     ) -> Result<(), LedgerError> {
+        // A delivery is recorded before its file is moved into the archive: wait for the move.
+        if inputs
+            .iter()
+            .any(|p| !self.spool.root().join(&p.stored).exists())
+        {
+            return Ok(());
+        }
         let now = self.clock.now();
         let id = format!("{}-{}", model.name, self.ids.next(now));
         let run_dir_rel = format!("runs/{}/{id}", model.name);
@@ -495,8 +507,9 @@ pub fn spawn(
     db: &Path,
     stop: Arc<AtomicBool>,
     clock: Clock,
+    kick: Receiver<()>,
 ) -> Result<std::thread::JoinHandle<()>, LedgerError> {
-    let d = Dispatcher::new(spool, rules, writer, db, stop, clock)?;
+    let d = Dispatcher::new(spool, rules, writer, db, stop, clock, kick)?;
     Ok(std::thread::Builder::new()
         .name("dispatch".into())
         .spawn(move || d.run())

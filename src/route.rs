@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use globset::{Glob, GlobMatcher};
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use quick_xml::Reader;
 use quick_xml::events::Event;
 use serde::Deserialize;
@@ -207,7 +207,6 @@ pub struct Route {
     /// Name, recorded with each decision.
     pub name: String,
     channel: Option<String>,
-    file: Option<GlobMatcher>,
     format: Option<String>,
     versions: Vec<String>,
     /// Content the file must hold.
@@ -223,6 +222,16 @@ pub struct Routes {
     pub apply: Apply,
     /// Rules, in file order.
     pub routes: Vec<Route>,
+    /// Every rule's file pattern in one set (one pass over a name finds all the rules it
+    /// matches), with the rule each pattern belongs to.
+    names: NameIndex,
+}
+
+#[derive(Debug, Clone, Default)]
+struct NameIndex {
+    set: GlobSet,
+    rule_of: Vec<usize>,
+    unconditional: Vec<usize>,
 }
 
 /// What routing knows of a file.
@@ -284,6 +293,7 @@ impl Routes {
             }
         };
         let mut routes = Vec::new();
+        let mut raw_globs: Vec<Option<Glob>> = Vec::new();
         let mut names = std::collections::HashSet::new();
         for raw in raw.route {
             let at = raw.span().start;
@@ -299,14 +309,14 @@ impl Routes {
             if !names.insert(r.name.clone()) {
                 problem("the name is used twice".into());
             }
-            let glob = match r.file.as_deref().map(Glob::new) {
-                Some(Ok(g)) => Some(g.compile_matcher()),
+            raw_globs.push(match r.file.as_deref().map(Glob::new) {
+                Some(Ok(g)) => Some(g),
                 Some(Err(e)) => {
                     problem(format!("file pattern: {e}"));
                     None
                 }
                 None => None,
-            };
+            });
             let mut filter = Vec::new();
             for (path, value) in &r.filter {
                 match compile_filter(path, value) {
@@ -369,21 +379,50 @@ impl Routes {
             routes.push(Route {
                 name: r.name.clone(),
                 channel: r.channel.clone(),
-                file: glob,
                 format: r.format.clone(),
                 versions: r.versions.clone(),
                 filter,
                 actions,
             });
         }
-        Routes { apply, routes }
+        let mut builder = GlobSetBuilder::new();
+        let mut names = NameIndex::default();
+        for (i, r) in raw_globs.iter().enumerate() {
+            match r {
+                Some(g) => {
+                    builder.add(g.clone());
+                    names.rule_of.push(i);
+                }
+                None => names.unconditional.push(i),
+            }
+        }
+        names.set = builder.build().unwrap_or_else(|_| GlobSet::empty());
+        Routes {
+            apply,
+            routes,
+            names,
+        }
     }
 
     /// Decides for one file.
     pub fn decide(&self, facts: &Facts<'_>) -> Decision {
-        let candidates: Vec<&Route> = self
-            .routes
-            .iter()
+        let name = String::from_utf8_lossy(facts.name);
+        let base = name.rsplit('/').next().unwrap_or(&name);
+        let mut by_name: Vec<usize> = self.names.unconditional.clone();
+        for m in self
+            .names
+            .set
+            .matches(base)
+            .into_iter()
+            .chain(self.names.set.matches(name.as_ref()))
+        {
+            by_name.push(self.names.rule_of[m]);
+        }
+        by_name.sort_unstable();
+        by_name.dedup();
+        let candidates: Vec<&Route> = by_name
+            .into_iter()
+            .map(|i| &self.routes[i])
             .filter(|r| r.matches_facts(facts))
             .collect();
         let filters: Vec<&ContentFilter> = candidates.iter().flat_map(|r| &r.filter).collect();
@@ -419,15 +458,11 @@ impl Routes {
 }
 
 impl Route {
+    /// Channel, format and version (the file name is matched by the routes' name index).
     fn matches_facts(&self, f: &Facts<'_>) -> bool {
         self.channel.as_deref().is_none_or(|c| c == f.channel)
             && self.format.as_deref().is_none_or(|x| x == f.format)
             && (self.versions.is_empty() || self.versions.iter().any(|v| v == f.version))
-            && self.file.as_ref().is_none_or(|g| {
-                let name = String::from_utf8_lossy(f.name);
-                let base = name.rsplit('/').next().unwrap_or(&name);
-                g.is_match(base) || g.is_match(name.as_ref())
-            })
     }
 }
 

@@ -10,6 +10,7 @@ use pom::ledger::State;
 
 const MODEL: &str = r#"
 command = ["true", "{run_file}"]
+paused = true
 [inputs.rain]
 formats = ["pi-timeseries"]
 [trigger]
@@ -80,7 +81,7 @@ fn every_accepted_file_is_routed_and_the_decision_recorded() {
     }
     assert_eq!(by("broken.xml").route, None, "a refused file is not routed");
 
-    // The delivery waits for its model.
+    // The delivery waits for its model (declared paused).
     let db = rusqlite::Connection::open(gw.db()).unwrap();
     let (model, slot, state, submission): (String, String, String, String) = db
         .query_row(
