@@ -122,7 +122,10 @@ impl Dispatcher {
             }
             self.retry(m, &rules, of)?;
         }
-        for model in rules.models.values() {
+        // Higher priority first: when the machine is short, they get the free slots first.
+        let mut models: Vec<&Model> = rules.models.values().collect();
+        models.sort_by_key(|m| std::cmp::Reverse(m.priority));
+        for model in models {
             if model.paused || model.executor != Executor::Local {
                 continue;
             }

@@ -69,6 +69,17 @@ enum Command {
     Models(JsonArg),
     /// Model runs, newest first.
     Runs(RunsArgs),
+    /// One run or one file: details and lineage.
+    Show(ShowArgs),
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    /// A run id or a file (submission) id.
+    id: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -198,6 +209,7 @@ fn main() -> ExitCode {
         Command::Route(a) => route(&cli.paths, a),
         Command::Models(a) => models(&cli.paths, a.json),
         Command::Runs(a) => runs(&cli.paths, a),
+        Command::Show(a) => show(&cli.paths, a),
     };
     match result {
         Ok(code) => code,
@@ -614,6 +626,44 @@ fn runs(paths: &Paths, a: &RunsArgs) -> Result<ExitCode> {
             r.time0,
             r.reason.as_deref().unwrap_or("")
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(paths: &Paths, a: &ShowArgs) -> Result<ExitCode> {
+    let ledger = open_ledger(paths)?;
+    let lineage = ledger.lineage(&a.id)?;
+    let value = if let Some(run) = ledger.run(&a.id)? {
+        serde_json::json!({"run": run, "lineage": lineage})
+    } else if let Some(file) = ledger.get(&a.id)? {
+        serde_json::json!({"file": file, "lineage": lineage})
+    } else {
+        anyhow::bail!("no run or file `{}` in the ledger", a.id);
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let body = value
+        .get("run")
+        .or_else(|| value.get("file"))
+        .cloned()
+        .unwrap_or_default();
+    if let Some(fields) = body.as_object() {
+        for (k, v) in fields {
+            if v.is_null() || v.as_array().is_some_and(|a| a.is_empty()) {
+                continue;
+            }
+            let shown = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{k:<14} {shown}");
+        }
+    }
+    println!("lineage:");
+    for line in lineage.lines() {
+        println!("  {line}");
     }
     Ok(ExitCode::SUCCESS)
 }

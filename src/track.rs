@@ -481,6 +481,84 @@ impl Ledger {
         Ok(Some(inputs))
     }
 
+    /// The lineage of a run or a file, upstream and downstream, as text lines: for a file, the
+    /// run that produced it and its inputs, and the runs that used it; for a run, its inputs
+    /// (and the runs that produced them) and its outputs.
+    pub fn lineage(&self, id: &str) -> Result<String, LedgerError> {
+        let q = |sql: &str, arg: &str| -> Result<Vec<(String, String)>, LedgerError> {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut st| {
+                    st.query_map([arg], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .map_err(sq(self.path(), "read lineage"))
+        };
+        let mut out = String::new();
+        let produced_by: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT produced_by FROM submissions WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sq(self.path(), "read lineage"))?
+            .flatten();
+        let is_run = self
+            .conn
+            .query_row("SELECT 1 FROM runs WHERE id = ?1", [id], |_| Ok(()))
+            .optional()
+            .map_err(sq(self.path(), "read lineage"))?
+            .is_some();
+        if is_run {
+            for (slot, sub) in q(
+                "SELECT slot, submission FROM run_inputs WHERE run = ?1 ORDER BY slot",
+                id,
+            )? {
+                let up: Option<String> = self
+                    .conn
+                    .query_row(
+                        "SELECT produced_by FROM submissions WHERE id = ?1",
+                        [&sub],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sq(self.path(), "read lineage"))?
+                    .flatten();
+                match up {
+                    Some(r) => {
+                        out.push_str(&format!("input {slot}: file {sub}, produced by run {r}\n"))
+                    }
+                    None => out.push_str(&format!("input {slot}: file {sub}\n")),
+                }
+            }
+            for (name, sub) in q(
+                "SELECT name, coalesce(submission, 'not back yet') FROM run_outputs WHERE run = ?1 ORDER BY name",
+                id,
+            )? {
+                out.push_str(&format!("output {name}: file {sub}\n"));
+            }
+        } else {
+            if let Some(run) = &produced_by {
+                out.push_str(&format!("produced by run {run}\n"));
+                for (slot, sub) in q(
+                    "SELECT slot, submission FROM run_inputs WHERE run = ?1 ORDER BY slot",
+                    run,
+                )? {
+                    out.push_str(&format!("  from input {slot}: file {sub}\n"));
+                }
+            }
+            for (run, slot) in q(
+                "SELECT run, slot FROM run_inputs WHERE submission = ?1 ORDER BY run",
+                id,
+            )? {
+                out.push_str(&format!("input {slot} of run {run}\n"));
+            }
+        }
+        Ok(out)
+    }
+
     /// The newest run id.
     pub fn last_run_time(&self) -> Result<Option<String>, LedgerError> {
         self.conn

@@ -118,6 +118,27 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
     eventually(10, "the forecast to be published", || {
         gw.spool().join("outgoing/web/forecast.xml").exists()
     });
+    // Lineage both ways, with `pom show`.
+    let shown = gw.pom().args(["show", &run.id]).output().unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains(&format!("input obs: file {}", input.id)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("output forecast.xml: file {}", out.id)),
+        "{text}"
+    );
+    let shown = gw.pom().args(["show", &out.id]).output().unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains(&format!("produced by run {}", run.id)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("from input obs: file {}", input.id)),
+        "{text}"
+    );
     let out = gw
         .pom()
         .args(["runs", "--model", "fc", "--json"])
