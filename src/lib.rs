@@ -28,6 +28,7 @@ pub mod clock;
 pub mod daemon;
 pub mod dispatch;
 pub mod intake;
+pub mod pi;
 pub mod run;
 pub mod track;
 pub mod trigger;

@@ -176,12 +176,25 @@ pub struct DiagLine {
     pub description: String,
 }
 
-/// Reads a PI diagnostics file (`<Diag><line level=".." description=".."/>…`). A file that
-/// cannot be read gives no lines.
+/// Reads a PI diagnostics file (`<Diag><line level=".." description=".."/>…`) with the types
+/// generated from `pi_diag.xsd`; a file that does not fit them (a newer PI revision, prefixed
+/// names) is read leniently, line by line. A file that cannot be read gives no lines.
 pub fn read_diag(path: &Path) -> Vec<DiagLine> {
     let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };
+    if let Ok(diag) = crate::pi::read::<crate::pi::Diag>(&bytes) {
+        return diag
+            .content
+            .line
+            .into_iter()
+            .take(1000)
+            .map(|l| DiagLine {
+                level: u8::try_from(l.level).unwrap_or(3),
+                description: l.description,
+            })
+            .collect();
+    }
     let mut reader = Reader::from_reader(&bytes[..]);
     let mut buf = Vec::new();
     let mut lines = Vec::new();
@@ -192,7 +205,7 @@ pub fn read_diag(path: &Path) -> Vec<DiagLine> {
                 let mut description = String::new();
                 for a in e.attributes().with_checks(false).flatten() {
                     let value = a
-                        .unescape_value()
+                        .decode_and_unescape_value(reader.decoder())
                         .map(|v| v.into_owned())
                         .unwrap_or_default();
                     match a.key.local_name().as_ref() {
@@ -253,6 +266,15 @@ mod tests {
     }
 
     #[test]
+    fn the_run_file_reads_back_with_the_types_generated_from_pi_run_xsd() {
+        let text = run_file(&plan(), Path::new("/spool/runs/rr/1"));
+        let run: crate::pi::Run = crate::pi::read(text.as_bytes()).expect("typed read");
+        assert_eq!(run.content.time_0.date, "2026-11-28");
+        assert_eq!(run.content.work_dir, "/spool/runs/rr/1");
+        assert_eq!(run.content.input_time_series_file.len(), 1);
+    }
+
+    #[test]
     fn a_fatal_diagnostic_is_found() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("diag.xml");
@@ -261,6 +283,9 @@ mod tests {
             r#"<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3" description="start"/><line level="0" description="no rain &amp; no flow"/></Diag>"#,
         )
         .unwrap();
+        // Read by the types generated from pi_diag.xsd.
+        let typed: crate::pi::Diag = crate::pi::read(&std::fs::read(&f).unwrap()).unwrap();
+        assert_eq!(typed.content.line.len(), 2);
         let lines = read_diag(&f);
         assert_eq!(lines.len(), 2);
         assert_eq!(fatal(&lines).unwrap().description, "no rain & no flow");

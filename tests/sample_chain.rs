@@ -9,7 +9,7 @@ use common::{Gateway, eventually, repo};
 use pom::ledger::State;
 use pom::track::RunState;
 
-/// Where cargo put the example programs (built by `cargo test` with the tests).
+/// Where cargo puts the example programs (`cargo build --examples`, which scripts/test runs).
 fn examples_dir() -> PathBuf {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_pom"));
     bin.parent().unwrap().join("examples")
@@ -20,7 +20,7 @@ fn the_sample_chain_runs_end_to_end() {
     let examples = examples_dir();
     assert!(
         examples.join("sample_rainfall_runoff").exists(),
-        "build the examples first (cargo test builds them): {}",
+        "build the example models first (`cargo build --examples`; scripts/test does): {}",
         examples.display()
     );
     let mut gw = Gateway::new();
