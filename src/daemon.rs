@@ -397,7 +397,27 @@ fn worker_loop(
                     version,
                     document: &queued,
                 };
-                Some((rules.routes.decide(&facts), rules.version.clone()))
+                let mut decision = rules.routes.decide(&facts);
+                if let crate::route::Decision::Routed { actions, .. } = &mut decision {
+                    // A delivery happens only if the file fits the slot (format, version,
+                    // content); otherwise it is left out, and said.
+                    actions.retain(|a| match a {
+                        crate::route::Action::Deliver { model, slot } => {
+                            let fits = rules
+                                .models
+                                .get(model)
+                                .and_then(|m| m.inputs.get(slot))
+                                .is_some_and(|s| s.accepts(format, version, &queued));
+                            if !fits {
+                                tracing::warn!(file.id = %work.id, %model, %slot,
+                                    "routed to a slot it does not fit: not delivered");
+                            }
+                            fits
+                        }
+                        _ => true,
+                    });
+                }
+                Some((decision, rules.version.clone()))
             }
             Verdict::Rejected(_) => None,
         };

@@ -152,6 +152,29 @@ pub struct Slot {
     pub filter: Vec<ContentFilter>,
 }
 
+impl Slot {
+    /// Whether a file fits this slot: its format and version, and the content the slot asks for.
+    pub fn accepts(&self, format: &str, version: &str, document: &Path) -> bool {
+        if !self.formats.iter().any(|f| f == format) {
+            return false;
+        }
+        if !self.versions.is_empty() && !self.versions.iter().any(|v| v == version) {
+            return false;
+        }
+        if self.filter.is_empty() {
+            return true;
+        }
+        let filters: Vec<&ContentFilter> = self.filter.iter().collect();
+        std::fs::read(document)
+            .map(|bytes| {
+                crate::route::content_matches(&bytes, &filters)
+                    .iter()
+                    .all(|&f| f)
+            })
+            .unwrap_or(false)
+    }
+}
+
 /// Retries after a failed run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retries {

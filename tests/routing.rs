@@ -134,3 +134,45 @@ fn every_accepted_file_is_routed_and_the_decision_recorded() {
     assert_ne!(s.rules_version.as_deref(), Some(version.as_str()));
     gw.stop();
 }
+
+#[test]
+fn a_file_that_does_not_fit_its_slot_is_not_delivered() {
+    // The route sends every file to `rr.rain`, but the slot takes rainfall (P.obs) only.
+    let model = r#"
+command = ["true"]
+paused = true
+[inputs.rain]
+formats = ["pi-timeseries"]
+where = { "series/header/parameterId" = "P.obs" }
+[trigger]
+kind = "arrival"
+"#;
+    let mut gw = Gateway::new();
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(gw.rules().join("models/rr.toml"), model).unwrap();
+    std::fs::write(
+        gw.rules().join("routes.toml"),
+        "[[route]]\nname = \"all\"\nchannel = \"obs\"\ndeliver = [\"rr.rain\"]\n",
+    )
+    .unwrap();
+    gw.start();
+    gw.drop_file("obs", "rain.xml", &rain(1));
+    gw.drop_file("obs", "flow.xml", &pi_series(2, 1));
+    let decided = gw.wait_for_decided(2, 20);
+    let db = rusqlite::Connection::open(gw.db()).unwrap();
+    let delivered: Vec<String> = db
+        .prepare("SELECT submission FROM deliveries")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let rain_id = &decided
+        .iter()
+        .find(|s| s.original == b"rain.xml")
+        .unwrap()
+        .id;
+    assert_eq!(delivered, vec![rain_id.clone()]);
+    assert!(gw.log().contains("does not fit"), "{}", gw.log());
+    gw.stop();
+}
