@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TARGET_FILES_PER_S: f64 = 3000.0;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn sync_all() {
     // SAFETY: sync(2) has no arguments and cannot fail.
