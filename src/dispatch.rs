@@ -168,20 +168,8 @@ impl Dispatcher {
             return Ok(());
         }
         let now = self.clock.now();
-        let id = format!("{}-{}", model.name, self.ids.next(now));
-        let run_dir_rel = format!("runs/{}/{id}", model.name);
-        let new = NewRun {
-            id: id.clone(),
-            model: model.name.clone(),
-            trigger: model.trigger.kind().into(),
-            time0: now,
-            mode: Mode::Normal.name().into(),
-            run_dir: run_dir_rel.clone(),
-            inputs: inputs
-                .iter()
-                .map(|p| (p.slot.clone(), p.submission.clone()))
-                .collect(),
-        };
+        let new = self.new_run(model, now, &inputs);
+        let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         if !self.writer.with(move |l| l.create_run(&new, now))? {
             return Ok(());
         }
@@ -232,20 +220,8 @@ impl Dispatcher {
             tracing::warn!(model = %model.name, %time0, ?missing, "scheduled time skipped: no input yet");
             return Ok(());
         }
-        let id = format!("{}-{}", model.name, self.ids.next(self.clock.now()));
-        let run_dir_rel = format!("runs/{}/{id}", model.name);
-        let new = NewRun {
-            id: id.clone(),
-            model: model.name.clone(),
-            trigger: "schedule".into(),
-            time0,
-            mode: Mode::Normal.name().into(),
-            run_dir: run_dir_rel.clone(),
-            inputs: inputs
-                .iter()
-                .map(|p| (p.slot.clone(), p.submission.clone()))
-                .collect(),
-        };
+        let new = self.new_run(model, time0, &inputs);
+        let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         let created = self.clock.now();
         if self
             .writer
@@ -256,20 +232,33 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// A run of `model` at `time0` with these inputs: a fresh id and its folder.
+    fn new_run(
+        &mut self,
+        model: &Model,
+        time0: chrono::DateTime<Utc>,
+        inputs: &[crate::track::Pending],
+    ) -> NewRun {
+        let id = format!("{}-{}", model.name, self.ids.next(self.clock.now()));
+        NewRun {
+            run_dir: format!("runs/{}/{id}", model.name),
+            id,
+            model: model.name.clone(),
+            trigger: model.trigger.kind().into(),
+            time0,
+            mode: Mode::Normal.name().into(),
+            inputs: inputs
+                .iter()
+                .map(|p| (p.slot.clone(), p.submission.clone()))
+                .collect(),
+        }
+    }
+
     /// Retries a failed run whose retry is due, with the same inputs.
     fn retry(&mut self, model: &Model, rules: &RuleSet, of: String) -> Result<(), LedgerError> {
         let now = self.clock.now();
-        let id = format!("{}-{}", model.name, self.ids.next(now));
-        let run_dir_rel = format!("runs/{}/{id}", model.name);
-        let new = NewRun {
-            id: id.clone(),
-            model: model.name.clone(),
-            trigger: model.trigger.kind().into(),
-            time0: now,
-            mode: Mode::Normal.name().into(),
-            run_dir: run_dir_rel.clone(),
-            inputs: Vec::new(),
-        };
+        let new = self.new_run(model, now, &[]);
+        let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         let of2 = of.clone();
         if let Some(inputs) = self.writer.with(move |l| l.create_retry(&of2, &new, now))? {
             tracing::info!(run.id = %id, retry_of = %of, "retrying");

@@ -144,14 +144,7 @@ impl Ledger {
             )
             .map_err(sq(self.path(), "read deliveries"))?;
         let rows = st
-            .query_map(params![model, limit as i64], |r| {
-                Ok(Pending {
-                    submission: r.get(0)?,
-                    slot: r.get(1)?,
-                    stored: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    original: r.get(3)?,
-                })
-            })
+            .query_map(params![model, limit as i64], pending_row)
             .map_err(sq(self.path(), "read deliveries"))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sq(self.path(), "read deliveries"))?;
@@ -244,14 +237,7 @@ impl Ledger {
                  ORDER BY d.slot",
             )
             .and_then(|mut st| {
-                st.query_map([model], |r| {
-                    Ok(Pending {
-                        submission: r.get(0)?,
-                        slot: r.get(1)?,
-                        stored: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                        original: r.get(3)?,
-                    })
-                })?
+                st.query_map([model], pending_row)?
                 .collect()
             })
             .map_err(sq(self.path(), "read latest inputs"))
@@ -466,15 +452,8 @@ impl Ledger {
                  JOIN submissions s ON s.id = i.submission WHERE i.run = ?1 ORDER BY i.slot",
             )
             .and_then(|mut st| {
-                st.query_map([&run.id], |r| {
-                    Ok(Pending {
-                        submission: r.get(0)?,
-                        slot: r.get(1)?,
-                        stored: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                        original: r.get(3)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()
+                st.query_map([&run.id], pending_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
             })
             .map_err(sq(&path, "read run inputs"))?;
         tx.commit().map_err(sq(&path, "commit retry"))?;
@@ -625,6 +604,16 @@ impl Ledger {
             .optional()
             .map_err(sq(self.path(), "read run"))
     }
+}
+
+/// A `Pending` from a row of (submission, slot, stored, original).
+fn pending_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pending> {
+    Ok(Pending {
+        submission: r.get(0)?,
+        slot: r.get(1)?,
+        stored: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+        original: r.get(3)?,
+    })
 }
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
