@@ -16,8 +16,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::board::{Board, Pause, Refused};
 use crate::catalog::Catalog;
 use crate::claim::sync_filesystem;
+use crate::control::{Control, Wake};
 use crate::examine::{Limits, Verdict, examine_dropped};
 use crate::intake::{Intake, Shared, Work, current};
 use crate::ledger::{Decision, Ledger, LedgerError, State, Submission, Writer};
@@ -51,6 +53,8 @@ pub struct Config {
     pub sync: bool,
     /// Where the time of decisions comes from.
     pub clock: crate::clock::Clock,
+    /// Alert thresholds and the operator's alert command.
+    pub alerts: crate::alerts::Settings,
 }
 
 /// Why the daemon cannot run.
@@ -93,6 +97,12 @@ pub struct Daemon {
     writer: JoinHandle<Result<(), LedgerError>>,
     filer: JoinHandle<()>,
     _watch: Option<watch::Watch>,
+    board: Arc<Board>,
+    control: Control,
+    rules: Shared<RuleSet>,
+    spool: Spool,
+    alerts: JoinHandle<()>,
+    stop_alerts: Arc<AtomicBool>,
 }
 
 /// Capacity of the hint channel; beyond it a rescan is asked for.
@@ -116,6 +126,8 @@ impl Daemon {
             })?;
         tracing::info!(rules = %&rules.version[..12], channels = rules.channels.len(),
             formats = catalog.formats().len(), "rules and schemas loaded");
+        let board = Arc::new(Board::default());
+        board.set_rules_loaded(chrono::Utc::now());
         let rules: Shared<RuleSet> = Arc::new(RwLock::new(Arc::new(rules)));
         let catalog: Shared<Catalog> = Arc::new(RwLock::new(Arc::new(catalog)));
 
@@ -130,6 +142,17 @@ impl Daemon {
         if !interrupted.is_empty() {
             tracing::warn!(runs = ?interrupted, "runs left unfinished by the last daemon are marked interrupted");
         }
+        for c in ledger.status()? {
+            for (state, n) in c.states {
+                if state != "claimed" {
+                    board.count_decided(&c.channel, &state, n as u64);
+                }
+            }
+        }
+        for (kind, name, pause) in ledger.pauses()? {
+            tracing::info!(%kind, %name, by = %pause.by, "paused by an operator");
+            set_pause(&board, &kind, &name, pause);
+        }
         let (redrive, to_file) = reconcile(&spool, &mut ledger)?;
         for s in &to_file {
             if let Err(e) = crate::archive::file(&spool, s) {
@@ -139,13 +162,15 @@ impl Daemon {
         let (filed_tx, filed_rx) = sync_channel::<Vec<Submission>>(4);
         let (writer, writer_thread) = Writer::spawn(ledger, 4096, filed_tx);
         // The filer wakes the dispatcher when a file delivered to a model is in the archive.
-        let (kick_tx, kick_rx) = sync_channel::<()>(1);
+        let (wake_tx, wake_rx) = sync_channel::<Wake>(64);
         let filer = {
             let spool = spool.clone();
             let sync = config.sync;
+            let wake = wake_tx.clone();
+            let board = Arc::clone(&board);
             std::thread::Builder::new()
                 .name("filer".into())
-                .spawn(move || filer_loop(&spool, filed_rx, sync, &kick_tx))
+                .spawn(move || filer_loop(&spool, filed_rx, sync, &wake, &board))
                 .expect("spawn filer")
         };
         let (work_tx, work_rx) = sync_channel::<Work>(WORK);
@@ -174,9 +199,27 @@ impl Daemon {
             &config.db,
             Arc::clone(&stop_runs),
             config.clock,
-            kick_rx,
+            wake_rx,
+            Arc::clone(&board),
         )?;
+        let stop_alerts = Arc::new(AtomicBool::new(false));
+        let alerts = crate::alerts::spawn(
+            config.db.clone(),
+            config.spool.clone(),
+            Arc::clone(&rules),
+            Arc::clone(&board),
+            config.alerts.clone(),
+            Arc::clone(&stop_alerts),
+        );
         let (hints_tx, hints_rx) = sync_channel::<Hint>(HINTS);
+        let control = Control::new(
+            Arc::clone(&board),
+            writer.clone(),
+            wake_tx,
+            hints_tx.clone(),
+            spool.clone(),
+            Arc::clone(&rules),
+        );
         let overflowed = Arc::new(AtomicBool::new(false));
         let watch = match config.poll {
             Some(_) => None,
@@ -191,12 +234,14 @@ impl Daemon {
             let (rules, catalog) = (Arc::clone(&rules), Arc::clone(&catalog));
             let (rules_dir, schemas_dir) = (config.rules.clone(), config.schemas.clone());
             let spool = spool.clone();
-            Box::new(move || reload(&rules_dir, &schemas_dir, &rules, &catalog, &spool))
+            let board = Arc::clone(&board);
+            Box::new(move || reload(&rules_dir, &schemas_dir, &rules, &catalog, &spool, &board))
         };
         let scan_every = config.poll.unwrap_or(config.scan_every);
         let intake = Intake::new(
             spool.clone(),
-            rules,
+            Arc::clone(&rules),
+            Arc::clone(&board),
             writer.clone(),
             work_tx.clone(),
             last_id,
@@ -229,11 +274,43 @@ impl Daemon {
             writer: writer_thread,
             filer,
             _watch: watch,
+            board,
+            control,
+            rules,
+            spool,
+            alerts,
+            stop_alerts,
         })
+    }
+
+    /// The live board (pauses, waiting files, running models, alerts, events).
+    pub fn board(&self) -> Arc<Board> {
+        Arc::clone(&self.board)
+    }
+
+    /// The control handle for operators' actions.
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// The rule set in force (swapped on reload).
+    pub fn rules(&self) -> Shared<RuleSet> {
+        Arc::clone(&self.rules)
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
     }
 
     /// Stops cleanly: no new claims, files in flight examined, recorded and filed.
     pub fn stop(self) -> Result<(), DaemonError> {
+        drop(self.control);
+        self.stop_alerts
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.alerts
+            .join()
+            .map_err(|_| DaemonError::Panicked("alerts"))?;
         drop(self._watch);
         let _ = self.hints.send(Hint::Stop);
         let intake = self
@@ -268,21 +345,31 @@ fn reload(
     rules: &Shared<RuleSet>,
     catalog: &Shared<Catalog>,
     spool: &Spool,
+    board: &Board,
 ) -> bool {
     let mut changed = false;
     match RuleSet::load(rules_dir) {
         Ok(new) => {
+            if board.refused().is_some() {
+                board.set_refused(None);
+            }
             if new.version != current(rules).version {
                 let _ = spool.create(new.channels.keys().map(String::as_str));
                 tracing::info!(rules = %&new.version[..12], "rules reloaded");
                 if let Ok(mut g) = rules.write() {
                     *g = Arc::new(new);
                 }
+                board.set_rules_loaded(chrono::Utc::now());
+                board.publish("rules", "");
                 changed = true;
             }
         }
         Err(problems) => {
             tracing::error!(%problems, "rules edit refused: the previous rules stay in force");
+            board.set_refused(Some(Refused {
+                at: crate::ledger::timestamp(chrono::Utc::now()),
+                problems: problems.0.iter().map(ToString::to_string).collect(),
+            }));
         }
     }
     match Catalog::load(schemas_dir) {
@@ -432,7 +519,13 @@ fn worker_loop(
     }
 }
 
-fn filer_loop(spool: &Spool, rx: Receiver<Vec<Submission>>, sync: bool, kick: &SyncSender<()>) {
+fn filer_loop(
+    spool: &Spool,
+    rx: Receiver<Vec<Submission>>,
+    sync: bool,
+    wake: &SyncSender<Wake>,
+    board: &Board,
+) {
     let mut folders = crate::archive::Folders::default();
     while let Ok(mut batch) = rx.recv() {
         while let Ok(more) = rx.try_recv() {
@@ -452,9 +545,27 @@ fn filer_loop(spool: &Spool, rx: Receiver<Vec<Submission>>, sync: bool, kick: &S
                 .iter()
                 .any(|a| matches!(a, crate::route::Action::Deliver { .. }))
         });
-        if delivered {
-            let _ = kick.try_send(());
+        let mut counts: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+        for s in &batch {
+            *counts.entry((&s.channel, s.state.name())).or_default() += 1;
         }
+        for ((channel, state), n) in counts {
+            board.count_decided(channel, state, n);
+        }
+        if let Some(last) = batch.last() {
+            board.publish("files", &last.id);
+        }
+        if delivered {
+            let _ = wake.try_send(Wake::Kick);
+        }
+    }
+}
+
+fn set_pause(board: &Board, kind: &str, name: &str, pause: Pause) {
+    if kind == "model" {
+        board.set_model_pause(name, Some(pause));
+    } else {
+        board.set_channel_pause(name, Some(pause));
     }
 }
 

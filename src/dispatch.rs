@@ -19,15 +19,17 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use crate::claim::{IdGenerator, rename_noreplace};
+use crate::board::Board;
+use crate::claim::IdGenerator;
 use crate::clock::Clock;
+use crate::control::{Action, Answer, Refusal, RunCommand, Wake};
 use crate::intake::{Shared, current};
 use crate::ledger::{Ledger, LedgerError, Writer};
 use crate::model::{Executor, Model, Trigger};
 use crate::rules::{Completion, RuleSet};
 use crate::run::{self, Mode, RunPlan};
 use crate::spool::Spool;
-use crate::track::{NewRun, RunState};
+use crate::track::{NewRun, RunCopy, RunState};
 use crate::trigger::{self, Plan};
 
 /// How often the dispatcher looks for work.
@@ -43,16 +45,19 @@ pub struct Dispatcher {
     reader: Ledger,
     ids: IdGenerator,
     running: HashMap<String, usize>,
-    done_tx: Sender<String>,
-    done_rx: Receiver<String>,
+    cancels: HashMap<String, Arc<AtomicBool>>,
+    done_tx: Sender<(String, String)>,
+    done_rx: Receiver<(String, String)>,
     stop: Arc<AtomicBool>,
     clock: Clock,
     last_fired: HashMap<String, chrono::DateTime<Utc>>,
-    kick: Receiver<()>,
+    wake: Receiver<Wake>,
+    board: Arc<Board>,
 }
 
 impl Dispatcher {
     /// A dispatcher reading the ledger at `db` and writing through `writer`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         spool: Spool,
         rules: Shared<RuleSet>,
@@ -60,7 +65,8 @@ impl Dispatcher {
         db: &Path,
         stop: Arc<AtomicBool>,
         clock: Clock,
-        kick: Receiver<()>,
+        wake: Receiver<Wake>,
+        board: Arc<Board>,
     ) -> Result<Self, LedgerError> {
         let reader = Ledger::open_readonly(db)?;
         let (done_tx, done_rx) = channel();
@@ -71,12 +77,14 @@ impl Dispatcher {
             reader,
             ids: IdGenerator::after(None),
             running: HashMap::new(),
+            cancels: HashMap::new(),
             done_tx,
             done_rx,
             stop,
             clock,
             last_fired: HashMap::new(),
-            kick,
+            wake,
+            board,
         })
     }
 
@@ -84,17 +92,150 @@ impl Dispatcher {
     /// marked interrupted.
     pub fn run(mut self) {
         while !self.stop.load(Ordering::Relaxed) {
-            while let Ok(model) = self.done_rx.try_recv() {
+            while let Ok((model, run)) = self.done_rx.try_recv() {
                 if let Some(n) = self.running.get_mut(&model) {
                     *n = n.saturating_sub(1);
                 }
+                self.cancels.remove(&run);
             }
             if let Err(e) = self.tick() {
                 tracing::error!(error = %e, "dispatch");
             }
-            // Woken at once when a delivered file is archived; otherwise a look every TICK
-            // (schedules, retries, windows).
-            let _ = self.kick.recv_timeout(TICK);
+            // Woken at once when a delivered file is archived or an operator acts; otherwise a
+            // look every TICK (schedules, retries, windows).
+            match self.wake.recv_timeout(TICK) {
+                Ok(Wake::Command(c, reply)) => {
+                    let answer = self.command(c).unwrap_or_else(|e| {
+                        Answer::refused(Refusal::Failed, format!("ledger: {e}"))
+                    });
+                    let _ = reply.send(answer);
+                }
+                Ok(Wake::Kick) | Err(_) => {}
+            }
+        }
+    }
+
+    /// An operator's run action.
+    fn command(&mut self, c: RunCommand) -> Result<Answer, LedgerError> {
+        let rules = current(&self.rules);
+        let now = self.clock.now();
+        let no_model = |m: &str| Answer::refused(Refusal::NotFound, format!("no model `{m}`"));
+        let copy = match &c.action {
+            Action::Retry { .. } => RunCopy::Retry,
+            _ => RunCopy::Rerun,
+        };
+        match c.action {
+            Action::Cancel { run } => {
+                let Some(row) = self.reader.run(&run)? else {
+                    return Ok(Answer::refused(
+                        Refusal::NotFound,
+                        format!("no run `{run}`"),
+                    ));
+                };
+                if matches!(row.state, RunState::Queued | RunState::Running)
+                    && let Some(flag) = self.cancels.get(&run)
+                {
+                    flag.store(true, Ordering::Relaxed);
+                    return Ok(Answer::done(format!("run `{run}` is being stopped")));
+                }
+                let id = run.clone();
+                if self.writer.with(move |l| l.cancel_retry(&id))? {
+                    return Ok(Answer::done(format!(
+                        "the retry of run `{run}` is cancelled"
+                    )));
+                }
+                Ok(Answer::refused(
+                    Refusal::Conflict,
+                    format!("run `{run}` is {}: nothing to cancel", row.state.name()),
+                ))
+            }
+            Action::Retry { run } | Action::Rerun { run } => {
+                let Some(row) = self.reader.run(&run)? else {
+                    return Ok(Answer::refused(
+                        Refusal::NotFound,
+                        format!("no run `{run}`"),
+                    ));
+                };
+                let Some(model) = rules.models.get(&row.model) else {
+                    return Ok(no_model(&row.model));
+                };
+                let time0 = chrono::DateTime::parse_from_rfc3339(&row.time0)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or(now);
+                let new = self.new_run(model, time0, &[]);
+                let (id, dir) = (new.id.clone(), new.run_dir.clone());
+                let (of, who) = (run.clone(), c.who.clone());
+                let created = self
+                    .writer
+                    .with(move |l| l.create_copy(&of, &new, copy, Some(&who), now))?;
+                let Some(inputs) = created else {
+                    let why = match copy {
+                        RunCopy::Retry => format!(
+                            "run `{run}` is {}: only a run that ended without success, and was not retried yet, is retried",
+                            row.state.name()
+                        ),
+                        RunCopy::Rerun => {
+                            format!("run `{run}` is {}: it has not ended", row.state.name())
+                        }
+                    };
+                    return Ok(Answer::refused(Refusal::Conflict, why));
+                };
+                self.launch(model, &rules, id.clone(), dir, inputs, time0);
+                Ok(Answer::Done {
+                    message: format!("run `{id}` started"),
+                    run: Some(id),
+                })
+            }
+            Action::Trigger { model, time0 } => {
+                let Some(m) = rules.models.get(&model) else {
+                    return Ok(no_model(&model));
+                };
+                let time0 = match time0.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+                    None => now,
+                    Some(Ok(t)) => t.with_timezone(&Utc),
+                    Some(Err(e)) => {
+                        return Ok(Answer::refused(Refusal::Invalid, format!("time0: {e}")));
+                    }
+                };
+                let inputs: Vec<crate::track::Pending> = self
+                    .reader
+                    .latest_inputs(&m.name)?
+                    .into_iter()
+                    .filter(|p| m.inputs.contains_key(&p.slot))
+                    .collect();
+                let missing: Vec<&str> = m
+                    .inputs
+                    .values()
+                    .filter(|s| s.required && !inputs.iter().any(|p| p.slot == s.name))
+                    .map(|s| s.name.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    return Ok(Answer::refused(
+                        Refusal::Conflict,
+                        format!(
+                            "model `{model}` has no input yet for {}",
+                            missing.join(", ")
+                        ),
+                    ));
+                }
+                let new = self.new_run(m, time0, &inputs);
+                let (id, dir) = (new.id.clone(), new.run_dir.clone());
+                let who = c.who.clone();
+                self.writer
+                    .with(move |l| l.create_requested_run(&new, &who, now))?;
+                self.launch(m, &rules, id.clone(), dir, inputs, time0);
+                Ok(Answer::Done {
+                    message: format!(
+                        "run `{id}` started with time0 {}",
+                        crate::ledger::timestamp(time0)
+                    ),
+                    run: Some(id),
+                })
+            }
+            other => Ok(Answer::refused(
+                Refusal::Invalid,
+                format!("`{}` is not a run action", other.name()),
+            )),
         }
     }
 
@@ -117,7 +258,7 @@ impl Dispatcher {
                 continue;
             };
             let busy = self.running.get(&model).copied().unwrap_or(0);
-            if m.paused || busy >= m.concurrency {
+            if m.paused || self.board.model_paused(&model) || busy >= m.concurrency {
                 continue;
             }
             self.retry(m, &rules, of)?;
@@ -126,7 +267,10 @@ impl Dispatcher {
         let mut models: Vec<&Model> = rules.models.values().collect();
         models.sort_by_key(|m| std::cmp::Reverse(m.priority));
         for model in models {
-            if model.paused || model.executor != Executor::Local {
+            if model.paused
+                || self.board.model_paused(&model.name)
+                || model.executor != Executor::Local
+            {
                 continue;
             }
             let busy = self.running.get(&model.name).copied().unwrap_or(0);
@@ -277,6 +421,9 @@ impl Dispatcher {
         time0: chrono::DateTime<Utc>,
     ) {
         *self.running.entry(model.name.clone()).or_default() += 1;
+        self.board.count_running(&model.name, 1);
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.cancels.insert(id.clone(), Arc::clone(&cancel));
         let plan = RunPlan {
             id: id.clone(),
             model: model.name.clone(),
@@ -318,14 +465,17 @@ impl Dispatcher {
             writer: self.writer.clone(),
             output,
             stop: Arc::clone(&self.stop),
+            cancel,
+            board: Arc::clone(&self.board),
         };
         let done = self.done_tx.clone();
         let model_name = model.name.clone();
+        self.board.publish("run", &id);
         std::thread::Builder::new()
             .name(format!("run-{id}"))
             .spawn(move || {
                 job.execute();
-                let _ = done.send(model_name);
+                let _ = done.send((model_name, id));
             })
             .expect("spawn run thread");
     }
@@ -339,6 +489,8 @@ struct Job {
     writer: Writer,
     output: Option<(String, Option<Completion>)>,
     stop: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
+    board: Arc<Board>,
 }
 
 impl Job {
@@ -354,9 +506,12 @@ impl Job {
             (state, reason)
         };
         tracing::info!(run.id = %id, state = state.name(), "run ended");
+        let id2 = id.clone();
         let _ = self
             .writer
-            .with(move |l| l.run_ended(&id, state, code, reason.as_deref(), &diag, Utc::now()));
+            .with(move |l| l.run_ended(&id2, state, code, reason.as_deref(), &diag, Utc::now()));
+        self.board.count_running(&self.model.name, -1);
+        self.board.publish("run", &id);
     }
 
     fn run_process(&self) -> (RunState, Option<i32>, Option<String>, Vec<run::DiagLine>) {
@@ -389,8 +544,10 @@ impl Job {
         let _ = self
             .writer
             .with(move |l| l.run_started(&id, pid, Utc::now()));
+        self.board.publish("run", &self.plan.id);
         let deadline = Instant::now() + self.model.timeout;
         let mut interrupted = false;
+        let mut cancelled = false;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Some(status),
@@ -399,6 +556,13 @@ impl Job {
                     unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
                     let _ = child.wait();
                     interrupted = true;
+                    break None;
+                }
+                Ok(None) if self.cancel.load(Ordering::Relaxed) => {
+                    // SAFETY: signals our own child's process group.
+                    unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+                    let _ = child.wait();
+                    cancelled = true;
                     break None;
                 }
                 Ok(None) if Instant::now() >= deadline => {
@@ -419,6 +583,10 @@ impl Job {
         if interrupted {
             let why = "the daemon stopped while it ran".to_string();
             return (RunState::Interrupted, None, Some(why), diag);
+        }
+        if cancelled {
+            let why = "cancelled by an operator".to_string();
+            return (RunState::Cancelled, None, Some(why), diag);
         }
         let Some(status) = status else {
             return (
@@ -465,33 +633,21 @@ impl Job {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let sha = hex::encode(Sha256::digest(std::fs::read(&out)?));
+            let bytes = std::fs::read(&out)?;
+            let sha = hex::encode(Sha256::digest(&bytes));
             let (run_id, ch, n, s) = (self.plan.id.clone(), channel.clone(), name.clone(), sha);
             self.writer
                 .with(move |l| l.expect_output(&run_id, &ch, &n, &s))
                 .map_err(std::io::Error::other)?;
-            let tmp = incoming.join(format!(".{}.{name}.part", self.plan.id));
-            let _ = std::fs::remove_file(&tmp);
-            std::fs::hard_link(&out, &tmp).or_else(|_| std::fs::copy(&out, &tmp).map(|_| ()))?;
-            let mut target = incoming.join(&name);
-            if let Err(e) = rename_noreplace(&tmp, &target) {
-                if e.kind() != std::io::ErrorKind::AlreadyExists {
-                    return Err(e);
-                }
-                target = incoming.join(format!("{}_{name}", self.plan.id));
-                rename_noreplace(&tmp, &target)?;
-            }
-            if let Some(Completion::Marker(suffixes)) = completion
-                && let Some(s) = suffixes.first()
-            {
-                std::fs::write(format!("{}.{s}", target.display()), b"")?;
-            }
+            let completion = completion.clone().unwrap_or(Completion::Rename);
+            crate::control::drop_into(&incoming, &name, &self.plan.id, &bytes, &completion)?;
         }
         Ok(())
     }
 }
 
 /// Starts the dispatcher thread; raise `stop` to end it.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     spool: Spool,
     rules: Shared<RuleSet>,
@@ -499,9 +655,10 @@ pub fn spawn(
     db: &Path,
     stop: Arc<AtomicBool>,
     clock: Clock,
-    kick: Receiver<()>,
+    wake: Receiver<Wake>,
+    board: Arc<Board>,
 ) -> Result<std::thread::JoinHandle<()>, LedgerError> {
-    let d = Dispatcher::new(spool, rules, writer, db, stop, clock, kick)?;
+    let d = Dispatcher::new(spool, rules, writer, db, stop, clock, wake, board)?;
     Ok(std::thread::Builder::new()
         .name("dispatch".into())
         .spawn(move || d.run())

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use crate::board::Board;
 use crate::claim::{ClaimId, IdGenerator, rename_noreplace};
 use crate::ledger::{LedgerError, NewClaim, Writer};
 use crate::rules::{Channel, Completion, RuleSet};
@@ -64,6 +65,9 @@ struct Ready {
 pub struct Intake {
     spool: Spool,
     rules: Shared<RuleSet>,
+    board: Arc<Board>,
+    held_back: BTreeMap<String, HashSet<PathBuf>>,
+    counted_at: Option<Instant>,
     writer: Writer,
     work: SyncSender<Work>,
     ids: IdGenerator,
@@ -85,6 +89,7 @@ impl Intake {
     pub fn new(
         spool: Spool,
         rules: Shared<RuleSet>,
+        board: Arc<Board>,
         writer: Writer,
         work: SyncSender<Work>,
         last_id: Option<ClaimId>,
@@ -95,6 +100,9 @@ impl Intake {
         Intake {
             spool,
             rules,
+            board,
+            held_back: BTreeMap::new(),
+            counted_at: None,
             writer,
             work,
             ids: IdGenerator::after(last_id),
@@ -191,6 +199,8 @@ impl Intake {
     }
 
     fn scan_all(&mut self, now: Instant) {
+        // A scan finds every file a pause holds back: they are counted afresh.
+        self.held_back.clear();
         let rules = current(&self.rules);
         for channel in rules.channels.values() {
             let dir = self.spool.channel(&channel.name);
@@ -394,8 +404,22 @@ impl Intake {
     }
 
     fn claim_ready(&mut self) -> Result<(), LedgerError> {
-        let ready = std::mem::take(&mut self.ready);
+        let mut ready = std::mem::take(&mut self.ready);
         self.ready_set.clear();
+        // A paused channel's files stay where they are; its resume asks for a rescan.
+        let held_back = &mut self.held_back;
+        let board = &self.board;
+        ready.retain(|r| {
+            let paused = board.channel_paused(&r.channel);
+            if paused {
+                held_back
+                    .entry(r.channel.clone())
+                    .or_default()
+                    .insert(r.path.clone());
+            }
+            !paused
+        });
+        self.count_waiting();
         let mut ready = ready.into_iter().peekable();
         while ready.peek().is_some() {
             let chunk: Vec<Ready> = ready.by_ref().take(CLAIM_BATCH).collect();
@@ -438,6 +462,38 @@ impl Intake {
             }
         }
         Ok(())
+    }
+}
+
+impl Intake {
+    /// Publishes, at most twice a second, the files waiting per channel: complete files a pause
+    /// holds back, and files not yet complete (a quiet period running).
+    fn count_waiting(&mut self) {
+        let now = Instant::now();
+        if self
+            .counted_at
+            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(500))
+        {
+            return;
+        }
+        self.counted_at = Some(now);
+        let mut waiting: BTreeMap<String, usize> = BTreeMap::new();
+        let incoming = self.spool.incoming();
+        for p in self.pending.keys() {
+            if let Ok(rel) = p.strip_prefix(&incoming)
+                && let Some(c) = rel.components().next()
+            {
+                *waiting
+                    .entry(c.as_os_str().to_string_lossy().into_owned())
+                    .or_default() += 1;
+            }
+        }
+        let paused = self.board.paused_channels();
+        self.held_back.retain(|c, _| paused.contains_key(c));
+        for (c, files) in &self.held_back {
+            *waiting.entry(c.clone()).or_default() += files.len();
+        }
+        self.board.set_waiting(waiting);
     }
 }
 

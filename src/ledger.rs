@@ -137,6 +137,37 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX run_outputs_waiting ON run_outputs(channel, sha256) WHERE submission IS NULL;
      ALTER TABLE submissions ADD COLUMN produced_by TEXT;",
+    // 4: supervision and control: the audit log, pauses that outlive a restart, files held by an
+    // operator or a rule, files re-injected after a fix (linked to the original), and the runs
+    // list by time.
+    "CREATE TABLE audit (
+        id          INTEGER PRIMARY KEY,
+        at          TEXT NOT NULL,
+        who         TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        detail      TEXT,
+        outcome     TEXT NOT NULL    -- done, or why it was refused
+     );
+     CREATE TABLE pauses (
+        kind        TEXT NOT NULL,   -- model | channel
+        name        TEXT NOT NULL,
+        by          TEXT NOT NULL,
+        at          TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+     );
+     ALTER TABLE submissions ADD COLUMN held_by TEXT;   -- who holds it (an operator, or a rule)
+     ALTER TABLE submissions ADD COLUMN origin TEXT;    -- the submission it re-injects
+     CREATE TABLE expected_origins (
+        channel     TEXT NOT NULL,
+        original    BLOB NOT NULL,
+        origin      TEXT NOT NULL,
+        PRIMARY KEY (channel, original)
+     );
+     CREATE INDEX submissions_held ON submissions(held_by) WHERE held_by IS NOT NULL;
+     CREATE INDEX submissions_origin ON submissions(origin) WHERE origin IS NOT NULL;
+     ALTER TABLE runs ADD COLUMN requested_by TEXT;     -- the operator who asked for it
+     CREATE INDEX runs_by_queued ON runs(queued_at);",
 ];
 
 /// Where a submission stands.
@@ -231,6 +262,10 @@ pub struct Submission {
     pub route_actions: Vec<Action>,
     /// Version (hash) of the rule set that decided.
     pub rules_version: Option<String>,
+    /// Who holds it back from its models: an operator, or `rule: <reason>`.
+    pub held_by: Option<String>,
+    /// The submission this one re-injects (a fixed rejected file).
+    pub origin: Option<String>,
 }
 
 fn lossy<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -288,6 +323,12 @@ pub struct FileFilter {
     pub channel: Option<String>,
     /// Only this routing outcome (routed, unrouted, held, dropped).
     pub route: Option<String>,
+    /// Only names holding this text.
+    pub name: Option<String>,
+    /// Only this format.
+    pub format: Option<String>,
+    /// Only files received before this id (the next page).
+    pub before: Option<String>,
     /// At most this many (newest first).
     pub limit: usize,
 }
@@ -296,6 +337,8 @@ pub struct FileFilter {
 pub struct Ledger {
     pub(crate) conn: Connection,
     path: PathBuf,
+    /// Re-injected files are expected: claims look up their origin (see [`Ledger::expect_origin`]).
+    expecting: bool,
 }
 
 pub(crate) fn sq<'a>(
@@ -331,8 +374,15 @@ impl Ledger {
         let mut ledger = Ledger {
             conn,
             path: path.to_path_buf(),
+            expecting: false,
         };
         ledger.migrate()?;
+        ledger.expecting = ledger
+            .conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM expected_origins)", [], |r| {
+                r.get(0)
+            })
+            .map_err(sq(path, "read expected origins"))?;
         Ok(ledger)
     }
 
@@ -348,6 +398,7 @@ impl Ledger {
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),
+            expecting: false,
         })
     }
 
@@ -424,8 +475,57 @@ impl Ledger {
                 ])
                 .map_err(sq(&path, "record claim"))?;
             }
+            if self.expecting {
+                let mut take = tx
+                    .prepare_cached(
+                        "DELETE FROM expected_origins WHERE channel = ?1 AND original = ?2
+                         RETURNING origin",
+                    )
+                    .map_err(sq(&path, "prepare origin"))?;
+                for c in claims {
+                    let origin: Option<String> = take
+                        .query_row(params![c.channel, c.original], |r| r.get(0))
+                        .optional()
+                        .map_err(sq(&path, "read origin"))?;
+                    if let Some(origin) = origin {
+                        tx.execute(
+                            "UPDATE submissions SET origin = ?2 WHERE id = ?1",
+                            params![c.id.text(), origin],
+                        )
+                        .map_err(sq(&path, "record origin"))?;
+                    }
+                }
+            }
         }
-        tx.commit().map_err(sq(&path, "commit claims"))
+        tx.commit().map_err(sq(&path, "commit claims"))?;
+        if self.expecting {
+            self.expecting = self
+                .conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM expected_origins)", [], |r| {
+                    r.get(0)
+                })
+                .map_err(sq(&path, "read expected origins"))?;
+        }
+        Ok(())
+    }
+
+    /// Announces that a file about to appear as `original` on `channel` re-injects `origin`: its
+    /// claim will be linked to it.
+    pub fn expect_origin(
+        &mut self,
+        channel: &str,
+        original: &[u8],
+        origin: &str,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO expected_origins (channel, original, origin)
+                 VALUES (?1, ?2, ?3)",
+                params![channel, original, origin],
+            )
+            .map_err(sq(&self.path, "record expected origin"))?;
+        self.expecting = true;
+        Ok(())
     }
 
     /// Forgets claims whose rename did not happen (the file is still where it was, or gone).
@@ -481,6 +581,8 @@ impl Ledger {
                 route_rules: Vec::new(),
                 route_actions: Vec::new(),
                 rules_version: None,
+                held_by: None,
+                origin: None,
             };
             match &e.verdict {
                 Verdict::Accepted { checked, .. } => {
@@ -505,6 +607,10 @@ impl Ledger {
                             route::Decision::Routed { rules, actions } => {
                                 decided.route_rules = rules.clone();
                                 decided.route_actions = actions.clone();
+                                decided.held_by = actions.iter().find_map(|a| match a {
+                                    Action::Hold { reason } => Some(format!("rule: {reason}")),
+                                    _ => None,
+                                });
                                 decided.route = Some(
                                     if actions.iter().any(|a| matches!(a, Action::Hold { .. })) {
                                         "held"
@@ -538,7 +644,7 @@ impl Ledger {
                     "UPDATE submissions SET state = ?2, decided_at = ?3, size = ?4, sha256 = ?5,
                      format = ?6, version = ?7, checked = ?8, reject_kind = ?9, reason = ?10,
                      errors = ?11, duplicate_of = ?12, stored = ?13, route = ?14,
-                     route_rules = ?15, route_actions = ?16, rules_version = ?17
+                     route_rules = ?15, route_actions = ?16, rules_version = ?17, held_by = ?18
                      WHERE id = ?1 AND state = 'claimed'",
                 )
                 .and_then(|mut st| {
@@ -565,6 +671,7 @@ impl Ledger {
                             .then(|| serde_json::to_string(&decided.route_actions)
                                 .unwrap_or_default()),
                         decided.rules_version,
+                        decided.held_by,
                     ])
                 })
                 .map_err(sq(&path, "record verdict"))?;
@@ -651,6 +758,19 @@ impl Ledger {
             args.push(r);
             sql.push_str(&format!(" AND route = ?{}", args.len()));
         }
+        let name = filter.name.as_ref().map(|n| n.as_bytes().to_vec());
+        if let Some(n) = &name {
+            args.push(n);
+            sql.push_str(&format!(" AND instr(original, ?{}) > 0", args.len()));
+        }
+        if let Some(f) = &filter.format {
+            args.push(f);
+            sql.push_str(&format!(" AND format = ?{}", args.len()));
+        }
+        if let Some(b) = &filter.before {
+            args.push(b);
+            sql.push_str(&format!(" AND id < ?{}", args.len()));
+        }
         args.push(&limit);
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
         let mut st = self
@@ -705,7 +825,7 @@ impl Ledger {
 
 const COLUMNS: &str = "id, channel, original, marker, state, received_at, decided_at, size, sha256, \
                        format, version, checked, reject_kind, reason, errors, duplicate_of, stored, \
-                       route, route_rules, route_actions, rules_version";
+                       route, route_rules, route_actions, rules_version, held_by, origin";
 
 fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Submission>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"))?
@@ -746,6 +866,8 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Submission> {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default(),
         rules_version: r.get(20)?,
+        held_by: r.get(21)?,
+        origin: r.get(22)?,
     })
 }
 

@@ -24,7 +24,11 @@ pub mod ledger;
 pub mod settle;
 pub mod validate;
 
+pub mod alerts;
+pub mod board;
+pub mod client;
 pub mod clock;
+pub mod control;
 pub mod daemon;
 pub mod dispatch;
 pub mod intake;
@@ -33,4 +37,7 @@ pub mod run;
 pub mod track;
 pub mod trigger;
 
+pub mod metrics;
+pub mod view;
 pub mod watch;
+pub mod web;

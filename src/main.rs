@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use pom::alerts::MinFree;
 use pom::catalog::Catalog;
+use pom::control::Action;
 use pom::daemon::{Config, Daemon};
 use pom::examine::{self, Limits, Verdict};
 use pom::ledger::{FileFilter, Ledger, State};
@@ -15,6 +17,7 @@ use pom::problems::Problem;
 use pom::rules::RuleSet;
 use pom::spool::Spool;
 use pom::validate::Validator;
+use pom::web::{Settings as WebSettings, Tokens, Web};
 
 /// POM: gateway and scheduler for chains of flood-forecasting models.
 #[derive(Parser)]
@@ -41,6 +44,17 @@ struct Paths {
     /// Ledger file [default: <spool>/state/pom.sqlite].
     #[arg(long, env = "POM_DB", global = true)]
     db: Option<PathBuf>,
+    /// The daemon's API, for control commands.
+    #[arg(
+        long,
+        env = "POM_SERVER",
+        default_value = "http://127.0.0.1:8470",
+        global = true
+    )]
+    server: String,
+    /// Operators' token file (`name:token` per line, or one token); POM_TOKEN also gives one.
+    #[arg(long, env = "POM_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
 }
 
 impl Paths {
@@ -71,6 +85,72 @@ enum Command {
     Runs(RunsArgs),
     /// One run or one file: details and lineage.
     Show(ShowArgs),
+    /// Pause a model (its inputs wait) or a channel (its files wait in incoming/).
+    Pause(TargetArgs),
+    /// Resume a paused model or channel.
+    Resume(TargetArgs),
+    /// Stop a running run (or a retry that is due).
+    Cancel(IdArg),
+    /// Retry an ended, unsuccessful run with the same inputs.
+    Retry(IdArg),
+    /// Run a run again (same inputs, same time0) as a new first attempt.
+    Rerun(IdArg),
+    /// Run a model now with the latest input of each slot.
+    Trigger(TriggerArgs),
+    /// Keep an archived file from its models until released.
+    Hold(IdArg),
+    /// Release a held file.
+    Release(IdArg),
+    /// Put a rejected file back into its channel after it was fixed (in place in rejected/, or
+    /// given with --fixed): a new submission linked to the original.
+    Reinject(ReinjectArgs),
+    /// The audit log of operators' actions, newest first.
+    Audit(AuditArgs),
+    /// Alerts in force.
+    Alerts(JsonArg),
+}
+
+#[derive(Args)]
+struct TargetArgs {
+    /// `model` or `channel`.
+    #[arg(value_parser = ["model", "channel"])]
+    kind: String,
+    /// Its name.
+    name: String,
+}
+
+#[derive(Args)]
+struct IdArg {
+    /// A run id or a file id.
+    id: String,
+}
+
+#[derive(Args)]
+struct TriggerArgs {
+    /// Model name.
+    model: String,
+    /// time0, RFC 3339 [default: now].
+    #[arg(long)]
+    time0: Option<String>,
+}
+
+#[derive(Args)]
+struct ReinjectArgs {
+    /// The rejected file's id.
+    id: String,
+    /// The fixed file [default: the file in rejected/, fixed in place].
+    #[arg(long)]
+    fixed: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -132,6 +212,23 @@ struct ServeArgs {
     /// `2026-03-28T00:00:00Z@3600`: one simulated hour per second), for rehearsals and tests.
     #[arg(long, env = "POM_CLOCK")]
     clock: Option<String>,
+    /// Address of the web client and API (`off`: none). Reading is open to loopback only.
+    #[arg(long, env = "POM_LISTEN", default_value = "127.0.0.1:8470")]
+    listen: String,
+    /// Theme file of the web client (title, logo, colours, fonts) [default: theme/theme.toml
+    /// if it exists].
+    #[arg(long, env = "POM_THEME")]
+    theme: Option<PathBuf>,
+    /// Low disk alert below this free space on the spool (`5%`, `2G`).
+    #[arg(long, env = "POM_MIN_FREE_DISK", default_value = "5%")]
+    min_free_disk: String,
+    /// Command run (`sh -c`) when an alert is raised or cleared, with POM_ALERT_STATE, _KIND,
+    /// _SUBJECT, _MESSAGE and _SINCE in its environment.
+    #[arg(long, env = "POM_ALERT_COMMAND")]
+    alert_command: Option<String>,
+    /// Seconds between two evaluations of the alerts.
+    #[arg(long, env = "POM_ALERT_INTERVAL", default_value_t = 2.0)]
+    alert_interval: f64,
 }
 
 #[derive(Args)]
@@ -183,6 +280,12 @@ struct FilesArgs {
     /// Only files with this routing outcome (routed, unrouted, held, dropped).
     #[arg(long)]
     route: Option<String>,
+    /// Only files whose name holds this text.
+    #[arg(long)]
+    name: Option<String>,
+    /// Only files of this format.
+    #[arg(long)]
+    format: Option<String>,
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -210,6 +313,23 @@ fn main() -> ExitCode {
         Command::Models(a) => models(&cli.paths, a.json),
         Command::Runs(a) => runs(&cli.paths, a),
         Command::Show(a) => show(&cli.paths, a),
+        Command::Pause(a) => act(&cli.paths, &pause(a, true)),
+        Command::Resume(a) => act(&cli.paths, &pause(a, false)),
+        Command::Cancel(a) => act(&cli.paths, &Action::Cancel { run: a.id.clone() }),
+        Command::Retry(a) => act(&cli.paths, &Action::Retry { run: a.id.clone() }),
+        Command::Rerun(a) => act(&cli.paths, &Action::Rerun { run: a.id.clone() }),
+        Command::Trigger(a) => act(
+            &cli.paths,
+            &Action::Trigger {
+                model: a.model.clone(),
+                time0: a.time0.clone(),
+            },
+        ),
+        Command::Hold(a) => act(&cli.paths, &Action::Hold { file: a.id.clone() }),
+        Command::Release(a) => act(&cli.paths, &Action::Release { file: a.id.clone() }),
+        Command::Reinject(a) => reinject(&cli.paths, a),
+        Command::Audit(a) => audit(&cli.paths, a),
+        Command::Alerts(a) => alerts(&cli.paths, a.json),
     };
     match result {
         Ok(code) => code,
@@ -238,11 +358,63 @@ fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
             Some(c) => pom::clock::Clock::parse(c).map_err(|e| anyhow::anyhow!("--clock: {e}"))?,
             None => pom::clock::Clock::System,
         },
+        alerts: pom::alerts::Settings {
+            min_free: MinFree::parse(&a.min_free_disk)
+                .map_err(|e| anyhow::anyhow!("--min-free-disk: {e}"))?,
+            command: a.alert_command.clone(),
+            every: Duration::from_secs_f64(a.alert_interval.max(0.1)),
+        },
     };
+    let clock = config.clock;
+    let db = config.db.clone();
     let daemon = Daemon::start(config).context("cannot start")?;
+    let web = if a.listen == "off" {
+        None
+    } else {
+        let tokens = Tokens::load(
+            paths.token_file.as_deref(),
+            std::env::var("POM_TOKEN").ok().as_deref(),
+        )
+        .context("reading the token file")?;
+        if !tokens.any() {
+            tracing::warn!("no operator token (--token-file or POM_TOKEN): control is disabled");
+        }
+        let theme = a.theme.clone().or_else(|| {
+            let default = PathBuf::from("theme/theme.toml");
+            default.exists().then_some(default)
+        });
+        let settings = WebSettings {
+            listen: a
+                .listen
+                .parse()
+                .with_context(|| format!("--listen {}: not an address:port", a.listen))?,
+            tokens,
+            theme,
+            db,
+            rules_dir: paths.rules.clone(),
+            clock,
+        };
+        Some(
+            Web::start(
+                settings,
+                daemon.board(),
+                daemon.control(),
+                daemon.rules(),
+                daemon.spool().clone(),
+            )
+            .context("web")?,
+        )
+    };
+    if let Some(w) = &web {
+        // A line for scripts and tests that ask for port 0.
+        tracing::info!(addr = %w.addr(), "listening on http://{}", w.addr());
+    }
     tracing::info!(spool = %paths.spool.display(), "pom is running");
     let sig = wait_for(&signals);
     tracing::info!(signal = sig, "stopping");
+    if let Some(w) = web {
+        w.stop();
+    }
     daemon.stop().context("stopping")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -440,6 +612,9 @@ fn files(paths: &Paths, a: &FilesArgs) -> Result<ExitCode> {
         state,
         channel: a.channel.clone(),
         route: a.route.clone(),
+        name: a.name.clone(),
+        format: a.format.clone(),
+        before: None,
         limit: a.limit,
     })?;
     if a.json {
@@ -664,6 +839,131 @@ fn show(paths: &Paths, a: &ShowArgs) -> Result<ExitCode> {
     println!("lineage:");
     for line in lineage.lines() {
         println!("  {line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pause(a: &TargetArgs, pausing: bool) -> Action {
+    let name = a.name.clone();
+    match (a.kind.as_str(), pausing) {
+        ("model", true) => Action::PauseModel { model: name },
+        ("model", false) => Action::ResumeModel { model: name },
+        (_, true) => Action::PauseChannel { channel: name },
+        (_, false) => Action::ResumeChannel { channel: name },
+    }
+}
+
+/// The operator's token: the first of the token file, or POM_TOKEN.
+fn token(paths: &Paths) -> Result<String> {
+    if let Ok(t) = std::env::var("POM_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
+    }
+    let Some(file) = &paths.token_file else {
+        anyhow::bail!("control needs a token: set POM_TOKEN or --token-file");
+    };
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_once(':').map_or(l, |x| x.1).trim().to_string())
+        .context("the token file holds no token")
+}
+
+/// Sends an action to the daemon's API and prints its answer; exit 1 if refused.
+fn act(paths: &Paths, action: &Action) -> Result<ExitCode> {
+    let token = token(paths)?;
+    let body = serde_json::to_vec(action)?;
+    let auth = format!("Bearer {token}");
+    let reply = pom::client::request(
+        &paths.server,
+        "POST",
+        "/api/actions",
+        &[("Authorization", &auth)],
+        Some(&body),
+    )
+    .context("is `pom serve` running?")?;
+    let v = reply.json();
+    match (reply.status, v.get("outcome").and_then(|o| o.as_str())) {
+        (200, _) => {
+            println!("{}", v["message"].as_str().unwrap_or("done"));
+            Ok(ExitCode::SUCCESS)
+        }
+        (_, Some("refused")) => {
+            println!("refused: {}", v["reason"].as_str().unwrap_or_default());
+            Ok(ExitCode::from(1))
+        }
+        (status, _) => anyhow::bail!(
+            "HTTP {status}: {}",
+            v["error"]
+                .as_str()
+                .map_or_else(|| reply.text(), str::to_string)
+        ),
+    }
+}
+
+fn reinject(paths: &Paths, a: &ReinjectArgs) -> Result<ExitCode> {
+    let content = match &a.fixed {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {} (XML is text)", f.display()))?,
+        ),
+        None => None,
+    };
+    act(
+        paths,
+        &Action::Reinject {
+            file: a.id.clone(),
+            content,
+        },
+    )
+}
+
+fn audit(paths: &Paths, a: &AuditArgs) -> Result<ExitCode> {
+    let ledger = open_ledger(paths)?;
+    let log = ledger.audit_log(a.limit)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&log)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in log {
+        println!(
+            "{}  {:<12} {:<15} {:<40} {}{}",
+            e.at,
+            e.who,
+            e.action,
+            e.target,
+            e.outcome,
+            e.detail.map(|d| format!(" — {d}")).unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn alerts(paths: &Paths, json: bool) -> Result<ExitCode> {
+    let reply = pom::client::request(&paths.server, "GET", "/api/alerts", &[], None)
+        .context("is `pom serve` running?")?;
+    if reply.status != 200 {
+        anyhow::bail!("HTTP {}: {}", reply.status, reply.text());
+    }
+    let v = reply.json();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no alert");
+    }
+    for a in list {
+        println!(
+            "{}  {:<14} {}",
+            a["since"].as_str().unwrap_or_default(),
+            a["kind"].as_str().unwrap_or_default(),
+            a["message"].as_str().unwrap_or_default()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -53,6 +53,11 @@ struct RawChannel {
     quiet_ms: Option<u64>,
     /// `marker` only: marker suffixes. Default: [`DEFAULT_MARKERS`].
     markers: Option<Vec<String>>,
+    /// How often a file is expected (`15m`, `1h`): none within cadence plus grace raises a
+    /// "late feed" alert.
+    cadence: Option<Spanned<String>>,
+    /// Slack after the cadence before the alert. Default: a quarter of the cadence.
+    grace: Option<Spanned<String>>,
 }
 
 /// When a dropped file is complete.
@@ -79,6 +84,8 @@ pub struct Channel {
     pub ignore: GlobSet,
     /// The patterns behind `ignore`, for display.
     pub ignore_patterns: Vec<String>,
+    /// Expected cadence and grace: a feed is late when nothing came within both.
+    pub cadence: Option<(Duration, Duration)>,
 }
 
 impl Channel {
@@ -283,6 +290,24 @@ impl RuleSet {
                 }
             }
             let ignore = builder.build().unwrap_or_else(|_| GlobSet::empty());
+            let mut duration = |v: &Option<Spanned<String>>, what: &str| {
+                v.as_ref()
+                    .and_then(|v| match crate::model::parse_duration(v.get_ref()) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            problems.push(Problem::at(
+                                file,
+                                text,
+                                Some(v.span().start),
+                                format!("channel `{name}`: {what}: {e}"),
+                            ));
+                            None
+                        }
+                    })
+            };
+            let cadence = duration(&raw.cadence, "cadence");
+            let grace = duration(&raw.grace, "grace");
+            let cadence = cadence.map(|c| (c, grace.unwrap_or(c / 4)));
             set.channels.insert(
                 name.clone(),
                 Channel {
@@ -291,6 +316,7 @@ impl RuleSet {
                     completion,
                     ignore,
                     ignore_patterns: patterns,
+                    cadence,
                 },
             );
         }

@@ -91,6 +91,10 @@ pub struct RunRow {
     pub diag: Vec<DiagLine>,
     /// Inputs: (slot, submission id).
     pub inputs: Vec<(String, String)>,
+    /// The run it retries or reruns.
+    pub retry_of: Option<String>,
+    /// The operator who asked for it (trigger now, retry, rerun).
+    pub requested_by: Option<String>,
 }
 
 /// A run to create, with the deliveries it consumes.
@@ -112,6 +116,15 @@ pub struct NewRun {
     pub inputs: Vec<(String, String)>,
 }
 
+/// What kind of copy of a run: see [`Ledger::create_copy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunCopy {
+    /// The next attempt of a failed run.
+    Retry,
+    /// The same run again, as a first attempt.
+    Rerun,
+}
+
 /// A delivered file waiting for its model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
@@ -126,7 +139,7 @@ pub struct Pending {
 }
 
 const RUN_COLUMNS: &str = "id, model, state, attempt, trigger, time0, mode, run_dir, pid, queued_at, \
-                           started_at, ended_at, exit_code, reason, diag";
+                           started_at, ended_at, exit_code, reason, diag, retry_of, requested_by";
 
 impl Ledger {
     /// Deliveries waiting for a model, oldest first.
@@ -140,7 +153,8 @@ impl Ledger {
             .prepare_cached(
                 "SELECT d.submission, d.slot, s.stored, s.original FROM deliveries d
                  JOIN submissions s ON s.id = d.submission
-                 WHERE d.model = ?1 AND d.state = 'pending' ORDER BY d.submission LIMIT ?2",
+                 WHERE d.model = ?1 AND d.state = 'pending' AND s.held_by IS NULL
+                 ORDER BY d.submission LIMIT ?2",
             )
             .map_err(sq(self.path(), "read deliveries"))?;
         let rows = st
@@ -233,7 +247,8 @@ impl Ledger {
                 "SELECT d.submission, d.slot, s.stored, s.original FROM deliveries d
                  JOIN submissions s ON s.id = d.submission
                  WHERE d.model = ?1 AND d.submission = (
-                    SELECT max(x.submission) FROM deliveries x WHERE x.model = d.model AND x.slot = d.slot)
+                    SELECT max(x.submission) FROM deliveries x JOIN submissions y ON y.id = x.submission
+                    WHERE x.model = d.model AND x.slot = d.slot AND y.held_by IS NULL)
                  ORDER BY d.slot",
             )
             .and_then(|mut st| {
@@ -422,24 +437,54 @@ impl Ledger {
         run: &NewRun,
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<Pending>>, LedgerError> {
+        self.create_copy(of, run, RunCopy::Retry, None, now)
+    }
+
+    /// Creates a copy of run `of` with the same inputs and time0: a retry (attempt + 1, once per
+    /// run: `None` if it was already retried) or a rerun (a fresh first attempt, any number of
+    /// times). Returns the inputs of the new run.
+    pub fn create_copy(
+        &mut self,
+        of: &str,
+        run: &NewRun,
+        copy: RunCopy,
+        by: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<Pending>>, LedgerError> {
         let path = self.path().to_path_buf();
         let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
+        let insert = match copy {
+            RunCopy::Retry => {
+                let claimed = if by.is_some() {
+                    // An operator's retry: any ended run not retried yet.
+                    "UPDATE runs SET retry_state = 'done' WHERE id = ?1
+                     AND state IN ('failed', 'timed_out', 'interrupted', 'cancelled')
+                     AND (retry_state IS NULL OR retry_state IN ('due', 'none'))"
+                } else {
+                    "UPDATE runs SET retry_state = 'done' WHERE id = ?1 AND retry_state = 'due'"
+                };
+                let n = tx.execute(claimed, [of]).map_err(sq(&path, "claim retry"))?;
+                if n != 1 {
+                    return Ok(None);
+                }
+                "INSERT INTO runs (id, model, state, attempt, trigger, time0, mode, run_dir, queued_at,
+                 retry_of, requested_by)
+                 SELECT ?2, model, 'queued', attempt + 1, trigger, time0, mode, ?3, ?4, id, ?5
+                 FROM runs WHERE id = ?1"
+            }
+            RunCopy::Rerun => {
+                "INSERT INTO runs (id, model, state, attempt, trigger, time0, mode, run_dir, queued_at,
+                 retry_of, requested_by, retry_state)
+                 SELECT ?2, model, 'queued', 1, 'rerun', time0, mode, ?3, ?4, id, ?5, 'none'
+                 FROM runs WHERE id = ?1 AND state NOT IN ('queued', 'running')"
+            }
+        };
         let n = tx
-            .execute(
-                "UPDATE runs SET retry_state = 'done' WHERE id = ?1 AND retry_state = 'due'",
-                [of],
-            )
-            .map_err(sq(&path, "claim retry"))?;
+            .execute(insert, params![of, run.id, run.run_dir, timestamp(now), by])
+            .map_err(sq(&path, "create run copy"))?;
         if n != 1 {
             return Ok(None);
         }
-        tx.execute(
-            "INSERT INTO runs (id, model, state, attempt, trigger, time0, mode, run_dir, queued_at, retry_of)
-             SELECT ?2, model, 'queued', attempt + 1, trigger, time0, mode, ?3, ?4, id
-             FROM runs WHERE id = ?1",
-            params![of, run.id, run.run_dir, timestamp(now)],
-        )
-        .map_err(sq(&path, "create retry"))?;
         tx.execute(
             "INSERT INTO run_inputs (run, slot, submission) SELECT ?2, slot, submission
              FROM run_inputs WHERE run = ?1",
@@ -456,8 +501,107 @@ impl Ledger {
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
             .map_err(sq(&path, "read run inputs"))?;
-        tx.commit().map_err(sq(&path, "commit retry"))?;
+        tx.commit().map_err(sq(&path, "commit run copy"))?;
         Ok(Some(inputs))
+    }
+
+    /// Creates a run an operator asked for, at their time0, with the latest input of each slot
+    /// (pending deliveries up to them are consumed, as a scheduled run does).
+    pub fn create_requested_run(
+        &mut self,
+        run: &NewRun,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let path = self.path().to_path_buf();
+        let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
+        tx.execute(
+            "INSERT INTO runs (id, model, state, trigger, time0, mode, run_dir, queued_at, requested_by)
+             VALUES (?1, ?2, 'queued', 'manual', ?3, ?4, ?5, ?6, ?7)",
+            params![run.id, run.model, timestamp(run.time0), run.mode, run.run_dir, timestamp(now), by],
+        )
+        .map_err(sq(&path, "create requested run"))?;
+        for (slot, submission) in &run.inputs {
+            tx.execute(
+                "INSERT INTO run_inputs (run, slot, submission) VALUES (?1, ?2, ?3)",
+                params![run.id, slot, submission],
+            )
+            .and_then(|_| {
+                tx.execute(
+                    "UPDATE deliveries SET state = 'consumed', run = ?1 WHERE model = ?2
+                     AND slot = ?3 AND submission <= ?4 AND state = 'pending'",
+                    params![run.id, run.model, slot, submission],
+                )
+            })
+            .map_err(sq(&path, "record run input"))?;
+        }
+        tx.commit().map_err(sq(&path, "commit run"))
+    }
+
+    /// Runs queued at or after `since`, oldest first: the timeline.
+    pub fn runs_since(&self, since: DateTime<Utc>) -> Result<Vec<RunRow>, LedgerError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE queued_at >= ?1 ORDER BY queued_at"
+            ))
+            .and_then(|mut st| st.query_map([timestamp(since)], run_row)?.collect())
+            .map_err(sq(self.path(), "read timeline"))
+    }
+
+    /// The newest run of a model.
+    pub fn last_run(&self, model: &str) -> Result<Option<RunRow>, LedgerError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE model = ?1 ORDER BY id DESC LIMIT 1"
+            ))
+            .and_then(|mut st| st.query_row([model], run_row).optional())
+            .map_err(sq(self.path(), "read last run"))
+    }
+
+    /// Runs in a state, per model.
+    pub fn runs_by_state(&self) -> Result<Vec<(String, String, i64)>, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT model, state, count(*) FROM runs GROUP BY model, state")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "count runs"))
+    }
+
+    /// The outputs a run put back, with the submissions they became.
+    pub fn run_outputs(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(String, String, Option<String>)>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT channel, name, submission FROM run_outputs WHERE run = ?1 ORDER BY name",
+            )
+            .and_then(|mut st| {
+                st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read run outputs"))
+    }
+
+    /// The inputs of a run: (slot, submission).
+    pub fn run_inputs(&self, id: &str) -> Result<Vec<(String, String)>, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT slot, submission FROM run_inputs WHERE run = ?1 ORDER BY slot")
+            .and_then(|mut st| {
+                st.query_map([id], |x| Ok((x.get(0)?, x.get(1)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read run inputs"))
+    }
+
+    /// The runs that used a submission as input.
+    pub fn runs_using(&self, submission: &str) -> Result<Vec<String>, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT run FROM run_inputs WHERE submission = ?1 ORDER BY run")
+            .and_then(|mut st| st.query_map([submission], |x| x.get(0))?.collect())
+            .map_err(sq(self.path(), "read runs of a file"))
     }
 
     /// The lineage of a run or a file, upstream and downstream, as text lines: for a file, the
@@ -565,10 +709,7 @@ impl Ledger {
             sql.push_str(&format!(" AND state = ?{}", args.len()));
         }
         args.push(&limit);
-        sql.push_str(&format!(
-            " ORDER BY queued_at DESC, id DESC LIMIT ?{}",
-            args.len()
-        ));
+        sql.push_str(&format!(" ORDER BY queued_at DESC LIMIT ?{}", args.len()));
         let mut st = self
             .conn
             .prepare(&sql)
@@ -638,5 +779,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
             .and_then(|d| serde_json::from_str(&d).ok())
             .unwrap_or_default(),
         inputs: Vec::new(),
+        retry_of: r.get(15)?,
+        requested_by: r.get(16)?,
     })
 }

@@ -5,53 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{Gateway, eventually, pi_series};
+use common::{Gateway, chain_gateway as gateway, eventually, pi_series};
 use pom::ledger::State;
 use pom::track::RunState;
-
-const CHANNELS: &str = r#"
-[channels.obs]
-completion = "rename"
-
-[channels.fcst]
-completion = "rename"
-"#;
-
-/// A model fixture: a shell script in the rules folder.
-fn model(gw: &Gateway, name: &str, script: &str, timeout: &str) {
-    let path = gw.dir.path().join(format!("{name}.sh"));
-    std::fs::write(
-        &path,
-        format!("#!/bin/sh\nset -e\ncd \"$POM_RUN_DIR\"\n{script}\n"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
-    std::fs::write(
-        gw.rules().join(format!("models/{name}.toml")),
-        format!(
-            "command = [\"/bin/sh\", \"{}\", \"{{run_file}}\"]\ntimeout = \"{timeout}\"\n\
-             [inputs.obs]\nformats = [\"pi-timeseries\"]\n[outputs]\nchannel = \"fcst\"\n\
-             [trigger]\nkind = \"arrival\"\n",
-            path.display()
-        ),
-    )
-    .unwrap();
-}
-
-fn gateway(models: &[(&str, &str, &str)]) -> Gateway {
-    let mut gw = Gateway::with_channels(CHANNELS);
-    let mut routes = String::new();
-    for (name, script, timeout) in models {
-        model(&gw, name, script, timeout);
-        routes.push_str(&format!(
-            "[[route]]\nname = \"to-{name}\"\nchannel = \"obs\"\nfile = \"{name}_*.xml\"\ndeliver = [\"{name}.obs\"]\n\n"
-        ));
-    }
-    routes.push_str("[[route]]\nname = \"forecasts\"\nchannel = \"fcst\"\npublish = [\"web\"]\n");
-    std::fs::write(gw.rules().join("routes.toml"), routes).unwrap();
-    gw.start();
-    gw
-}
 
 fn wait_run(gw: &Gateway, model: &str, secs: u64) -> pom::track::RunRow {
     let mut found = None;
@@ -220,7 +176,7 @@ fn failures_fatal_diagnostics_and_timeouts_are_recorded() {
 
 /// A model with two required slots (join) or a batch trigger, fed by file-name routes.
 fn gateway_with(model_toml: &str, routes: &str) -> Gateway {
-    let mut gw = Gateway::with_channels(CHANNELS);
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
     std::fs::create_dir_all(gw.rules().join("models")).unwrap();
     std::fs::write(gw.rules().join("models/m.toml"), model_toml).unwrap();
     std::fs::write(gw.rules().join("routes.toml"), routes).unwrap();
@@ -351,7 +307,7 @@ fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
 
 #[test]
 fn a_failed_run_is_retried_after_its_backoff_with_the_same_inputs() {
-    let mut gw = Gateway::with_channels(CHANNELS);
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
     let launches = gw.dir.path().join("launches");
     retrying_model(
         &gw,
@@ -391,7 +347,7 @@ fn a_failed_run_is_retried_after_its_backoff_with_the_same_inputs() {
 
 #[test]
 fn kill_9_of_the_daemon_while_a_model_runs_interrupts_it_and_retries_it_once() {
-    let mut gw = Gateway::with_channels(CHANNELS);
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
     let launches = gw.dir.path().join("launches");
     // The first launch would run for a minute; the retry finishes at once.
     retrying_model(
@@ -460,7 +416,7 @@ cron = "0 6 * * *"
 timezone = "Europe/Paris"
 "#;
     let routes = "[[route]]\nname = \"all\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n";
-    let mut gw = Gateway::with_channels(CHANNELS);
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
     std::fs::create_dir_all(gw.rules().join("models")).unwrap();
     std::fs::write(gw.rules().join("models/m.toml"), model).unwrap();
     std::fs::write(gw.rules().join("routes.toml"), routes).unwrap();

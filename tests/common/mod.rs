@@ -120,6 +120,7 @@ impl Gateway {
         let log = self.dir.path().join(format!("serve-{}.log", self.starts));
         let mut cmd = self.pom();
         cmd.arg("serve")
+            .env("POM_LISTEN", "127.0.0.1:0")
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -142,6 +143,49 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(20));
         }
         self
+    }
+
+    /// The web client's address, `http://127.0.0.1:PORT`, as the daemon logged it.
+    pub fn server(&self) -> String {
+        let log = self.log();
+        let at = log
+            .find("listening on http://")
+            .unwrap_or_else(|| panic!("the daemon serves no web client:\n{log}"));
+        let rest = &log[at + "listening on ".len()..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '\u{1b}')
+            .unwrap_or(rest.len());
+        rest[..end].to_string()
+    }
+
+    /// A request to the daemon's API: (status, JSON body).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let r = self.http(method, path, token, body);
+        (r.status, r.json())
+    }
+
+    /// A raw request to the daemon's web server.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> pom::client::Reply {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        let body = body.map(|b| serde_json::to_vec(&b).unwrap());
+        pom::client::request(&self.server(), method, path, &headers, body.as_deref())
+            .expect("request to the daemon")
     }
 
     /// The log of the current (or last) run.
@@ -338,3 +382,61 @@ pub fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// Channels of a chain under test: observations in, forecasts out.
+pub const CHAIN_CHANNELS: &str = r#"
+[channels.obs]
+completion = "rename"
+
+[channels.fcst]
+completion = "rename"
+"#;
+
+/// A model fixture: a shell script in the rules folder.
+pub fn model_fixture(gw: &Gateway, name: &str, script: &str, timeout: &str) {
+    let path = gw.dir.path().join(format!("{name}.sh"));
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nset -e\ncd \"$POM_RUN_DIR\"\n{script}\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(
+        gw.rules().join(format!("models/{name}.toml")),
+        format!(
+            "command = [\"/bin/sh\", \"{}\", \"{{run_file}}\"]\ntimeout = \"{timeout}\"\n\
+             [inputs.obs]\nformats = [\"pi-timeseries\"]\n[outputs]\nchannel = \"fcst\"\n\
+             [trigger]\nkind = \"arrival\"\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// A started gateway with these shell models `(name, script, timeout)`, each fed by files
+/// named `<name>_*.xml` on `obs`, their outputs on `fcst` published to `outgoing/web/`.
+pub fn chain_gateway(models: &[(&str, &str, &str)]) -> Gateway {
+    chain_gateway_with(models, |_| {})
+}
+
+/// As [`chain_gateway`], with a chance to change the gateway before it starts.
+pub fn chain_gateway_with(
+    models: &[(&str, &str, &str)],
+    before: impl FnOnce(&mut Gateway),
+) -> Gateway {
+    let mut gw = Gateway::with_channels(CHAIN_CHANNELS);
+    let mut routes = String::new();
+    for (name, script, timeout) in models {
+        model_fixture(&gw, name, script, timeout);
+        routes.push_str(&format!(
+            "[[route]]\nname = \"to-{name}\"\nchannel = \"obs\"\nfile = \"{name}_*.xml\"\ndeliver = [\"{name}.obs\"]\n\n"
+        ));
+    }
+    routes.push_str("[[route]]\nname = \"forecasts\"\nchannel = \"fcst\"\npublish = [\"web\"]\n");
+    std::fs::write(gw.rules().join("routes.toml"), routes).unwrap();
+    before(&mut gw);
+    gw.start();
+    gw
+}
+
+pub mod browser;

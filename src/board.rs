@@ -1,0 +1,245 @@
+//! The board: what the running daemon shows its operators, live — pauses, files waiting in
+//! `incoming/`, running models, the last refused rule edit, alerts — and the event bus that tells
+//! the web client something changed.
+//!
+//! Every stage writes its own part; the web layer and the alert loop read it. Nothing here is the
+//! record (the ledger is); it is the daemon's memory of the present.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+
+/// Who paused something, and when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pause {
+    /// The operator.
+    pub by: String,
+    /// When.
+    pub at: String,
+}
+
+/// A rule edit that was refused, kept until a good edit is read.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refused {
+    /// When it was read.
+    pub at: String,
+    /// Every problem, with file and line.
+    pub problems: Vec<String>,
+}
+
+/// An alert raised by [`crate::alerts`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Alert {
+    /// late_feed, failed_run, refused_rules, low_disk.
+    pub kind: String,
+    /// What it is about: a channel, a model, the rules, the spool.
+    pub subject: String,
+    /// One sentence for a person.
+    pub message: String,
+    /// When it was first raised.
+    pub since: String,
+}
+
+/// Something changed: the web client refreshes what it shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Event {
+    /// files, run, control, alert, rules.
+    pub kind: &'static str,
+    /// The file, run, model or channel concerned, if one.
+    pub id: String,
+}
+
+/// The shared board.
+#[derive(Debug)]
+pub struct Board {
+    paused_models: RwLock<BTreeMap<String, Pause>>,
+    paused_channels: RwLock<BTreeMap<String, Pause>>,
+    waiting: Mutex<BTreeMap<String, usize>>,
+    running: Mutex<BTreeMap<String, usize>>,
+    refused: Mutex<Option<Refused>>,
+    alerts: Mutex<Vec<Alert>>,
+    rules_loaded: Mutex<String>,
+    decided: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    events: tokio::sync::broadcast::Sender<Event>,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board {
+            paused_models: RwLock::default(),
+            paused_channels: RwLock::default(),
+            waiting: Mutex::default(),
+            running: Mutex::default(),
+            refused: Mutex::default(),
+            alerts: Mutex::default(),
+            rules_loaded: Mutex::default(),
+            decided: Mutex::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+}
+
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    l.read()
+        .map(|g| g.clone())
+        .unwrap_or_else(|p| p.into_inner().clone())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Board {
+    /// Whether an operator paused this model.
+    pub fn model_paused(&self, model: &str) -> bool {
+        self.paused_models
+            .read()
+            .map(|g| g.contains_key(model))
+            .unwrap_or(false)
+    }
+
+    /// Whether an operator paused this channel.
+    pub fn channel_paused(&self, channel: &str) -> bool {
+        self.paused_channels
+            .read()
+            .map(|g| g.contains_key(channel))
+            .unwrap_or(false)
+    }
+
+    /// Models paused by an operator.
+    pub fn paused_models(&self) -> BTreeMap<String, Pause> {
+        read(&self.paused_models)
+    }
+
+    /// Channels paused by an operator.
+    pub fn paused_channels(&self) -> BTreeMap<String, Pause> {
+        read(&self.paused_channels)
+    }
+
+    /// Pauses (`Some`) or resumes (`None`) a model; true if that changed anything.
+    pub fn set_model_pause(&self, model: &str, pause: Option<Pause>) -> bool {
+        set(&self.paused_models, model, pause)
+    }
+
+    /// Pauses (`Some`) or resumes (`None`) a channel; true if that changed anything.
+    pub fn set_channel_pause(&self, channel: &str, pause: Option<Pause>) -> bool {
+        set(&self.paused_channels, channel, pause)
+    }
+
+    /// Files waiting in `incoming/` per channel, as the intake last counted them.
+    pub fn waiting(&self) -> BTreeMap<String, usize> {
+        lock(&self.waiting).clone()
+    }
+
+    /// Sets the files waiting per channel.
+    pub fn set_waiting(&self, waiting: BTreeMap<String, usize>) {
+        *lock(&self.waiting) = waiting;
+    }
+
+    /// Runs in progress per model.
+    pub fn running(&self) -> BTreeMap<String, usize> {
+        lock(&self.running).clone()
+    }
+
+    /// Counts a run of `model` started (`1`) or ended (`-1`).
+    pub fn count_running(&self, model: &str, delta: isize) {
+        let mut g = lock(&self.running);
+        let n = g
+            .get(model)
+            .copied()
+            .unwrap_or(0)
+            .saturating_add_signed(delta);
+        if n == 0 {
+            g.remove(model);
+        } else {
+            g.insert(model.to_string(), n);
+        }
+    }
+
+    /// The last refused rule edit, while no good edit followed.
+    pub fn refused(&self) -> Option<Refused> {
+        lock(&self.refused).clone()
+    }
+
+    /// Records a refused edit (`Some`) or a good one (`None`).
+    pub fn set_refused(&self, refused: Option<Refused>) {
+        *lock(&self.refused) = refused;
+        self.publish("rules", "");
+    }
+
+    /// When the rules in force were loaded, and their version.
+    pub fn rules_loaded(&self) -> String {
+        lock(&self.rules_loaded).clone()
+    }
+
+    /// Records when the rules in force were loaded.
+    pub fn set_rules_loaded(&self, at: DateTime<Utc>) {
+        *lock(&self.rules_loaded) = crate::ledger::timestamp(at);
+    }
+
+    /// The alerts in force.
+    pub fn alerts(&self) -> Vec<Alert> {
+        lock(&self.alerts).clone()
+    }
+
+    /// Replaces the alerts in force; returns those that are new.
+    pub fn set_alerts(&self, now: Vec<Alert>) -> Vec<Alert> {
+        let mut g = lock(&self.alerts);
+        let fresh: Vec<Alert> = now
+            .iter()
+            .filter(|a| !g.iter().any(|b| b.kind == a.kind && b.subject == a.subject))
+            .cloned()
+            .collect();
+        let changed = g.len() != now.len() || !fresh.is_empty();
+        *g = now;
+        drop(g);
+        if changed {
+            self.publish("alert", "");
+        }
+        fresh
+    }
+
+    /// Files decided per channel and outcome (archived, rejected, duplicate) since the ledger
+    /// began: counted at start, then as files are filed.
+    pub fn decided(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        lock(&self.decided).clone()
+    }
+
+    /// Counts `n` more files of `channel` decided as `state`.
+    pub fn count_decided(&self, channel: &str, state: &str, n: u64) {
+        *lock(&self.decided)
+            .entry(channel.to_string())
+            .or_default()
+            .entry(state.to_string())
+            .or_default() += n;
+    }
+
+    /// Tells the web clients that something changed.
+    pub fn publish(&self, kind: &'static str, id: &str) {
+        let _ = self.events.send(Event {
+            kind,
+            id: id.to_string(),
+        });
+    }
+
+    /// Listens to changes.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}
+
+fn set(map: &RwLock<BTreeMap<String, Pause>>, name: &str, pause: Option<Pause>) -> bool {
+    let mut g = map.write().unwrap_or_else(|p| p.into_inner());
+    match pause {
+        Some(p) => {
+            if g.contains_key(name) {
+                false
+            } else {
+                g.insert(name.to_string(), p);
+                true
+            }
+        }
+        None => g.remove(name).is_some(),
+    }
+}

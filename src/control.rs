@@ -1,0 +1,666 @@
+//! Control: what an operator may do to the running chain, the same for the web client and the
+//! CLI (both go through the JSON API to [`Control::act`]).
+//!
+//! Pause and resume a model or a channel; cancel, retry or rerun a run; trigger a model now with
+//! a chosen time0; hold and release a file; re-inject a rejected file after it was fixed. Every
+//! action, done or refused, is written to the audit log in the ledger with who and when. A
+//! refusal is an answer (with its reason), not an error.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use crate::board::{Board, Pause};
+use crate::claim::rename_noreplace;
+use crate::intake::{Shared, current};
+use crate::ledger::{Ledger, LedgerError, State, Writer, sq, timestamp};
+use crate::rules::{Completion, RuleSet};
+use crate::spool::Spool;
+use crate::watch::Hint;
+
+/// An operator's action.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// No new run of the model starts; its inputs wait.
+    PauseModel {
+        /// Model name.
+        model: String,
+    },
+    /// The model's waiting inputs are released.
+    ResumeModel {
+        /// Model name.
+        model: String,
+    },
+    /// No file is taken from the channel's folder; files wait there.
+    PauseChannel {
+        /// Channel name.
+        channel: String,
+    },
+    /// The channel's waiting files are taken.
+    ResumeChannel {
+        /// Channel name.
+        channel: String,
+    },
+    /// Stops a running run (its process group is killed), or a retry that is due.
+    Cancel {
+        /// Run id.
+        run: String,
+    },
+    /// The next attempt of an ended, unsuccessful run, with the same inputs.
+    Retry {
+        /// Run id.
+        run: String,
+    },
+    /// The same run again (inputs, time0), as a new first attempt.
+    Rerun {
+        /// Run id.
+        run: String,
+    },
+    /// Runs a model now, with the latest input of each slot.
+    Trigger {
+        /// Model name.
+        model: String,
+        /// time0, RFC 3339 [default: now].
+        #[serde(default)]
+        time0: Option<String>,
+    },
+    /// Keeps an archived file from its models until released.
+    Hold {
+        /// Submission id.
+        file: String,
+    },
+    /// Releases a held file (held by an operator or by a rule).
+    Release {
+        /// Submission id.
+        file: String,
+    },
+    /// Puts a rejected file back into its channel, fixed: a new submission linked to it.
+    Reinject {
+        /// Submission id of the rejected file.
+        file: String,
+        /// The fixed content [default: the file as it is now in `rejected/`, fixed in place].
+        #[serde(default)]
+        content: Option<String>,
+    },
+}
+
+impl Action {
+    /// Stable name, as in the audit log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::PauseModel { .. } => "pause_model",
+            Action::ResumeModel { .. } => "resume_model",
+            Action::PauseChannel { .. } => "pause_channel",
+            Action::ResumeChannel { .. } => "resume_channel",
+            Action::Cancel { .. } => "cancel",
+            Action::Retry { .. } => "retry",
+            Action::Rerun { .. } => "rerun",
+            Action::Trigger { .. } => "trigger",
+            Action::Hold { .. } => "hold",
+            Action::Release { .. } => "release",
+            Action::Reinject { .. } => "reinject",
+        }
+    }
+
+    /// What it acts on.
+    pub fn target(&self) -> &str {
+        match self {
+            Action::PauseModel { model }
+            | Action::ResumeModel { model }
+            | Action::Trigger { model, .. } => model,
+            Action::PauseChannel { channel } | Action::ResumeChannel { channel } => channel,
+            Action::Cancel { run } | Action::Retry { run } | Action::Rerun { run } => run,
+            Action::Hold { file } | Action::Release { file } | Action::Reinject { file, .. } => {
+                file
+            }
+        }
+    }
+}
+
+/// Why an action was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// The model, channel, run or file does not exist.
+    NotFound,
+    /// It exists, but the action does not apply to it now.
+    Conflict,
+    /// The request itself is wrong (a bad time0).
+    Invalid,
+    /// The daemon could not do it (the ledger or the disk failed).
+    Failed,
+}
+
+/// The answer to an action.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Answer {
+    /// Done.
+    Done {
+        /// What happened, for a person.
+        message: String,
+        /// The run it created, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
+    },
+    /// Refused.
+    Refused {
+        /// Why, in kind.
+        refusal: Refusal,
+        /// Why, for a person.
+        reason: String,
+    },
+}
+
+impl Answer {
+    /// Done, with a message.
+    pub fn done(message: impl Into<String>) -> Answer {
+        Answer::Done {
+            message: message.into(),
+            run: None,
+        }
+    }
+
+    /// Refused, with a reason.
+    pub fn refused(refusal: Refusal, reason: impl Into<String>) -> Answer {
+        Answer::Refused {
+            refusal,
+            reason: reason.into(),
+        }
+    }
+
+    fn failed(e: impl std::fmt::Display) -> Answer {
+        Answer::refused(Refusal::Failed, e.to_string())
+    }
+
+    /// `done`, or the reason of the refusal.
+    pub fn outcome(&self) -> String {
+        match self {
+            Answer::Done { .. } => "done".into(),
+            Answer::Refused { reason, .. } => format!("refused: {reason}"),
+        }
+    }
+}
+
+/// Run actions, carried out by the dispatcher (it owns the running processes).
+#[derive(Debug, Clone)]
+pub struct RunCommand {
+    /// The action (cancel, retry, rerun or trigger).
+    pub action: Action,
+    /// Who asked.
+    pub who: String,
+}
+
+/// What wakes the dispatcher.
+pub enum Wake {
+    /// A delivered file is in the archive, or a model was resumed: look for work.
+    Kick,
+    /// An operator's run action, answered on the sender.
+    Command(RunCommand, SyncSender<Answer>),
+}
+
+/// The control handle: cheap to clone, shared by the web layer.
+#[derive(Clone)]
+pub struct Control {
+    board: Arc<Board>,
+    writer: Writer,
+    wake: SyncSender<Wake>,
+    hints: SyncSender<Hint>,
+    spool: Spool,
+    rules: Shared<RuleSet>,
+}
+
+/// How long an action waits for the dispatcher.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+impl Control {
+    /// A control handle over the daemon's parts.
+    pub fn new(
+        board: Arc<Board>,
+        writer: Writer,
+        wake: SyncSender<Wake>,
+        hints: SyncSender<Hint>,
+        spool: Spool,
+        rules: Shared<RuleSet>,
+    ) -> Self {
+        Control {
+            board,
+            writer,
+            wake,
+            hints,
+            spool,
+            rules,
+        }
+    }
+
+    /// Carries out an action for `who`, writes it to the audit log, and tells the clients.
+    pub fn act(&self, who: &str, action: Action) -> Answer {
+        let now = Utc::now();
+        let answer = self.carry_out(who, &action, now);
+        let (name, target) = (action.name(), action.target().to_string());
+        let detail = match &action {
+            Action::Trigger { time0: Some(t), .. } => Some(format!("time0 {t}")),
+            Action::Reinject {
+                content: Some(c), ..
+            } => Some(format!("fixed content of {} bytes", c.len())),
+            _ => None,
+        };
+        let detail = match (&answer, detail) {
+            (Answer::Done { message, .. }, Some(d)) => Some(format!("{d}; {message}")),
+            (Answer::Done { message, .. }, None) => Some(message.clone()),
+            (_, d) => d,
+        };
+        let (who2, outcome) = (who.to_string(), answer.outcome());
+        let t2 = target.clone();
+        if let Err(e) = self
+            .writer
+            .with(move |l| l.audit(&who2, name, &t2, detail.as_deref(), &outcome, now))
+        {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+        tracing::info!(who, action = name, %target, outcome = %answer.outcome(), "operator action");
+        self.board.publish("control", &target);
+        answer
+    }
+
+    fn carry_out(&self, who: &str, action: &Action, now: DateTime<Utc>) -> Answer {
+        let rules = current(&self.rules);
+        let pause = Pause {
+            by: who.to_string(),
+            at: timestamp(now),
+        };
+        match action {
+            Action::PauseModel { model } | Action::ResumeModel { model } => {
+                if !rules.models.contains_key(model) {
+                    return Answer::refused(Refusal::NotFound, format!("no model `{model}`"));
+                }
+                let pausing = matches!(action, Action::PauseModel { .. });
+                let p = pausing.then_some(pause);
+                if !self.board.set_model_pause(model, p.clone()) {
+                    let state = if pausing { "paused" } else { "not paused" };
+                    return Answer::refused(
+                        Refusal::Conflict,
+                        format!("model `{model}` is already {state}"),
+                    );
+                }
+                if let Err(e) = self.persist_pause("model", model, p) {
+                    return Answer::failed(e);
+                }
+                if pausing {
+                    Answer::done(format!("model `{model}` paused: its inputs wait"))
+                } else {
+                    let _ = self.wake.try_send(Wake::Kick);
+                    Answer::done(format!("model `{model}` resumed"))
+                }
+            }
+            Action::PauseChannel { channel } | Action::ResumeChannel { channel } => {
+                if !rules.channels.contains_key(channel) {
+                    return Answer::refused(Refusal::NotFound, format!("no channel `{channel}`"));
+                }
+                let pausing = matches!(action, Action::PauseChannel { .. });
+                let p = pausing.then_some(pause);
+                if !self.board.set_channel_pause(channel, p.clone()) {
+                    let state = if pausing { "paused" } else { "not paused" };
+                    return Answer::refused(
+                        Refusal::Conflict,
+                        format!("channel `{channel}` is already {state}"),
+                    );
+                }
+                if let Err(e) = self.persist_pause("channel", channel, p) {
+                    return Answer::failed(e);
+                }
+                if pausing {
+                    Answer::done(format!(
+                        "channel `{channel}` paused: its files wait in incoming/{channel}/"
+                    ))
+                } else {
+                    let _ = self.hints.try_send(Hint::Rescan);
+                    Answer::done(format!("channel `{channel}` resumed"))
+                }
+            }
+            Action::Cancel { .. }
+            | Action::Retry { .. }
+            | Action::Rerun { .. }
+            | Action::Trigger { .. } => {
+                if let Action::Trigger {
+                    time0: Some(t),
+                    model,
+                } = action
+                {
+                    if DateTime::parse_from_rfc3339(t).is_err() {
+                        return Answer::refused(
+                            Refusal::Invalid,
+                            format!("time0 `{t}` is not an RFC 3339 time"),
+                        );
+                    }
+                    if !rules.models.contains_key(model) {
+                        return Answer::refused(Refusal::NotFound, format!("no model `{model}`"));
+                    }
+                }
+                let (tx, rx) = sync_channel(1);
+                let command = RunCommand {
+                    action: action.clone(),
+                    who: who.to_string(),
+                };
+                if self.wake.send(Wake::Command(command, tx)).is_err() {
+                    return Answer::failed("the dispatcher is stopped");
+                }
+                rx.recv_timeout(ANSWER_WITHIN)
+                    .unwrap_or_else(|_| Answer::failed("the dispatcher did not answer"))
+            }
+            Action::Hold { file } => {
+                let (id, by) = (file.clone(), who.to_string());
+                match self.writer.with(move |l| l.hold(&id, &by)) {
+                    Ok(a) => a,
+                    Err(e) => Answer::failed(e),
+                }
+            }
+            Action::Release { file } => {
+                let id = file.clone();
+                match self.writer.with(move |l| l.release(&id)) {
+                    Ok(a) => {
+                        let _ = self.wake.try_send(Wake::Kick);
+                        a
+                    }
+                    Err(e) => Answer::failed(e),
+                }
+            }
+            Action::Reinject { file, content } => self.reinject(file, content.as_deref(), &rules),
+        }
+    }
+
+    fn persist_pause(&self, kind: &str, name: &str, p: Option<Pause>) -> Result<(), LedgerError> {
+        let (kind, name) = (kind.to_string(), name.to_string());
+        self.writer
+            .with(move |l| l.set_pause(&kind, &name, p.as_ref()))
+    }
+
+    fn reinject(&self, file: &str, content: Option<&str>, rules: &RuleSet) -> Answer {
+        let id = file.to_string();
+        let row = match self.writer.with(move |l| l.get(&id)) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Answer::refused(Refusal::NotFound, format!("no file `{file}`")),
+            Err(e) => return Answer::failed(e),
+        };
+        if row.state != State::Rejected {
+            return Answer::refused(
+                Refusal::Conflict,
+                format!(
+                    "file `{file}` is {}: only a rejected file is re-injected",
+                    row.state.name()
+                ),
+            );
+        }
+        let Some(channel) = rules.channels.get(&row.channel) else {
+            return Answer::refused(
+                Refusal::Conflict,
+                format!("channel `{}` is no longer in the rules", row.channel),
+            );
+        };
+        let bytes = match content {
+            Some(c) => c.as_bytes().to_vec(),
+            None => {
+                let stored = row.stored.clone().unwrap_or_default();
+                match std::fs::read(self.spool.root().join(&stored)) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return Answer::refused(
+                            Refusal::Conflict,
+                            format!("cannot read {stored}: {e}"),
+                        );
+                    }
+                }
+            }
+        };
+        let (chan, original, origin) = (row.channel.clone(), row.original.clone(), row.id.clone());
+        if let Err(e) = self
+            .writer
+            .with(move |l| l.expect_origin(&chan, &original, &origin))
+        {
+            return Answer::failed(e);
+        }
+        let name = String::from_utf8_lossy(&row.original).into_owned();
+        match drop_into(
+            &self.spool.channel(&row.channel),
+            &name,
+            &format!("reinject-{file}"),
+            &bytes,
+            &channel.completion,
+        ) {
+            Ok(at) => Answer::done(format!(
+                "re-injected as incoming/{}/{}",
+                row.channel,
+                at.display()
+            )),
+            Err(e) => Answer::failed(format!("cannot write into incoming/{}: {e}", row.channel)),
+        }
+    }
+}
+
+/// Drops `bytes` into a channel folder as `name` (relative, may hold folders), the way a careful
+/// upstream does: written under a hidden temporary name, synced, renamed without replacing
+/// (a file of that name waiting already keeps its place: this one gets `tag` in front), and
+/// released with a marker on marker channels. Returns the name relative to the folder.
+pub fn drop_into(
+    dir: &Path,
+    name: &str,
+    tag: &str,
+    bytes: &[u8],
+    completion: &Completion,
+) -> std::io::Result<PathBuf> {
+    let target = dir.join(name);
+    let parent = target.parent().unwrap_or(dir).to_path_buf();
+    std::fs::create_dir_all(&parent)?;
+    let base = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{tag}.{base}.part"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    let mut at = target.clone();
+    if let Err(e) = rename_noreplace(&tmp, &at) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        at = parent.join(format!("{tag}_{base}"));
+        rename_noreplace(&tmp, &at)?;
+    }
+    if let Completion::Marker(suffixes) = completion
+        && let Some(s) = suffixes.first()
+    {
+        std::fs::write(format!("{}.{s}", at.display()), b"")?;
+    }
+    Ok(at.strip_prefix(dir).unwrap_or(&at).to_path_buf())
+}
+
+/// A line of the audit log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    /// Sequence number.
+    pub id: i64,
+    /// When.
+    pub at: String,
+    /// Who.
+    pub who: String,
+    /// Action name.
+    pub action: String,
+    /// What it acted on.
+    pub target: String,
+    /// Details.
+    pub detail: Option<String>,
+    /// done, or why it was refused.
+    pub outcome: String,
+}
+
+impl Ledger {
+    /// Writes a line of the audit log.
+    pub fn audit(
+        &mut self,
+        who: &str,
+        action: &str,
+        target: &str,
+        detail: Option<&str>,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO audit (at, who, action, target, detail, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![timestamp(now), who, action, target, detail, outcome],
+            )
+            .map_err(sq(self.path(), "write audit log"))?;
+        Ok(())
+    }
+
+    /// The audit log, newest first.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, at, who, action, target, detail, outcome FROM audit
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .and_then(|mut st| {
+                st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        who: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        detail: r.get(5)?,
+                        outcome: r.get(6)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(sq(self.path(), "read audit log"))
+    }
+
+    /// Records a pause (`Some`) or its end (`None`).
+    pub fn set_pause(
+        &mut self,
+        kind: &str,
+        name: &str,
+        pause: Option<&Pause>,
+    ) -> Result<(), LedgerError> {
+        match pause {
+            Some(p) => self.conn.execute(
+                "INSERT OR REPLACE INTO pauses (kind, name, by, at) VALUES (?1, ?2, ?3, ?4)",
+                params![kind, name, p.by, p.at],
+            ),
+            None => self.conn.execute(
+                "DELETE FROM pauses WHERE kind = ?1 AND name = ?2",
+                params![kind, name],
+            ),
+        }
+        .map_err(sq(self.path(), "record pause"))?;
+        Ok(())
+    }
+
+    /// Pauses in force: (kind, name, pause).
+    pub fn pauses(&self) -> Result<Vec<(String, String, Pause)>, LedgerError> {
+        self.conn
+            .prepare("SELECT kind, name, by, at FROM pauses ORDER BY kind, name")
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        Pause {
+                            by: r.get(2)?,
+                            at: r.get(3)?,
+                        },
+                    ))
+                })?
+                .collect()
+            })
+            .map_err(sq(self.path(), "read pauses"))
+    }
+
+    /// Holds an archived file back from its models.
+    pub fn hold(&mut self, id: &str, by: &str) -> Result<Answer, LedgerError> {
+        let row: Option<(String, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT state, held_by FROM submissions WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sq(self.path(), "read file"))?;
+        Ok(match row {
+            None => Answer::refused(Refusal::NotFound, format!("no file `{id}`")),
+            Some((_, Some(holder))) => Answer::refused(
+                Refusal::Conflict,
+                format!("file `{id}` is already held ({holder})"),
+            ),
+            Some((state, None)) if state != "archived" => Answer::refused(
+                Refusal::Conflict,
+                format!("file `{id}` is {state}: only an archived file is held"),
+            ),
+            Some(_) => {
+                self.conn
+                    .execute(
+                        "UPDATE submissions SET held_by = ?2 WHERE id = ?1",
+                        params![id, by],
+                    )
+                    .map_err(sq(self.path(), "hold file"))?;
+                let waiting: i64 = self
+                    .conn
+                    .query_row(
+                        "SELECT count(*) FROM deliveries WHERE submission = ?1 AND state = 'pending'",
+                        [id],
+                        |r| r.get(0),
+                    )
+                    .map_err(sq(self.path(), "read deliveries"))?;
+                Answer::done(format!(
+                    "file `{id}` held: {waiting} delivery(ies) wait for its release"
+                ))
+            }
+        })
+    }
+
+    /// Cancels the retry due of a run; false if none was due.
+    pub fn cancel_retry(&mut self, id: &str) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE runs SET retry_state = 'none' WHERE id = ?1 AND retry_state = 'due'",
+                [id],
+            )
+            .map_err(sq(self.path(), "cancel retry"))?;
+        Ok(n == 1)
+    }
+
+    /// Releases a held file.
+    pub fn release(&mut self, id: &str) -> Result<Answer, LedgerError> {
+        let row: Option<Option<String>> = self
+            .conn
+            .query_row("SELECT held_by FROM submissions WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sq(self.path(), "read file"))?;
+        Ok(match row {
+            None => Answer::refused(Refusal::NotFound, format!("no file `{id}`")),
+            Some(None) => Answer::refused(Refusal::Conflict, format!("file `{id}` is not held")),
+            Some(Some(holder)) => {
+                self.conn
+                    .execute(
+                        "UPDATE submissions SET held_by = NULL WHERE id = ?1",
+                        params![id],
+                    )
+                    .map_err(sq(self.path(), "release file"))?;
+                Answer::done(format!("file `{id}` released (it was held by {holder})"))
+            }
+        })
+    }
+}

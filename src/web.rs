@@ -1,0 +1,801 @@
+//! The web layer: the thin client's pages (embedded in the binary), the JSON API under `/api/`
+//! that the page and the CLI share, server-sent events, `/metrics` for Prometheus, and the
+//! theme (the adaptable graphic chart).
+//!
+//! Access: reading is open to loopback peers; from elsewhere, and for every control action, a
+//! bearer token is needed (`Authorization: Bearer …`, never in a URL, never logged). Tokens
+//! live in a file (`name:token` per line, or one bare token) or in `POM_TOKEN`. Control
+//! requests must be JSON and same-origin: a browser on another site can neither send a JSON
+//! body without a preflight nor read the token, so the API is CSRF-safe without cookies.
+//!
+//! It runs on its own small tokio runtime; every ledger read happens on the blocking pool with a
+//! read-only connection, so the daemon's threads never wait for a page.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use rust_embed::RustEmbed;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::board::Board;
+use crate::clock::Clock;
+use crate::control::{Action, Answer, Control, Refusal};
+use crate::intake::{Shared, current};
+use crate::ledger::{FileFilter, Ledger, State as FileState};
+use crate::rules::RuleSet;
+use crate::spool::Spool;
+use crate::track::RunState;
+
+#[derive(RustEmbed)]
+#[folder = "web/"]
+struct Assets;
+
+/// Operators' tokens.
+#[derive(Clone, Default)]
+pub struct Tokens(Vec<(String, String)>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the tokens themselves.
+        f.debug_list()
+            .entries(self.0.iter().map(|(who, _)| who))
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// From the text of a token file: `name:token` per line, or one bare token (the operator
+    /// is then called `operator`). Blank lines and `#` comments are skipped.
+    pub fn parse(text: &str) -> Tokens {
+        Tokens(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| match l.split_once(':') {
+                    Some((who, t)) => (who.trim().to_string(), t.trim().to_string()),
+                    None => ("operator".to_string(), l.to_string()),
+                })
+                .filter(|(_, t)| t.len() >= 16)
+                .collect(),
+        )
+    }
+
+    /// From a file, then `POM_TOKEN`-style text (both may give tokens).
+    pub fn load(file: Option<&Path>, env: Option<&str>) -> std::io::Result<Tokens> {
+        let mut t = Tokens::default();
+        if let Some(f) = file {
+            t.0.extend(Tokens::parse(&std::fs::read_to_string(f)?).0);
+        }
+        if let Some(e) = env {
+            t.0.extend(Tokens::parse(e).0);
+        }
+        Ok(t)
+    }
+
+    /// Whether any token is configured (control is possible).
+    pub fn any(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// The operator a token belongs to.
+    pub fn who(&self, presented: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(_, t)| constant_time_eq(t.as_bytes(), presented.as_bytes()))
+            .map(|(who, _)| who.clone())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How the web layer runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Operators' tokens.
+    pub tokens: Tokens,
+    /// Theme file (TOML: title, logo, colours, fonts), read at each request.
+    pub theme: Option<PathBuf>,
+    /// Ledger file.
+    pub db: PathBuf,
+    /// Rules folder (for the rules page).
+    pub rules_dir: PathBuf,
+    /// Where "now" comes from.
+    pub clock: Clock,
+}
+
+struct App {
+    board: Arc<Board>,
+    control: Control,
+    rules: Shared<RuleSet>,
+    spool: Spool,
+    settings: Settings,
+    readers: Mutex<Vec<Ledger>>,
+}
+
+type Shared2 = Arc<App>;
+
+/// Why the web layer cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// The address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The runtime cannot start.
+    #[error("cannot start the web runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The running web layer.
+pub struct Web {
+    runtime: tokio::runtime::Runtime,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    addr: SocketAddr,
+}
+
+impl Web {
+    /// Binds and serves.
+    pub fn start(
+        settings: Settings,
+        board: Arc<Board>,
+        control: Control,
+        rules: Shared<RuleSet>,
+        spool: Spool,
+    ) -> Result<Web, WebError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(8)
+            .thread_name("web")
+            .enable_all()
+            .build()
+            .map_err(WebError::Runtime)?;
+        let listen = settings.listen;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(listen))
+            .map_err(|source| WebError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().unwrap_or(listen);
+        let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
+        let app = Arc::new(App {
+            board,
+            control,
+            rules,
+            spool,
+            settings,
+            readers: Mutex::new(Vec::new()),
+        });
+        let router = router(app, shutdown.subscribe());
+        let server = runtime.spawn(async move {
+            let served = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "web server");
+            }
+        });
+        tracing::info!(%addr, "web client and API");
+        Ok(Web {
+            runtime,
+            shutdown,
+            server,
+            addr,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving (live streams end at once; requests in flight get a moment).
+    pub fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let server = self.server;
+        let _ = self
+            .runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(3), server).await });
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{file}", get(asset))
+        .route("/theme.css", get(theme_css))
+        .route("/theme/logo", get(theme_logo))
+        .route("/metrics", get(metrics))
+        .route("/api/health", get(health))
+        .route("/api/theme", get(theme_json))
+        .route("/api/whoami", get(whoami))
+        .route("/api/overview", get(overview))
+        .route("/api/runs", get(runs))
+        .route("/api/runs/{id}", get(run))
+        .route("/api/timeline", get(timeline))
+        .route("/api/files", get(files))
+        .route("/api/files/{id}", get(file))
+        .route("/api/rules", get(rules))
+        .route("/api/audit", get(audit))
+        .route("/api/alerts", get(alerts))
+        .route(
+            "/api/events",
+            get(move |s, c, h| events(s, c, h, stopped.clone())),
+        )
+        .route("/api/actions", post(act))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+/// An API error: a status and a reason, as JSON.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such page".into())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+impl App {
+    /// Reading is open on loopback; from elsewhere a token is needed.
+    fn may_read(&self, peer: &SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+        if peer.ip().is_loopback() {
+            return Ok(());
+        }
+        match bearer(headers).and_then(|t| self.settings.tokens.who(t)) {
+            Some(_) => Ok(()),
+            None => Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "reading from another host needs a token".into(),
+            )),
+        }
+    }
+
+    /// Runs a ledger read on the blocking pool with a pooled read-only connection.
+    async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&App, &Ledger) -> Result<T, ApiError> + Send + 'static,
+    {
+        let app = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let reader = app
+                .readers
+                .lock()
+                .ok()
+                .and_then(|mut p| p.pop())
+                .map_or_else(|| Ledger::open_readonly(&app.settings.db), Ok)
+                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            let out = f(&app, &reader);
+            if let Ok(mut p) = app.readers.lock() {
+                p.push(reader);
+            }
+            out
+        })
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn json_response<T: serde::Serialize>(v: &T) -> Response {
+    let mut r = Json(v).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn embedded(path: &str) -> Response {
+    match Assets::get(path) {
+        Some(f) => {
+            let mime = match path.rsplit('.').next() {
+                Some("html") => "text/html; charset=utf-8",
+                Some("js") => "text/javascript; charset=utf-8",
+                Some("css") => "text/css; charset=utf-8",
+                Some("svg") => "image/svg+xml",
+                Some("png") => "image/png",
+                _ => "application/octet-stream",
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, mime),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+                    ),
+                ],
+                f.data.into_owned(),
+            )
+                .into_response()
+        }
+        None => ApiError(StatusCode::NOT_FOUND, format!("no asset `{path}`")).into_response(),
+    }
+}
+
+async fn index(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    Ok(embedded("index.html"))
+}
+
+async fn asset(UrlPath(file): UrlPath<String>) -> Response {
+    embedded(&file)
+}
+
+async fn health() -> Response {
+    json_response(&json!({ "status": "ok" }))
+}
+
+/// The theme file: the adaptable graphic chart.
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct Theme {
+    #[serde(default)]
+    title: Option<String>,
+    /// Path of the logo (SVG or PNG), relative to the theme file.
+    #[serde(default)]
+    logo: Option<String>,
+    /// CSS colours by name: `primary`, `background`, `surface`, `text`, `muted`, `ok`,
+    /// `warning`, `danger`.
+    #[serde(default)]
+    colors: std::collections::BTreeMap<String, String>,
+    /// CSS font families: `body`, `mono`.
+    #[serde(default)]
+    fonts: std::collections::BTreeMap<String, String>,
+}
+
+impl App {
+    fn theme(&self) -> Theme {
+        let Some(path) = &self.settings.theme else {
+            return Theme::default();
+        };
+        match std::fs::read_to_string(path).map(|t| toml::from_str::<Theme>(&t)) {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::warn!(file = %path.display(), error = %e, "theme file: default theme used");
+                Theme::default()
+            }
+            Err(_) => Theme::default(),
+        }
+    }
+}
+
+/// A CSS value from the theme: anything that could end the declaration is refused.
+fn css_value(v: &str) -> Option<&str> {
+    (!v.contains([';', '{', '}', '<', '>', '\\', '\n'])).then_some(v)
+}
+
+async fn theme_css(State(app): State<Shared2>) -> Response {
+    let t = app.theme();
+    let mut css = String::from(":root {\n");
+    for (k, v) in &t.colors {
+        if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && let Some(v) = css_value(v)
+        {
+            css.push_str(&format!("  --pom-{k}: {v};\n"));
+        }
+    }
+    for (k, v) in &t.fonts {
+        if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && let Some(v) = css_value(v)
+        {
+            css.push_str(&format!("  --pom-font-{k}: {v};\n"));
+        }
+    }
+    css.push_str("}\n");
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        css,
+    )
+        .into_response()
+}
+
+async fn theme_logo(State(app): State<Shared2>) -> Response {
+    let t = app.theme();
+    if let (Some(logo), Some(theme)) = (&t.logo, &app.settings.theme) {
+        let path = theme.parent().unwrap_or(Path::new(".")).join(logo);
+        if let Ok(bytes) = std::fs::read(&path) {
+            let mime = if logo.ends_with(".svg") {
+                "image/svg+xml"
+            } else {
+                "image/png"
+            };
+            return (
+                [
+                    (header::CONTENT_TYPE, mime),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                bytes,
+            )
+                .into_response();
+        }
+    }
+    embedded("logo.svg")
+}
+
+async fn theme_json(State(app): State<Shared2>) -> Response {
+    let t = app.theme();
+    json_response(&json!({
+        "title": t.title.unwrap_or_else(|| "POM".into()),
+        "logo": "/theme/logo",
+        "control": app.settings.tokens.any(),
+    }))
+}
+
+async fn whoami(State(app): State<Shared2>, headers: HeaderMap) -> ApiResult {
+    match bearer(&headers).and_then(|t| app.settings.tokens.who(t)) {
+        Some(who) => Ok(json_response(&json!({ "who": who }))),
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "no valid token was presented".into(),
+        )),
+    }
+}
+
+async fn overview(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    let v = app
+        .read(|app, r| {
+            crate::view::overview(
+                r,
+                &current(&app.rules),
+                &app.board,
+                app.settings.clock.now(),
+            )
+            .map_err(internal)
+        })
+        .await?;
+    Ok(json_response(&v))
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    model: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn runs(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("state `{s}` is not one of queued, running, succeeded, failed, timed_out, cancelled, interrupted"),
+            )
+        })?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let model = q.model.filter(|m| !m.is_empty());
+    let v = app
+        .read(move |_, r| r.runs(model.as_deref(), state, limit).map_err(internal))
+        .await?;
+    Ok(json_response(&v))
+}
+
+async fn run(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    let v = app
+        .read(move |app, r| {
+            crate::view::run_detail(r, app.spool.root(), &id)
+                .map_err(internal)?
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no run `{id}`")))
+        })
+        .await?;
+    Ok(json_response(&v))
+}
+
+#[derive(Deserialize)]
+struct TimelineQuery {
+    hours: Option<i64>,
+}
+
+async fn timeline(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<TimelineQuery>,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    let hours = q.hours.unwrap_or(24).clamp(1, 24 * 7);
+    let v = app
+        .read(move |app, r| {
+            let now = app.settings.clock.now();
+            let models = crate::view::timeline(r, now, hours).map_err(internal)?;
+            Ok(json!({
+                "from": crate::ledger::timestamp(now - chrono::Duration::hours(hours)),
+                "to": crate::ledger::timestamp(now),
+                "models": models,
+            }))
+        })
+        .await?;
+    Ok(json_response(&v))
+}
+
+#[derive(Deserialize)]
+struct FilesQuery {
+    name: Option<String>,
+    channel: Option<String>,
+    format: Option<String>,
+    state: Option<String>,
+    route: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn files(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<FilesQuery>,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    let some = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let state = match some(q.state) {
+        Some(s) => Some(FileState::parse(&s).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("state `{s}` is not one of claimed, archived, rejected, duplicate"),
+            )
+        })?),
+        None => None,
+    };
+    let filter = FileFilter {
+        state,
+        channel: some(q.channel),
+        route: some(q.route),
+        name: some(q.name),
+        format: some(q.format),
+        before: some(q.before),
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
+    let v = app
+        .read(move |_, r| crate::view::files(r, &filter).map_err(internal))
+        .await?;
+    Ok(json_response(&v))
+}
+
+async fn file(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    let v = app
+        .read(move |_, r| {
+            crate::view::file_detail(r, &id)
+                .map_err(internal)?
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no file `{id}`")))
+        })
+        .await?;
+    Ok(json_response(&v))
+}
+
+async fn rules(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    let v = crate::view::rules(&current(&app.rules), &app.board, &app.settings.rules_dir);
+    Ok(json_response(&v))
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<LimitQuery>,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let v = app
+        .read(move |_, r| r.audit_log(limit).map_err(internal))
+        .await?;
+    Ok(json_response(&v))
+}
+
+async fn alerts(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    Ok(json_response(&app.board.alerts()))
+}
+
+async fn events(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<Response, ApiError> {
+    app.may_read(&peer, &headers)?;
+    let rx = app.board.subscribe();
+    // A first event at once: the client knows it is subscribed.
+    let hello = futures_util::stream::once(async {
+        Ok::<_, Infallible>(SseEvent::default().event("hello").data("{}"))
+    });
+    let stream = futures_util::stream::unfold((rx, stopped), |(mut rx, mut stopped)| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        let got = tokio::select! {
+            _ = stopped.wait_for(|s| *s) => None,
+            got = rx.recv() => Some(got),
+        };
+        let ev = match got? {
+            Ok(e) => {
+                let data = serde_json::to_string(&e).unwrap_or_default();
+                SseEvent::default().event(e.kind).data(data)
+            }
+            Err(RecvError::Lagged(_)) => SseEvent::default().event("lagged").data("{}"),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, Infallible>(ev), (rx, stopped)))
+    });
+    use futures_util::StreamExt;
+    Ok(Sse::new(hello.chain(stream))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// Control: a token, a JSON body, and no foreign origin.
+async fn act(State(app): State<Shared2>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
+    if !app.settings.tokens.any() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "control is disabled: no token is configured (--token-file or POM_TOKEN)".into(),
+        ));
+    }
+    let Some(who) = bearer(&headers).and_then(|t| app.settings.tokens.who(t)) else {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "control needs a valid token: Authorization: Bearer <token>".into(),
+        ));
+    };
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "control requests are JSON (Content-Type: application/json)".into(),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let origin_host = origin.split_once("://").map_or(origin, |x| x.1);
+        if origin_host != host {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("a control request from another origin ({origin}) is refused"),
+            ));
+        }
+    }
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site")
+    {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "a cross-site control request is refused".into(),
+        ));
+    }
+    let action: Action = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not an action: {e}")))?;
+    let control = app.control.clone();
+    let answer = tokio::task::spawn_blocking(move || control.act(&who, action))
+        .await
+        .map_err(internal)?;
+    let status = match &answer {
+        Answer::Done { .. } => StatusCode::OK,
+        Answer::Refused { refusal, .. } => match refusal {
+            Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::Conflict => StatusCode::CONFLICT,
+            Refusal::Invalid => StatusCode::BAD_REQUEST,
+            Refusal::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+    };
+    Ok((status, Json(answer)).into_response())
+}
+
+async fn metrics(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    app.may_read(&peer, &headers)?;
+    let text = app
+        .read(|app, r| {
+            crate::metrics::render(r, &current(&app.rules), &app.board, Utc::now())
+                .map_err(internal)
+        })
+        .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

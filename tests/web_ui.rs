@@ -1,0 +1,160 @@
+//! End to end, in a real headless Chromium: the overview loads, a file dropped into the spool
+//! makes a run appear live without a reload, pausing a model from the page makes its next input
+//! wait and resuming releases it. The screenshots of the main pages land in `docs/screenshots/`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::{Gateway, chain_gateway_with, eventually, pi_series, repo};
+use serde_json::json;
+
+const TOKEN: &str = "alice-0123456789abcdef";
+
+fn runs(gw: &Gateway) -> Vec<serde_json::Value> {
+    let (_, v) = gw.api("GET", "/api/runs?model=fc", None, None);
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn shot(b: &Browser, name: &str) {
+    b.screenshot(&repo().join("docs/screenshots").join(name));
+}
+
+#[test]
+fn an_operator_watches_the_chain_live_and_pauses_a_model() {
+    let forecast = r#"echo "forecasting from $(ls input)"
+sleep 0.3
+sed 's/Q.obs/Q.fcst/' input/* > output/forecast_$POM_RUN_ID.xml
+printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3" description="forecast written"/></Diag>' > diag.xml"#;
+    let gw = chain_gateway_with(&[("fc", forecast, "1m")], |gw| {
+        gw.extra_env
+            .push(("POM_TOKEN".into(), format!("alice:{TOKEN}")));
+        gw.extra_args
+            .extend(["--alert-interval".into(), "0.2".into()]);
+        // A radar feed that should send every second and never does: a late-feed alert.
+        let channels = format!(
+            "{}\n[channels.radar]\ntitle = \"Radar rainfall, every second\"\ncompletion = \"rename\"\ncadence = \"1s\"\ngrace = \"1s\"\n",
+            common::CHAIN_CHANNELS
+        );
+        std::fs::write(gw.rules().join("channels.toml"), channels).unwrap();
+    });
+    let server = gw.server();
+    gw.drop_file(
+        "obs",
+        "broken_upload.xml",
+        b"<TimeSeries xmlns=\"http://www.wldelft.nl/fews/PI\">\n  <series>\n</TimeSeries>\n",
+    );
+
+    let b = Browser::start();
+    // The overview loads, and follows the server's events.
+    b.go(&format!("{server}/#/"));
+    b.wait_for("#models tr[data-model=\"fc\"]", 20);
+    b.wait_for("#channels tr[data-channel=\"obs\"]", 5);
+    b.wait_until(
+        "live updates",
+        "return document.body.dataset.live === 'on'",
+        10,
+    );
+
+    // A file dropped into the spool makes a run appear on the runs page, without a reload.
+    b.go(&format!("{server}/#/runs"));
+    b.wait_for("#runs", 10);
+    assert!(b.find("#runs tr[data-model=\"fc\"]").is_none());
+    b.eval("window.sameDocument = 42; return true");
+    gw.drop_file("obs", "fc_1.xml", &pi_series(1, 2));
+    b.wait_for("#runs tr[data-model=\"fc\"]", 20);
+    b.wait_until(
+        "the run shown succeeded",
+        "return !!document.querySelector('#runs tr[data-model=\"fc\"] .s-succeeded')",
+        20,
+    );
+    assert_eq!(
+        b.eval("return window.sameDocument"),
+        json!(42),
+        "the page was not reloaded"
+    );
+    shot(&b, "runs.png");
+
+    // Signed in, the operator pauses the model from the overview.
+    b.go(&format!("{server}/#/"));
+    let token = b.wait_for("#token", 10);
+    b.type_into(&token, TOKEN);
+    b.click(&b.wait_for("#signin button", 5));
+    b.wait_until(
+        "signed in",
+        "return document.getElementById('who').textContent.includes('alice')",
+        10,
+    );
+    b.click(&b.wait_for(
+        "button[data-action=\"pause_model\"][data-target=\"fc\"]:not([disabled])",
+        10,
+    ));
+    b.wait_for("#models tr[data-model=\"fc\"] .state .s-paused", 10);
+    let (_, o) = gw.api("GET", "/api/overview", None, None);
+    let fc = o["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "fc")
+        .unwrap()
+        .clone();
+    assert_eq!(fc["paused"]["by"], "alice", "{fc}");
+
+    // Its next input waits...
+    gw.drop_file("obs", "fc_2.xml", &pi_series(2, 2));
+    b.wait_until(
+        "the input shown waiting",
+        "return document.querySelector('#models tr[data-model=\"fc\"] .pending').textContent.trim() === '1'",
+        15,
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(runs(&gw).len(), 1, "no run while the model is paused");
+    b.wait_for(".alert[data-alert=\"late_feed\"]", 10);
+    shot(&b, "overview.png");
+
+    // ... and resuming releases it.
+    b.click(&b.wait_for(
+        "button[data-action=\"resume_model\"][data-target=\"fc\"]:not([disabled])",
+        10,
+    ));
+    eventually(20, "the waiting input run", || {
+        let r = runs(&gw);
+        r.len() == 2 && r.iter().all(|r| r["state"] == "succeeded")
+    });
+    b.wait_until(
+        "the model shown idle with nothing waiting",
+        "const r = document.querySelector('#models tr[data-model=\"fc\"]'); \
+         return r.querySelector('.pending').textContent.trim() === '0' && !r.querySelector('.state .s-paused')",
+        15,
+    );
+
+    // The other pages, for the README.
+    let run = runs(&gw)[0]["id"].as_str().unwrap().to_string();
+    b.go(&format!("{server}/#/run/{run}"));
+    b.wait_for("#stdout", 10);
+    assert!(
+        b.text(&b.wait_for("#stdout", 1))
+            .contains("forecasting from fc_2.xml")
+    );
+    shot(&b, "run.png");
+    b.go(&format!("{server}/#/files"));
+    b.wait_for("#files tr[data-file]", 10);
+    b.wait_until(
+        "the rejected file with its line",
+        "return /line [0-9]+/.test(document.querySelector('#files').innerText)",
+        10,
+    );
+    shot(&b, "files.png");
+    b.go(&format!("{server}/#/rules"));
+    b.wait_for("dl.facts", 10);
+    shot(&b, "rules.png");
+    b.go(&format!("{server}/#/audit"));
+    b.wait_for("#audit tbody tr", 10);
+    let audit = b.text(&b.wait_for("#audit", 1));
+    assert!(
+        audit.contains("alice") && audit.contains("pause_model") && audit.contains("resume_model"),
+        "{audit}"
+    );
+    shot(&b, "audit.png");
+}

@@ -1,0 +1,333 @@
+// POM's thin web client: reads the JSON API, follows server-sent events, and sends operators'
+// actions with their token (kept for the browser session only, sent as a header, never in a URL).
+"use strict";
+
+const view = document.getElementById("view");
+const flash = document.getElementById("flash");
+let who = null;
+let refreshTimer = null;
+
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({
+  "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const time = (t) => (t ? esc(t.replace("T", " ").replace(/\.\d+Z$/, "Z")) : "—");
+const ago = (s) => s == null ? "never" : s < 90 ? `${s}s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` :
+  s < 172800 ? `${Math.round(s / 3600)} h ago` : `${Math.round(s / 86400)} d ago`;
+const badge = (state) => `<span class="badge s-${esc(state)}">${esc(String(state).replace("_", " "))}</span>`;
+const runLink = (id) => (id ? `<a href="#/run/${encodeURIComponent(id)}">${esc(id)}</a>` : "—");
+const fileLink = (id, text) => `<a href="#/file/${encodeURIComponent(id)}">${esc(text ?? id)}</a>`;
+
+async function api(path) {
+  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
+  return body;
+}
+
+async function act(action) {
+  const token = sessionStorage.getItem("pom-token");
+  if (!token) { say("Sign in with an operator token to act.", true); return null; }
+  const r = await fetch("/api/actions", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+    body: JSON.stringify(action),
+  });
+  const body = await r.json().catch(() => ({}));
+  if (r.ok) say(body.message || "done");
+  else say(body.reason || body.error || `HTTP ${r.status}`, true);
+  refresh();
+  return body;
+}
+
+function say(text, bad) {
+  flash.textContent = text;
+  flash.className = bad ? "bad" : "good";
+  clearTimeout(say.t);
+  say.t = setTimeout(() => { flash.textContent = ""; flash.className = ""; }, 6000);
+}
+
+function button(action, target, label, extra = {}) {
+  const data = Object.entries(extra).map(([k, v]) => ` data-${k}="${esc(v)}"`).join("");
+  return `<button class="act" data-action="${esc(action)}" data-target="${esc(target)}"${data}` +
+    `${who ? "" : " disabled title=\"sign in to act\""}>${esc(label)}</button>`;
+}
+
+view.addEventListener("click", async (e) => {
+  const b = e.target.closest("button.act");
+  if (!b) return;
+  const a = b.dataset.action, t = b.dataset.target;
+  const key = { pause_model: "model", resume_model: "model", trigger: "model", pause_channel: "channel",
+    resume_channel: "channel", cancel: "run", retry: "run", rerun: "run", hold: "file", release: "file",
+    reinject: "file" }[a];
+  const action = { action: a, [key]: t };
+  if (a === "trigger") {
+    const input = document.querySelector(`input[data-time0="${CSS.escape(t)}"]`);
+    if (input && input.value) action.time0 = new Date(input.value).toISOString();
+  }
+  if (a === "reinject") {
+    const area = document.getElementById("fixed");
+    if (area && area.value.trim()) action.content = area.value;
+  }
+  b.disabled = true;
+  await act(action);
+  b.disabled = false;
+});
+
+// ---- pages -------------------------------------------------------------------------------
+
+async function overview() {
+  const o = await api("/api/overview");
+  const alerts = o.alerts.length
+    ? `<ul class="alerts">${o.alerts.map((a) => `<li class="alert k-${esc(a.kind)}" data-alert="${esc(a.kind)}">
+        <b>${esc(a.kind.replace("_", " "))}</b> ${esc(a.message)} <span class="muted">since ${time(a.since)}</span></li>`).join("")}</ul>`
+    : `<p class="ok-line">No alert.</p>`;
+  const refused = o.rules.refused
+    ? `<div class="refused"><b>Rule edit refused</b> at ${time(o.rules.refused.at)}; the previous rules stay in force.
+        <ul>${o.rules.refused.problems.map((p) => `<li><code>${esc(p)}</code></li>`).join("")}</ul></div>` : "";
+  const channels = o.channels.map((c) => `<tr data-channel="${esc(c.name)}">
+      <td><b>${esc(c.name)}</b><div class="muted small">${esc(c.title)}</div></td>
+      <td>${c.paused ? badge("paused") : c.late ? badge("late") : badge("flowing")}</td>
+      <td class="num">${c.queue_depth}</td>
+      <td>${time(c.last_arrival)}<div class="muted small">${ago(c.silent_s)}</div></td>
+      <td class="small">${Object.entries(c.decided).map(([k, v]) => `${esc(k)} ${v}`).join(" · ") || "—"}</td>
+      <td>${c.paused ? button("resume_channel", c.name, "Resume") : button("pause_channel", c.name, "Pause")}</td>
+    </tr>`).join("");
+  const models = o.models.map((m) => `<tr data-model="${esc(m.name)}">
+      <td><b>${esc(m.name)}</b><div class="muted small">${esc(m.description)}</div></td>
+      <td class="state">${badge(m.state)}${m.paused ? `<div class="muted small">by ${esc(m.paused.by)}</div>` : ""}</td>
+      <td>${esc(m.trigger)}</td>
+      <td class="num pending">${m.pending_inputs}</td>
+      <td>${m.last_run ? `${runLink(m.last_run.id)} ${badge(m.last_run.state)}` : "—"}</td>
+      <td>${time(m.next_time)}</td>
+      <td class="actions">${m.paused ? button("resume_model", m.name, "Resume") : button("pause_model", m.name, "Pause")}
+        <input type="datetime-local" data-time0="${esc(m.name)}" title="time0 (default: now)">
+        ${button("trigger", m.name, "Run now")}</td>
+    </tr>`).join("");
+  view.innerHTML = `<h1>Overview</h1>
+    <section><h2>Alerts</h2>${alerts}${refused}</section>
+    <section><h2>Channels</h2><table id="channels"><thead><tr><th>Channel</th><th>State</th><th>Queue</th>
+      <th>Last arrival</th><th>Decided</th><th></th></tr></thead><tbody>${channels}</tbody></table></section>
+    <section><h2>Models</h2><table id="models"><thead><tr><th>Model</th><th>State</th><th>Trigger</th>
+      <th>Waiting inputs</th><th>Last run</th><th>Next scheduled</th><th></th></tr></thead><tbody>${models}</tbody></table></section>
+    <p class="muted small">Rules ${esc(o.rules.version.slice(0, 12))} loaded ${time(o.rules.loaded_at)} · ${time(o.now)}</p>`;
+}
+
+function timelineSvg(t) {
+  const from = Date.parse(t.from), to = Date.parse(t.to), span = to - from;
+  const names = Object.keys(t.models);
+  if (!names.length) return `<p class="muted">No run in the last 24 hours.</p>`;
+  const W = 1000, row = 22, left = 170, H = names.length * row + 24;
+  const x = (ms) => left + ((ms - from) / span) * (W - left - 10);
+  let out = `<svg id="timeline" viewBox="0 0 ${W} ${H}" role="img" aria-label="runs of the last 24 hours">`;
+  for (let h = 0; h <= 24; h += 3) {
+    const xx = x(from + (h / 24) * span);
+    const label = new Date(from + (h / 24) * span).toISOString().slice(11, 16);
+    out += `<line x1="${xx}" x2="${xx}" y1="0" y2="${H - 16}" class="grid"/><text x="${xx}" y="${H - 4}" class="axis">${label}</text>`;
+  }
+  names.forEach((m, i) => {
+    const y = i * row + 4;
+    out += `<text x="4" y="${y + 13}" class="label">${esc(m)}</text>`;
+    for (const r of t.models[m]) {
+      const s = Date.parse(r.time0), e = r.ended_at ? Date.parse(r.ended_at) : to;
+      const w = Math.max(2, x(e) - x(s));
+      out += `<a href="#/run/${encodeURIComponent(r.id)}"><rect x="${x(s)}" y="${y}" width="${w}" height="${row - 6}" class="bar s-${esc(r.state)}"><title>${esc(r.id)} ${esc(r.state)}</title></rect></a>`;
+    }
+  });
+  return out + "</svg>";
+}
+
+async function runs(params) {
+  const q = new URLSearchParams(params);
+  const [list, t, o] = await Promise.all([api(`/api/runs?${q}`), api("/api/timeline?hours=24"), api("/api/overview")]);
+  const models = o.models.map((m) => `<option${m.name === params.get("model") ? " selected" : ""}>${esc(m.name)}</option>`).join("");
+  const states = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "interrupted"]
+    .map((s) => `<option${s === params.get("state") ? " selected" : ""}>${s}</option>`).join("");
+  view.innerHTML = `<h1>Runs</h1>
+    <section><h2>Last 24 hours</h2>${timelineSvg(t)}</section>
+    <form id="runfilter" class="filters">
+      <label>Model <select name="model"><option value="">all</option>${models}</select></label>
+      <label>State <select name="state"><option value="">all</option>${states}</select></label>
+      <button type="submit">Filter</button></form>
+    <table id="runs"><thead><tr><th>Run</th><th>Model</th><th>State</th><th>Trigger</th><th>time0</th>
+      <th>Started</th><th>Ended</th><th>Reason</th></tr></thead><tbody>
+      ${list.map((r) => `<tr data-run="${esc(r.id)}" data-model="${esc(r.model)}"><td>${runLink(r.id)}</td><td>${esc(r.model)}</td>
+        <td>${badge(r.state)}</td><td>${esc(r.trigger)}${r.requested_by ? ` <span class="muted small">by ${esc(r.requested_by)}</span>` : ""}</td>
+        <td>${time(r.time0)}</td><td>${time(r.started_at)}</td><td>${time(r.ended_at)}</td><td class="small">${esc(r.reason)}</td></tr>`).join("")}
+    </tbody></table>`;
+  document.getElementById("runfilter").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const p = new URLSearchParams([...f].filter(([, v]) => v));
+    location.hash = `#/runs?${p}`;
+  });
+}
+
+async function run(id) {
+  const d = await api(`/api/runs/${encodeURIComponent(id)}`);
+  const r = d.run;
+  const ended = !["queued", "running"].includes(r.state);
+  view.innerHTML = `<h1>Run ${esc(r.id)} ${badge(r.state)}</h1>
+    <div class="actions">${!ended ? button("cancel", r.id, "Cancel") : ""}
+      ${ended && r.state !== "succeeded" ? button("retry", r.id, "Retry") : ""}
+      ${ended ? button("rerun", r.id, "Rerun") : ""}</div>
+    <dl class="facts"><dt>Model</dt><dd>${esc(r.model)}</dd><dt>Trigger</dt><dd>${esc(r.trigger)}${r.requested_by ? ` by ${esc(r.requested_by)}` : ""}</dd>
+      <dt>time0</dt><dd>${time(r.time0)}</dd><dt>Attempt</dt><dd>${r.attempt}${r.retry_of ? ` (of ${runLink(r.retry_of)})` : ""}</dd>
+      <dt>Queued</dt><dd>${time(r.queued_at)}</dd><dt>Started</dt><dd>${time(r.started_at)}</dd><dt>Ended</dt><dd>${time(r.ended_at)}</dd>
+      <dt>Exit code</dt><dd>${r.exit_code ?? "—"}</dd><dt>Reason</dt><dd>${esc(r.reason ?? "—")}</dd><dt>Folder</dt><dd><code>${esc(r.run_dir)}</code></dd></dl>
+    <section><h2>Inputs</h2><table><thead><tr><th>Slot</th><th>File</th><th>Channel</th><th>Produced by</th></tr></thead><tbody>
+      ${d.inputs.map((i) => `<tr><td>${esc(i.slot)}</td><td>${fileLink(i.file, i.name)}</td><td>${esc(i.channel)}</td><td>${runLink(i.produced_by)}</td></tr>`).join("")}</tbody></table></section>
+    <section><h2>Outputs</h2><table><thead><tr><th>Name</th><th>Channel</th><th>File</th><th>State</th></tr></thead><tbody>
+      ${d.outputs.map((o) => `<tr><td>${esc(o.name)}</td><td>${esc(o.channel)}</td><td>${o.file ? fileLink(o.file) : "—"}</td><td>${o.state ? badge(o.state) : "—"}</td></tr>`).join("")}</tbody></table></section>
+    <section><h2>Lineage</h2><p>Upstream: ${d.upstream.map(runLink).join(", ") || "—"}</p>
+      <p>Downstream: ${d.downstream.map(runLink).join(", ") || "—"}</p><p>Retried or rerun as: ${d.copies.map(runLink).join(", ") || "—"}</p></section>
+    <section><h2>Diagnostics</h2>${r.diag.length ? `<ul class="diag">${r.diag.map((l) => `<li class="lvl-${esc(l.level)}">${esc(l.level)}: ${esc(l.description)}</li>`).join("")}</ul>` : `<p class="muted">none</p>`}</section>
+    <section><h2>Standard output (tail)</h2><pre id="stdout">${esc(d.stdout_tail) || "—"}</pre></section>
+    <section><h2>Standard error (tail)</h2><pre id="stderr">${esc(d.stderr_tail) || "—"}</pre></section>`;
+}
+
+async function files(params) {
+  const q = new URLSearchParams(params);
+  if (!q.has("limit")) q.set("limit", "100");
+  const [list, o] = await Promise.all([api(`/api/files?${q}`), api("/api/overview")]);
+  const sel = (name, values) => `<select name="${name}"><option value="">all</option>${values.map((v) =>
+    `<option${v === params.get(name) ? " selected" : ""}>${esc(v)}</option>`).join("")}</select>`;
+  view.innerHTML = `<h1>Files</h1>
+    <form id="filefilter" class="filters">
+      <label>Name <input name="name" value="${esc(params.get("name") ?? "")}"></label>
+      <label>Channel ${sel("channel", o.channels.map((c) => c.name))}</label>
+      <label>Format <input name="format" value="${esc(params.get("format") ?? "")}" size="10"></label>
+      <label>State ${sel("state", ["archived", "rejected", "duplicate", "claimed"])}</label>
+      <button type="submit">Search</button></form>
+    <table id="files"><thead><tr><th>Received</th><th>Name</th><th>Channel</th><th>Format</th><th>State</th><th>Route / reason</th></tr></thead><tbody>
+      ${list.map((f) => `<tr data-file="${esc(f.id)}"><td>${time(f.received_at)}</td><td>${fileLink(f.id, f.original)}</td><td>${esc(f.channel)}</td>
+        <td>${esc(f.format ?? "")} ${esc(f.version ?? "")}</td><td>${badge(f.state)}${f.held_by ? " " + badge("held") : ""}</td>
+        <td class="small">${f.state === "rejected" ? `${esc(f.reason)}${f.errors.length ? `<ul class="errors">${f.errors.slice(0, 3).map((e) =>
+          `<li>line ${esc(e.line ?? "?")}: ${esc(e.message)}</li>`).join("")}</ul>` : ""}` : esc(f.route ?? "")}</td></tr>`).join("")}
+    </tbody></table>`;
+  document.getElementById("filefilter").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const p = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v));
+    location.hash = `#/files?${p}`;
+  });
+}
+
+async function file(id) {
+  const d = await api(`/api/files/${encodeURIComponent(id)}`);
+  const f = d.file;
+  view.innerHTML = `<h1>File ${esc(f.original)} ${badge(f.state)}${f.held_by ? " " + badge("held") : ""}</h1>
+    <div class="actions">${f.state === "archived" && !f.held_by ? button("hold", f.id, "Hold") : ""}
+      ${f.held_by ? button("release", f.id, "Release") : ""}</div>
+    <dl class="facts"><dt>Id</dt><dd>${esc(f.id)}</dd><dt>Channel</dt><dd>${esc(f.channel)}</dd>
+      <dt>Received</dt><dd>${time(f.received_at)}</dd><dt>Format</dt><dd>${esc(f.format ?? "—")} ${esc(f.version ?? "")}</dd>
+      <dt>Checked</dt><dd>${esc(f.checked ?? "—")}</dd><dt>Size</dt><dd>${f.size ?? "—"}</dd><dt>SHA-256</dt><dd><code>${esc(f.sha256 ?? "—")}</code></dd>
+      <dt>Stored</dt><dd><code>${esc(f.stored ?? "—")}</code></dd><dt>Route</dt><dd>${esc(f.route ?? "—")} ${esc(f.route_rules.join(", "))}</dd>
+      <dt>Held by</dt><dd>${esc(f.held_by ?? "—")}</dd><dt>Produced by</dt><dd>${runLink(d.produced_by)}</dd>
+      <dt>Re-injects</dt><dd>${f.origin ? fileLink(f.origin) : "—"}</dd><dt>Re-injected as</dt><dd>${d.reinjected_as.map((x) => fileLink(x)).join(", ") || "—"}</dd></dl>
+    ${f.state === "rejected" ? `<section><h2>Why it was rejected</h2><p>${esc(f.reason)}</p>
+      <ul class="errors">${f.errors.map((e) => `<li>line ${esc(e.line ?? "?")}, column ${esc(e.column ?? "?")}: ${esc(e.message)}</li>`).join("")}</ul>
+      <h3>Re-inject after a fix</h3><p class="muted small">Paste the fixed file, or leave empty to take the file as fixed in place in <code>${esc(f.stored)}</code>.</p>
+      <textarea id="fixed" rows="8"></textarea><div>${button("reinject", f.id, "Re-inject")}</div></section>` : ""}
+    <section><h2>Deliveries</h2><table><thead><tr><th>Model</th><th>Slot</th><th>State</th><th>Run</th></tr></thead><tbody>
+      ${d.deliveries.map(([m, s, st, r]) => `<tr><td>${esc(m)}</td><td>${esc(s)}</td><td>${badge(st)}</td><td>${runLink(r)}</td></tr>`).join("")}</tbody></table></section>`;
+}
+
+async function rules() {
+  const r = await api("/api/rules");
+  view.innerHTML = `<h1>Rules</h1>
+    <dl class="facts"><dt>Version in force</dt><dd><code>${esc(r.version)}</code></dd><dt>Loaded</dt><dd>${time(r.loaded_at)}</dd>
+      <dt>Files</dt><dd>${r.files.map((f) => `<code>${esc(f)}</code>`).join(" ")}</dd></dl>
+    ${r.refused ? `<div class="refused" id="refused"><b>The last edit was refused</b> at ${time(r.refused.at)}; the version above stays in force.
+      <ul>${r.refused.problems.map((p) => `<li><code>${esc(p)}</code></li>`).join("")}</ul></div>` : `<p class="ok-line">The last edit was accepted.</p>`}
+    <section><h2>Channels</h2><table><tbody>${r.channels.map(([n, c, cad]) => `<tr><td>${esc(n)}</td><td>${esc(c)}</td><td>${cad ? `every ${cad} s` : ""}</td></tr>`).join("")}</tbody></table></section>
+    <section><h2>Models</h2><table><tbody>${r.models.map(([n, t, i, o]) => `<tr><td>${esc(n)}</td><td>${esc(t)}</td><td>${esc(i.join(", "))}</td><td>${o ? "→ " + esc(o) : ""}</td></tr>`).join("")}</tbody></table></section>
+    <section><h2>Routes</h2><table><tbody>${r.routes.map(([n, a]) => `<tr><td>${esc(n)}</td><td><code>${a.map(esc).join("<br>")}</code></td></tr>`).join("")}</tbody></table></section>`;
+}
+
+async function audit() {
+  const log = await api("/api/audit?limit=200");
+  view.innerHTML = `<h1>Audit log</h1><table id="audit"><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Outcome</th><th>Detail</th></tr></thead><tbody>
+    ${log.map((e) => `<tr><td>${time(e.at)}</td><td>${esc(e.who)}</td><td>${esc(e.action)}</td><td>${esc(e.target)}</td>
+      <td>${e.outcome === "done" ? badge("done") : `<span class="badge s-failed">${esc(e.outcome)}</span>`}</td><td class="small">${esc(e.detail ?? "")}</td></tr>`).join("")}</tbody></table>`;
+}
+
+// ---- routing, live updates, session ----------------------------------------------------
+
+async function render() {
+  const [path, query] = (location.hash.slice(1) || "/").split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean);
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("here", a.dataset.nav === (parts[0] || "overview") ||
+    (parts[0] === "run" && a.dataset.nav === "runs") || (parts[0] === "file" && a.dataset.nav === "files")));
+  try {
+    switch (parts[0]) {
+      case undefined: await overview(); break;
+      case "runs": await runs(params); break;
+      case "run": await run(decodeURIComponent(parts[1])); break;
+      case "files": await files(params); break;
+      case "file": await file(decodeURIComponent(parts[1])); break;
+      case "rules": await rules(); break;
+      case "audit": await audit(); break;
+      default: view.innerHTML = "<p>No such page.</p>";
+    }
+    document.body.dataset.rendered = String(Date.now());
+  } catch (e) {
+    view.innerHTML = `<p class="bad">${esc(e.message)}</p>`;
+  }
+}
+
+function refresh() {
+  clearTimeout(refreshTimer);
+  // Not while someone types in a form.
+  refreshTimer = setTimeout(() => {
+    const a = document.activeElement;
+    if (a && ["INPUT", "TEXTAREA", "SELECT"].includes(a.tagName) && view.contains(a)) return;
+    render();
+  }, 250);
+}
+
+function live() {
+  const dot = document.getElementById("live");
+  const es = new EventSource("/api/events");
+  es.onopen = () => { dot.className = "live on"; document.body.dataset.live = "on"; };
+  es.onerror = () => { dot.className = "live off"; document.body.dataset.live = "off"; };
+  for (const kind of ["files", "run", "control", "alert", "rules", "lagged"]) es.addEventListener(kind, refresh);
+}
+
+async function session() {
+  const token = sessionStorage.getItem("pom-token");
+  who = null;
+  if (token) {
+    const r = await fetch("/api/whoami", { headers: { Authorization: `Bearer ${token}` } });
+    if (r.ok) who = (await r.json()).who;
+    else sessionStorage.removeItem("pom-token");
+  }
+  document.getElementById("who").textContent = who ? `signed in as ${who}` : "";
+  document.getElementById("signin").hidden = !!who;
+  document.getElementById("signout").hidden = !who;
+}
+
+document.getElementById("signin").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const input = document.getElementById("token");
+  sessionStorage.setItem("pom-token", input.value.trim());
+  input.value = "";
+  await session();
+  if (!who) say("That token is not valid.", true);
+  render();
+});
+document.getElementById("signout").addEventListener("click", async () => {
+  sessionStorage.removeItem("pom-token");
+  await session();
+  render();
+});
+
+(async () => {
+  try {
+    const t = await api("/api/theme");
+    document.getElementById("title").textContent = t.title;
+    document.title = t.title;
+  } catch (_) { /* the default title stays */ }
+  await session();
+  window.addEventListener("hashchange", render);
+  live();
+  render();
+})();
