@@ -275,54 +275,18 @@ impl Control {
             at: timestamp(now),
         };
         match action {
-            Action::PauseModel { model } | Action::ResumeModel { model } => {
-                if !rules.models.contains_key(model) {
-                    return Answer::refused(Refusal::NotFound, format!("no model `{model}`"));
-                }
-                let pausing = matches!(action, Action::PauseModel { .. });
-                let p = pausing.then_some(pause);
-                if !self.board.set_model_pause(model, p.clone()) {
-                    let state = if pausing { "paused" } else { "not paused" };
-                    return Answer::refused(
-                        Refusal::Conflict,
-                        format!("model `{model}` is already {state}"),
-                    );
-                }
-                if let Err(e) = self.persist_pause("model", model, p) {
-                    return Answer::failed(e);
-                }
-                if pausing {
-                    Answer::done(format!("model `{model}` paused: its inputs wait"))
-                } else {
-                    let _ = self.wake.try_send(Wake::Kick);
-                    Answer::done(format!("model `{model}` resumed"))
-                }
-            }
-            Action::PauseChannel { channel } | Action::ResumeChannel { channel } => {
-                if !rules.channels.contains_key(channel) {
-                    return Answer::refused(Refusal::NotFound, format!("no channel `{channel}`"));
-                }
-                let pausing = matches!(action, Action::PauseChannel { .. });
-                let p = pausing.then_some(pause);
-                if !self.board.set_channel_pause(channel, p.clone()) {
-                    let state = if pausing { "paused" } else { "not paused" };
-                    return Answer::refused(
-                        Refusal::Conflict,
-                        format!("channel `{channel}` is already {state}"),
-                    );
-                }
-                if let Err(e) = self.persist_pause("channel", channel, p) {
-                    return Answer::failed(e);
-                }
-                if pausing {
-                    Answer::done(format!(
-                        "channel `{channel}` paused: its files wait in incoming/{channel}/"
-                    ))
-                } else {
-                    let _ = self.hints.try_send(Hint::Rescan);
-                    Answer::done(format!("channel `{channel}` resumed"))
-                }
-            }
+            Action::PauseModel { model } | Action::ResumeModel { model } => self.pause(
+                "model",
+                model,
+                rules.models.contains_key(model),
+                matches!(action, Action::PauseModel { .. }).then_some(pause),
+            ),
+            Action::PauseChannel { channel } | Action::ResumeChannel { channel } => self.pause(
+                "channel",
+                channel,
+                rules.channels.contains_key(channel),
+                matches!(action, Action::PauseChannel { .. }).then_some(pause),
+            ),
             Action::Cancel { .. }
             | Action::Retry { .. }
             | Action::Rerun { .. }
@@ -374,10 +338,42 @@ impl Control {
         }
     }
 
-    fn persist_pause(&self, kind: &str, name: &str, p: Option<Pause>) -> Result<(), LedgerError> {
-        let (kind, name) = (kind.to_string(), name.to_string());
-        self.writer
-            .with(move |l| l.set_pause(&kind, &name, p.as_ref()))
+    /// Pauses (`Some`) or resumes (`None`) a model or a channel, and keeps it in the ledger.
+    fn pause(&self, kind: &str, name: &str, exists: bool, p: Option<Pause>) -> Answer {
+        if !exists {
+            return Answer::refused(Refusal::NotFound, format!("no {kind} `{name}`"));
+        }
+        let pausing = p.is_some();
+        let changed = if kind == "model" {
+            self.board.set_model_pause(name, p.clone())
+        } else {
+            self.board.set_channel_pause(name, p.clone())
+        };
+        if !changed {
+            let state = if pausing { "paused" } else { "not paused" };
+            return Answer::refused(
+                Refusal::Conflict,
+                format!("{kind} `{name}` is already {state}"),
+            );
+        }
+        let (k, n) = (kind.to_string(), name.to_string());
+        if let Err(e) = self.writer.with(move |l| l.set_pause(&k, &n, p.as_ref())) {
+            return Answer::failed(e);
+        }
+        match (kind, pausing) {
+            ("model", true) => Answer::done(format!("model `{name}` paused: its inputs wait")),
+            ("model", false) => {
+                let _ = self.wake.try_send(Wake::Kick);
+                Answer::done(format!("model `{name}` resumed"))
+            }
+            (_, true) => Answer::done(format!(
+                "channel `{name}` paused: its files wait in incoming/{name}/"
+            )),
+            (_, false) => {
+                let _ = self.hints.try_send(Hint::Rescan);
+                Answer::done(format!("channel `{name}` resumed"))
+            }
+        }
     }
 
     fn reinject(&self, file: &str, content: Option<&str>, rules: &RuleSet) -> Answer {

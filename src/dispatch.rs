@@ -197,18 +197,7 @@ impl Dispatcher {
                         return Ok(Answer::refused(Refusal::Invalid, format!("time0: {e}")));
                     }
                 };
-                let inputs: Vec<crate::track::Pending> = self
-                    .reader
-                    .latest_inputs(&m.name)?
-                    .into_iter()
-                    .filter(|p| m.inputs.contains_key(&p.slot))
-                    .collect();
-                let missing: Vec<&str> = m
-                    .inputs
-                    .values()
-                    .filter(|s| s.required && !inputs.iter().any(|p| p.slot == s.name))
-                    .map(|s| s.name.as_str())
-                    .collect();
+                let (inputs, missing) = self.latest_inputs(m)?;
                 if !missing.is_empty() {
                     return Ok(Answer::refused(
                         Refusal::Conflict,
@@ -348,18 +337,7 @@ impl Dispatcher {
             tracing::warn!(model = %model.name, %time0, "scheduled time skipped: the model is still running");
             return Ok(());
         }
-        let inputs: Vec<crate::track::Pending> = self
-            .reader
-            .latest_inputs(&model.name)?
-            .into_iter()
-            .filter(|p| model.inputs.contains_key(&p.slot))
-            .collect();
-        let missing: Vec<&str> = model
-            .inputs
-            .values()
-            .filter(|s| s.required && !inputs.iter().any(|p| p.slot == s.name))
-            .map(|s| s.name.as_str())
-            .collect();
+        let (inputs, missing) = self.latest_inputs(model)?;
         if !missing.is_empty() {
             tracing::warn!(model = %model.name, %time0, ?missing, "scheduled time skipped: no input yet");
             return Ok(());
@@ -374,6 +352,27 @@ impl Dispatcher {
             self.launch(model, rules, id, run_dir_rel, inputs, time0);
         }
         Ok(())
+    }
+
+    /// The latest file delivered to each slot of a model, and the required slots that have none.
+    #[allow(clippy::type_complexity)]
+    fn latest_inputs<'m>(
+        &self,
+        model: &'m Model,
+    ) -> Result<(Vec<crate::track::Pending>, Vec<&'m str>), LedgerError> {
+        let inputs: Vec<crate::track::Pending> = self
+            .reader
+            .latest_inputs(&model.name)?
+            .into_iter()
+            .filter(|p| model.inputs.contains_key(&p.slot))
+            .collect();
+        let missing = model
+            .inputs
+            .values()
+            .filter(|s| s.required && !inputs.iter().any(|p| p.slot == s.name))
+            .map(|s| s.name.as_str())
+            .collect();
+        Ok((inputs, missing))
     }
 
     /// A run of `model` at `time0` with these inputs: a fresh id and its folder.

@@ -277,20 +277,7 @@ impl Ledger {
         if inserted != 1 {
             return Ok(false);
         }
-        for (slot, submission) in &run.inputs {
-            tx.execute(
-                "INSERT INTO run_inputs (run, slot, submission) VALUES (?1, ?2, ?3)",
-                params![run.id, slot, submission],
-            )
-            .and_then(|_| {
-                tx.execute(
-                    "UPDATE deliveries SET state = 'consumed', run = ?1 WHERE model = ?2
-                     AND slot = ?3 AND submission <= ?4 AND state = 'pending'",
-                    params![run.id, run.model, slot, submission],
-                )
-            })
-            .map_err(sq(&path, "record run input"))?;
-        }
+        consume_up_to(&tx, run).map_err(sq(&path, "record run input"))?;
         tx.commit().map_err(sq(&path, "commit run"))?;
         Ok(true)
     }
@@ -521,20 +508,7 @@ impl Ledger {
             params![run.id, run.model, timestamp(run.time0), run.mode, run.run_dir, timestamp(now), by],
         )
         .map_err(sq(&path, "create requested run"))?;
-        for (slot, submission) in &run.inputs {
-            tx.execute(
-                "INSERT INTO run_inputs (run, slot, submission) VALUES (?1, ?2, ?3)",
-                params![run.id, slot, submission],
-            )
-            .and_then(|_| {
-                tx.execute(
-                    "UPDATE deliveries SET state = 'consumed', run = ?1 WHERE model = ?2
-                     AND slot = ?3 AND submission <= ?4 AND state = 'pending'",
-                    params![run.id, run.model, slot, submission],
-                )
-            })
-            .map_err(sq(&path, "record run input"))?;
-        }
+        consume_up_to(&tx, run).map_err(sq(&path, "record run input"))?;
         tx.commit().map_err(sq(&path, "commit run"))
     }
 
@@ -745,6 +719,23 @@ impl Ledger {
             .optional()
             .map_err(sq(self.path(), "read run"))
     }
+}
+
+/// Records a run's inputs, and consumes the pending deliveries of its model up to them (older
+/// files of a slot are superseded by the latest): scheduled and requested runs.
+fn consume_up_to(tx: &rusqlite::Transaction<'_>, run: &NewRun) -> rusqlite::Result<()> {
+    for (slot, submission) in &run.inputs {
+        tx.execute(
+            "INSERT INTO run_inputs (run, slot, submission) VALUES (?1, ?2, ?3)",
+            params![run.id, slot, submission],
+        )?;
+        tx.execute(
+            "UPDATE deliveries SET state = 'consumed', run = ?1 WHERE model = ?2
+             AND slot = ?3 AND submission <= ?4 AND state = 'pending'",
+            params![run.id, run.model, slot, submission],
+        )?;
+    }
+    Ok(())
 }
 
 /// A `Pending` from a row of (submission, slot, stored, original).

@@ -230,15 +230,10 @@ impl Web {
 }
 
 fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
-    Router::new()
+    // Everything that shows the chain: open to loopback, a token from elsewhere.
+    let reads = Router::new()
         .route("/", get(index))
-        .route("/assets/{file}", get(asset))
-        .route("/theme.css", get(theme_css))
-        .route("/theme/logo", get(theme_logo))
         .route("/metrics", get(metrics))
-        .route("/api/health", get(health))
-        .route("/api/theme", get(theme_json))
-        .route("/api/whoami", get(whoami))
         .route("/api/overview", get(overview))
         .route("/api/runs", get(runs))
         .route("/api/runs/{id}", get(run))
@@ -248,13 +243,45 @@ fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
         .route("/api/rules", get(rules))
         .route("/api/audit", get(audit))
         .route("/api/alerts", get(alerts))
-        .route(
-            "/api/events",
-            get(move |s, c, h| events(s, c, h, stopped.clone())),
-        )
+        .route("/api/events", get(move |s| events(s, stopped.clone())))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            read_access,
+        ));
+    // The page's assets, the theme and the health check say nothing of the chain; actions
+    // check their token themselves.
+    Router::new()
+        .merge(reads)
+        .route("/assets/{file}", get(asset))
+        .route("/theme.css", get(theme_css))
+        .route("/theme/logo", get(theme_logo))
+        .route("/api/health", get(health))
+        .route("/api/theme", get(theme_json))
+        .route("/api/whoami", get(whoami))
         .route("/api/actions", post(act))
         .fallback(not_found)
         .with_state(app)
+}
+
+/// Reading is open on loopback; from elsewhere a token is needed.
+async fn read_access(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if peer.ip().is_loopback()
+        || bearer(request.headers())
+            .and_then(|t| app.settings.tokens.who(t))
+            .is_some()
+    {
+        return next.run(request).await;
+    }
+    ApiError(
+        StatusCode::UNAUTHORIZED,
+        "reading from another host needs a token".into(),
+    )
+    .into_response()
 }
 
 /// An API error: a status and a reason, as JSON.
@@ -281,20 +308,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl App {
-    /// Reading is open on loopback; from elsewhere a token is needed.
-    fn may_read(&self, peer: &SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
-        if peer.ip().is_loopback() {
-            return Ok(());
-        }
-        match bearer(headers).and_then(|t| self.settings.tokens.who(t)) {
-            Some(_) => Ok(()),
-            None => Err(ApiError(
-                StatusCode::UNAUTHORIZED,
-                "reading from another host needs a token".into(),
-            )),
-        }
-    }
-
     /// Runs a ledger read on the blocking pool with a pooled read-only connection.
     async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
     where
@@ -360,13 +373,8 @@ fn embedded(path: &str) -> Response {
     }
 }
 
-async fn index(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
-    Ok(embedded("index.html"))
+async fn index() -> Response {
+    embedded("index.html")
 }
 
 async fn asset(UrlPath(file): UrlPath<String>) -> Response {
@@ -486,12 +494,7 @@ async fn whoami(State(app): State<Shared2>, headers: HeaderMap) -> ApiResult {
     }
 }
 
-async fn overview(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
+async fn overview(State(app): State<Shared2>) -> ApiResult {
     let v = app
         .read(|app, r| {
             crate::view::overview(
@@ -513,13 +516,7 @@ struct RunsQuery {
     limit: Option<usize>,
 }
 
-async fn runs(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<RunsQuery>,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
+async fn runs(State(app): State<Shared2>, Query(q): Query<RunsQuery>) -> ApiResult {
     let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(RunState::parse(s).ok_or_else(|| {
             ApiError(
@@ -537,13 +534,7 @@ async fn runs(
     Ok(json_response(&v))
 }
 
-async fn run(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
+async fn run(State(app): State<Shared2>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let v = app
         .read(move |app, r| {
             crate::view::run_detail(r, app.spool.root(), &id)
@@ -559,13 +550,7 @@ struct TimelineQuery {
     hours: Option<i64>,
 }
 
-async fn timeline(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<TimelineQuery>,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
+async fn timeline(State(app): State<Shared2>, Query(q): Query<TimelineQuery>) -> ApiResult {
     let hours = q.hours.unwrap_or(24).clamp(1, 24 * 7);
     let v = app
         .read(move |app, r| {
@@ -592,13 +577,7 @@ struct FilesQuery {
     limit: Option<usize>,
 }
 
-async fn files(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<FilesQuery>,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
+async fn files(State(app): State<Shared2>, Query(q): Query<FilesQuery>) -> ApiResult {
     let some = |v: Option<String>| v.filter(|s| !s.is_empty());
     let state = match some(q.state) {
         Some(s) => Some(FileState::parse(&s).ok_or_else(|| {
@@ -624,13 +603,7 @@ async fn files(
     Ok(json_response(&v))
 }
 
-async fn file(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
+async fn file(State(app): State<Shared2>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let v = app
         .read(move |_, r| {
             crate::view::file_detail(r, &id)
@@ -641,12 +614,7 @@ async fn file(
     Ok(json_response(&v))
 }
 
-async fn rules(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
+async fn rules(State(app): State<Shared2>) -> ApiResult {
     let v = crate::view::rules(&current(&app.rules), &app.board, &app.settings.rules_dir);
     Ok(json_response(&v))
 }
@@ -656,13 +624,7 @@ struct LimitQuery {
     limit: Option<usize>,
 }
 
-async fn audit(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<LimitQuery>,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
+async fn audit(State(app): State<Shared2>, Query(q): Query<LimitQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(100).min(1000);
     let v = app
         .read(move |_, r| r.audit_log(limit).map_err(internal))
@@ -670,22 +632,14 @@ async fn audit(
     Ok(json_response(&v))
 }
 
-async fn alerts(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
+async fn alerts(State(app): State<Shared2>) -> ApiResult {
     Ok(json_response(&app.board.alerts()))
 }
 
 async fn events(
     State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     stopped: tokio::sync::watch::Receiver<bool>,
-) -> Result<Response, ApiError> {
-    app.may_read(&peer, &headers)?;
+) -> Response {
     let rx = app.board.subscribe();
     // A first event at once: the client knows it is subscribed.
     let hello = futures_util::stream::once(async {
@@ -708,9 +662,9 @@ async fn events(
         Some((Ok::<_, Infallible>(ev), (rx, stopped)))
     });
     use futures_util::StreamExt;
-    Ok(Sse::new(hello.chain(stream))
+    Sse::new(hello.chain(stream))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+        .into_response()
 }
 
 /// Control: a token, a JSON body, and no foreign origin.
@@ -778,12 +732,7 @@ async fn act(State(app): State<Shared2>, headers: HeaderMap, body: axum::body::B
     Ok((status, Json(answer)).into_response())
 }
 
-async fn metrics(
-    State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> ApiResult {
-    app.may_read(&peer, &headers)?;
+async fn metrics(State(app): State<Shared2>) -> ApiResult {
     let text = app
         .read(|app, r| {
             crate::metrics::render(r, &current(&app.rules), &app.board, Utc::now())
