@@ -54,9 +54,12 @@ pub fn stored_name(id: &str, original: &[u8]) -> String {
 pub fn destination(s: &Submission) -> String {
     let t = s.claim_id().map(|c| c.time()).unwrap_or_default();
     let name = stored_name(&s.id, &s.original);
-    match s.state {
-        State::Rejected => format!("rejected/{}/{name}", t.format("%Y-%m-%d")),
-        _ => format!("archive/{}/{}/{name}", t.format("%Y/%m/%d"), s.channel),
+    match (&s.session, s.state) {
+        (None, State::Rejected) => format!("rejected/{}/{name}", t.format("%Y-%m-%d")),
+        (None, _) => format!("archive/{}/{}/{name}", t.format("%Y/%m/%d"), s.channel),
+        // A replay's files stay apart from the operational history.
+        (Some(session), State::Rejected) => format!("rejected/replay/{session}/{name}"),
+        (Some(session), _) => format!("archive/replay/{session}/{}/{name}", s.channel),
     }
 }
 
@@ -162,7 +165,15 @@ fn publish(
     folders: &mut Folders,
 ) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let dir = spool.root().join("outgoing").join(target);
+    // A replay never publishes to operational outgoing/.
+    let dir = match &s.session {
+        Some(session) => spool
+            .root()
+            .join("outgoing/replay")
+            .join(session)
+            .join(target),
+        None => spool.root().join("outgoing").join(target),
+    };
     folders.ensure(&dir)?;
     let ino = std::fs::metadata(archived)?.ino();
     let base = String::from_utf8_lossy(

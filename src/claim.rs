@@ -44,26 +44,37 @@ impl std::fmt::Display for ClaimId {
     }
 }
 
-/// Issues strictly increasing ids from a clock.
+/// Issues strictly increasing ids from a clock; shared by the threads that claim (the intake and
+/// the replay), so that no two claims ever get the same id.
 #[derive(Debug)]
 pub struct IdGenerator {
-    last: i64,
+    last: std::sync::atomic::AtomicI64,
 }
 
 impl IdGenerator {
     /// A generator that only issues ids after `after`.
     pub fn after(after: Option<ClaimId>) -> Self {
         IdGenerator {
-            last: after.map_or(0, |c| c.0),
+            last: std::sync::atomic::AtomicI64::new(after.map_or(0, |c| c.0)),
         }
     }
 
     /// The next id at time `now`: `now` itself, or one microsecond after the last id if the clock
     /// has not moved on (or went back).
-    pub fn next(&mut self, now: DateTime<Utc>) -> ClaimId {
-        let t = now.timestamp_micros().max(self.last + 1);
-        self.last = t;
-        ClaimId(t)
+    pub fn next(&self, now: DateTime<Utc>) -> ClaimId {
+        use std::sync::atomic::Ordering;
+        let now = now.timestamp_micros();
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            let t = now.max(last + 1);
+            match self
+                .last
+                .compare_exchange_weak(last, t, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return ClaimId(t),
+                Err(seen) => last = seen,
+            }
+        }
     }
 }
 
@@ -119,7 +130,7 @@ mod tests {
     #[test]
     fn ids_sort_by_time_and_never_repeat() {
         let t = Utc.with_ymd_and_hms(2026, 11, 28, 15, 36, 13).unwrap();
-        let mut g = IdGenerator::after(None);
+        let g = IdGenerator::after(None);
         let a = g.next(t);
         let b = g.next(t);
         let c = g.next(t - chrono::Duration::seconds(5));
@@ -127,7 +138,7 @@ mod tests {
         assert!(a.text() < b.text() && b.text() < c.text());
         assert_eq!(a.text(), "20261128T153613000000Z");
         assert_eq!(ClaimId::parse(&b.text()), Some(b));
-        let mut after_restart = IdGenerator::after(Some(c));
+        let after_restart = IdGenerator::after(Some(c));
         assert!(after_restart.next(t) > c);
     }
 

@@ -103,6 +103,8 @@ pub struct Daemon {
     spool: Spool,
     alerts: JoinHandle<()>,
     stop_alerts: Arc<AtomicBool>,
+    replay: JoinHandle<()>,
+    stop_replay: Arc<AtomicBool>,
 }
 
 /// Capacity of the hint channel; beyond it a rescan is asked for.
@@ -132,7 +134,7 @@ impl Daemon {
         let catalog: Shared<Catalog> = Arc::new(RwLock::new(Arc::new(catalog)));
 
         let mut ledger = Ledger::open(&config.db)?;
-        let last_id = ledger.last_id()?;
+        let ids = Arc::new(crate::claim::IdGenerator::after(ledger.last_id()?));
         for (id, pid) in ledger.unfinished_runs()? {
             if let Some(pid) = pid {
                 stop_orphan(&id, pid);
@@ -244,21 +246,39 @@ impl Daemon {
             Arc::clone(&board),
             writer.clone(),
             work_tx.clone(),
-            last_id,
+            Arc::clone(&ids),
             scan_every,
             overflowed,
             reload,
         );
         for s in redrive {
             if let Some(id) = s.claim_id() {
+                let replay = s.session.map(|session| crate::ledger::ReplayOf {
+                    session,
+                    origin: s.origin,
+                    at: s.original_at.unwrap_or_default(),
+                });
                 let _ = work_tx.send(Work {
                     id,
                     channel: s.channel,
                     original: s.original,
                     marker: s.marker,
+                    replay,
                 });
             }
         }
+        let stop_replay = Arc::new(AtomicBool::new(false));
+        let replay = crate::replay::spawn(
+            crate::replay::Replay::new(
+                spool.clone(),
+                writer.clone(),
+                work_tx.clone(),
+                Arc::clone(&ids),
+                &config.db,
+                Arc::clone(&board),
+            )?,
+            Arc::clone(&stop_replay),
+        );
         drop(work_tx);
         drop(writer);
         let intake = std::thread::Builder::new()
@@ -280,6 +300,8 @@ impl Daemon {
             spool,
             alerts,
             stop_alerts,
+            replay,
+            stop_replay,
         })
     }
 
@@ -317,6 +339,11 @@ impl Daemon {
             .intake
             .join()
             .map_err(|_| DaemonError::Panicked("intake"))?;
+        self.stop_replay
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.replay
+            .join()
+            .map_err(|_| DaemonError::Panicked("replay"))?;
         for w in self.workers {
             w.join().map_err(|_| DaemonError::Panicked("worker"))?;
         }

@@ -268,7 +268,9 @@ impl Dispatcher {
                 continue;
             }
             let free = model.concurrency.saturating_sub(busy);
-            let pending = self.reader.pending_deliveries(&model.name, PENDING_LOOK)?;
+            let pending = self
+                .reader
+                .pending_deliveries(&model.name, None, PENDING_LOOK)?;
             if pending.is_empty() {
                 continue;
             }
@@ -284,6 +286,132 @@ impl Dispatcher {
                 }
             }
         }
+        // Replay sessions get what operational traffic left free.
+        for (session, only) in crate::replay::open_sessions(&self.reader)? {
+            let mut models: Vec<&Model> = rules
+                .models
+                .values()
+                .filter(|m| only.as_ref().is_none_or(|o| o.contains(&m.name)))
+                .collect();
+            models.sort_by_key(|m| std::cmp::Reverse(m.priority));
+            for model in models {
+                if model.paused
+                    || self.board.model_paused(&model.name)
+                    || model.executor != Executor::Local
+                {
+                    continue;
+                }
+                let busy = self.running.get(&model.name).copied().unwrap_or(0);
+                let free = model.concurrency.saturating_sub(busy);
+                if free == 0 {
+                    continue;
+                }
+                if matches!(model.trigger, Trigger::Schedule { .. }) {
+                    self.schedule_replay(model, &rules, &session)?;
+                    continue;
+                }
+                let pending =
+                    self.reader
+                        .pending_deliveries(&model.name, Some(&session), PENDING_LOOK)?;
+                for plan in trigger::plan(model, &pending, Utc::now(), free) {
+                    match plan {
+                        Plan::Start(inputs) => {
+                            self.start_replay(model, &rules, &session, inputs)?
+                        }
+                        Plan::Expire(gone, why) => {
+                            let name = model.name.clone();
+                            self.writer
+                                .with(move |l| l.expire_deliveries(&name, &gone, &why))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A scheduled model in a replay: it fires at the scheduled times of the replayed period, in
+    /// order, as the session's clock reaches them, with the inputs as they had arrived by then.
+    fn schedule_replay(
+        &mut self,
+        model: &Model,
+        rules: &RuleSet,
+        session: &str,
+    ) -> Result<(), LedgerError> {
+        let Some((from, now)) = self.reader.replay_clock(session)? else {
+            return Ok(());
+        };
+        let key = format!("{session}\u{1f}{}", model.name);
+        let last = match self.last_fired.get(&key) {
+            Some(t) => *t,
+            None => self
+                .reader
+                .last_scheduled(&model.name, Some(session))?
+                .unwrap_or(from - chrono::Duration::microseconds(1)),
+        };
+        let Some(time0) = model.trigger.next_after(last).filter(|t| *t <= now) else {
+            self.last_fired.insert(key, last);
+            return Ok(());
+        };
+        self.last_fired.insert(key, time0);
+        let inputs: Vec<crate::track::Pending> = self
+            .reader
+            .latest_inputs_at(&model.name, session, time0)?
+            .into_iter()
+            .filter(|p| model.inputs.contains_key(&p.slot))
+            .collect();
+        let missing = model
+            .inputs
+            .values()
+            .any(|s| s.required && !inputs.iter().any(|p| p.slot == s.name));
+        if missing {
+            tracing::info!(model = %model.name, %session, %time0, "replay: scheduled time skipped, no input had arrived");
+            return Ok(());
+        }
+        let mut new = self.new_run(model, time0, &inputs);
+        new.mode = Mode::Replay.name().into();
+        new.run_dir = format!("runs/replay/{session}/{}/{}", model.name, new.id);
+        new.session = Some(session.to_string());
+        new.mirrors = self.reader.scheduled_at(&model.name, time0)?;
+        let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
+        let created = self.clock.now();
+        if self
+            .writer
+            .with(move |l| l.create_scheduled_run(&new, created))?
+        {
+            self.launch_in(model, rules, id, run_dir_rel, inputs, time0, Some(session));
+        }
+        Ok(())
+    }
+
+    /// A replay run: the original time0 (that of the run it mirrors), in replay mode.
+    fn start_replay(
+        &mut self,
+        model: &Model,
+        rules: &RuleSet,
+        session: &str,
+        inputs: Vec<crate::track::Pending>,
+    ) -> Result<(), LedgerError> {
+        if inputs
+            .iter()
+            .any(|p| !self.spool.root().join(&p.stored).exists())
+        {
+            return Ok(());
+        }
+        let files: Vec<String> = inputs.iter().map(|p| p.submission.clone()).collect();
+        let (mirrors, time0) = self.reader.mirror_of(&model.name, &files)?;
+        let now = self.clock.now();
+        let time0 = time0.unwrap_or(now);
+        let mut new = self.new_run(model, time0, &inputs);
+        new.mode = Mode::Replay.name().into();
+        new.run_dir = format!("runs/replay/{session}/{}/{}", model.name, new.id);
+        new.session = Some(session.to_string());
+        new.mirrors = mirrors;
+        let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
+        if !self.writer.with(move |l| l.create_run(&new, now))? {
+            return Ok(());
+        }
+        self.launch_in(model, rules, id, run_dir_rel, inputs, time0, Some(session));
         Ok(())
     }
 
@@ -323,7 +451,10 @@ impl Dispatcher {
             Some(t) => *t,
             // First look: from the last time it fired, or from now (the past before the first
             // start is not caught up).
-            None => self.reader.last_scheduled(&model.name)?.unwrap_or(now),
+            None => self
+                .reader
+                .last_scheduled(&model.name, None)?
+                .unwrap_or(now),
         };
         self.last_fired.insert(model.name.clone(), last);
         let Some((time0, skipped)) = trigger::schedule_due(model, last, now) else {
@@ -362,7 +493,7 @@ impl Dispatcher {
     ) -> Result<(Vec<crate::track::Pending>, Vec<&'m str>), LedgerError> {
         let inputs: Vec<crate::track::Pending> = self
             .reader
-            .latest_inputs(&model.name)?
+            .latest_inputs(&model.name, None)?
             .into_iter()
             .filter(|p| model.inputs.contains_key(&p.slot))
             .collect();
@@ -394,6 +525,8 @@ impl Dispatcher {
                 .iter()
                 .map(|p| (p.slot.clone(), p.submission.clone()))
                 .collect(),
+            session: None,
+            mirrors: None,
         }
     }
 
@@ -419,6 +552,21 @@ impl Dispatcher {
         inputs: Vec<crate::track::Pending>,
         time0: chrono::DateTime<Utc>,
     ) {
+        self.launch_in(model, rules, id, run_dir_rel, inputs, time0, None);
+    }
+
+    /// Launches a run, operational (`session` none) or of a replay session.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_in(
+        &mut self,
+        model: &Model,
+        rules: &RuleSet,
+        id: String,
+        run_dir_rel: String,
+        inputs: Vec<crate::track::Pending>,
+        time0: chrono::DateTime<Utc>,
+        session: Option<&str>,
+    ) {
         *self.running.entry(model.name.clone()).or_default() += 1;
         self.board.count_running(&model.name, 1);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -429,7 +577,11 @@ impl Dispatcher {
             time0,
             start: time0 - chrono::Duration::days(2),
             end: time0 + chrono::Duration::days(2),
-            mode: Mode::Normal,
+            mode: if session.is_some() {
+                Mode::Replay
+            } else {
+                Mode::Normal
+            },
             inputs: {
                 // Under their original names; a name taken twice (a batch) gets its id in front.
                 let mut used = std::collections::HashSet::new();
@@ -466,6 +618,8 @@ impl Dispatcher {
             stop: Arc::clone(&self.stop),
             cancel,
             board: Arc::clone(&self.board),
+            session: session.map(String::from),
+            time0,
         };
         let done = self.done_tx.clone();
         let model_name = model.name.clone();
@@ -490,6 +644,8 @@ struct Job {
     stop: Arc<AtomicBool>,
     cancel: Arc<AtomicBool>,
     board: Arc<Board>,
+    session: Option<String>,
+    time0: chrono::DateTime<Utc>,
 }
 
 impl Job {
@@ -619,7 +775,16 @@ impl Job {
         let Some((channel, completion)) = &self.output else {
             return Ok(());
         };
-        let incoming = self.spool.channel(channel);
+        // A replay run's outputs go back into its session, never into operational traffic.
+        let incoming = match &self.session {
+            Some(s) => self
+                .spool
+                .replay()
+                .join(crate::replay::OUTPUTS)
+                .join(s)
+                .join(channel),
+            None => self.spool.channel(channel),
+        };
         std::fs::create_dir_all(&incoming)?;
         let mut outputs: Vec<PathBuf> = std::fs::read_dir(self.dir.join("output"))?
             .flatten()
@@ -638,8 +803,26 @@ impl Job {
             self.writer
                 .with(move |l| l.expect_output(&run_id, &ch, &n, &s))
                 .map_err(std::io::Error::other)?;
-            let completion = completion.clone().unwrap_or(Completion::Rename);
-            crate::control::drop_into(&incoming, &name, &self.plan.id, &bytes, &completion)?;
+            let completion = match &self.session {
+                Some(_) => Completion::Rename,
+                None => completion.clone().unwrap_or(Completion::Rename),
+            };
+            let at =
+                crate::control::drop_into(&incoming, &name, &self.plan.id, &bytes, &completion)?;
+            if self.session.is_some() {
+                // Described once in place: the replay takes it, as arriving at the run's time0.
+                let line = serde_json::json!({
+                    "file": at.to_string_lossy(), "channel": channel, "original": name,
+                    "state": "archived", "received_at": crate::ledger::timestamp(self.time0),
+                    "size": bytes.len(),
+                });
+                use std::io::Write;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(incoming.join(crate::archive::MANIFEST))?
+                    .write_all(format!("{line}\n").as_bytes())?;
+            }
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::board::Board;
-use crate::claim::{ClaimId, IdGenerator, rename_noreplace};
+use crate::claim::{IdGenerator, rename_noreplace};
 use crate::ledger::{LedgerError, NewClaim, Writer};
 use crate::rules::{Channel, Completion, RuleSet};
 use crate::settle::{self, Decision, Kind, Look, Stat};
@@ -70,7 +70,7 @@ pub struct Intake {
     counted_at: Option<Instant>,
     writer: Writer,
     work: SyncSender<Work>,
-    ids: IdGenerator,
+    ids: Arc<IdGenerator>,
     pending: HashMap<PathBuf, Look>,
     deadlines: BTreeMap<Instant, Vec<PathBuf>>,
     ready: Vec<Ready>,
@@ -92,7 +92,7 @@ impl Intake {
         board: Arc<Board>,
         writer: Writer,
         work: SyncSender<Work>,
-        last_id: Option<ClaimId>,
+        ids: Arc<IdGenerator>,
         scan_every: Duration,
         overflowed: Arc<AtomicBool>,
         on_configuration: Box<dyn FnMut() -> bool + Send>,
@@ -105,7 +105,7 @@ impl Intake {
             counted_at: None,
             writer,
             work,
-            ids: IdGenerator::after(last_id),
+            ids,
             pending: HashMap::new(),
             deadlines: BTreeMap::new(),
             ready: Vec::new(),
@@ -431,6 +431,7 @@ impl Intake {
                     channel: r.channel.clone(),
                     original: r.rel.clone(),
                     marker: r.marker.as_ref().map(|(_, rel)| rel.clone()),
+                    replay: None,
                 })
                 .collect();
             self.writer.claims(claims.clone())?;

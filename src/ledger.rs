@@ -168,6 +168,38 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX submissions_origin ON submissions(origin) WHERE origin IS NOT NULL;
      ALTER TABLE runs ADD COLUMN requested_by TEXT;     -- the operator who asked for it
      CREATE INDEX runs_by_queued ON runs(queued_at);",
+    // 5: replay sessions; replayed files (linked to their originals by `origin`) and runs belong
+    // to one, apart from the operational history.
+    "CREATE TABLE sessions (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        folder        TEXT NOT NULL,   -- under spool/replay/
+        created_at    TEXT NOT NULL,
+        speed         REAL,            -- arrivals' spacing divided by this; NULL: as fast as possible
+        models        TEXT,            -- JSON list of the models that run; NULL: all
+        period_from   TEXT,            -- original arrival times covered
+        period_to     TEXT,
+        files_total   INTEGER NOT NULL DEFAULT 0,
+        files_released INTEGER NOT NULL DEFAULT 0,
+        released_to   TEXT,            -- original arrival of the last file released
+        state         TEXT NOT NULL,   -- replaying | finishing | done
+        ended_at      TEXT,
+        report        TEXT             -- the comparison report, relative to the spool
+     );
+     ALTER TABLE submissions ADD COLUMN session TEXT;
+     ALTER TABLE submissions ADD COLUMN original_at TEXT;  -- when the original arrived
+     CREATE INDEX submissions_by_session ON submissions(session, id) WHERE session IS NOT NULL;
+     ALTER TABLE runs ADD COLUMN session TEXT;
+     ALTER TABLE runs ADD COLUMN mirrors TEXT;             -- the original run a replay run mirrors
+     CREATE INDEX runs_by_session ON runs(session, model) WHERE session IS NOT NULL;
+     -- A scheduled time fires once per history: the operational one, and each replay's.
+     DROP INDEX runs_scheduled_once;
+     CREATE UNIQUE INDEX runs_scheduled_once ON runs(model, time0, coalesce(session, ''))
+        WHERE trigger = 'schedule' AND retry_of IS NULL;
+     -- The dispatcher looks for due retries ten times a second: never a scan of every run.
+     CREATE INDEX runs_retry_due ON runs(retry_at) WHERE retry_state = 'due';
+     CREATE INDEX runs_undecided ON runs(id)
+        WHERE retry_state IS NULL AND state IN ('failed', 'timed_out', 'interrupted');",
 ];
 
 /// Where a submission stands.
@@ -264,8 +296,12 @@ pub struct Submission {
     pub rules_version: Option<String>,
     /// Who holds it back from its models: an operator, or `rule: <reason>`.
     pub held_by: Option<String>,
-    /// The submission this one re-injects (a fixed rejected file).
+    /// The submission this one re-injects (a fixed rejected file, or a replayed original).
     pub origin: Option<String>,
+    /// The replay session it belongs to (none: operational traffic).
+    pub session: Option<String>,
+    /// When its original arrived (replayed files).
+    pub original_at: Option<String>,
 }
 
 fn lossy<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -290,6 +326,19 @@ pub struct NewClaim {
     pub original: Vec<u8>,
     /// Marker name, if any.
     pub marker: Option<Vec<u8>>,
+    /// A replayed file: its session and original.
+    pub replay: Option<ReplayOf>,
+}
+
+/// What a replayed file replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayOf {
+    /// The session.
+    pub session: String,
+    /// The original submission's id (none for a replay run's output).
+    pub origin: Option<String>,
+    /// When the original arrived.
+    pub at: String,
 }
 
 /// A verdict to record, with where the file is to go.
@@ -461,17 +510,22 @@ impl Ledger {
         {
             let mut st = tx
                 .prepare_cached(
-                    "INSERT INTO submissions (id, channel, original, marker, state, received_at)
-                     VALUES (?1, ?2, ?3, ?4, 'claimed', ?5)",
+                    "INSERT INTO submissions (id, channel, original, marker, state, received_at,
+                     session, origin, original_at)
+                     VALUES (?1, ?2, ?3, ?4, 'claimed', ?5, ?6, ?7, ?8)",
                 )
                 .map_err(sq(&path, "prepare claim"))?;
             for c in claims {
+                let r = c.replay.as_ref();
                 st.execute(params![
                     c.id.text(),
                     c.channel,
                     c.original,
                     c.marker,
-                    timestamp(c.id.time())
+                    timestamp(c.id.time()),
+                    r.map(|r| &r.session),
+                    r.and_then(|r| r.origin.as_ref()),
+                    r.map(|r| &r.at),
                 ])
                 .map_err(sq(&path, "record claim"))?;
             }
@@ -582,22 +636,29 @@ impl Ledger {
                 route_actions: Vec::new(),
                 rules_version: None,
                 held_by: None,
-                origin: None,
+                origin: c.replay.as_ref().and_then(|r| r.origin.clone()),
+                session: c.replay.as_ref().map(|r| r.session.clone()),
+                original_at: c.replay.as_ref().map(|r| r.at.clone()),
             };
             match &e.verdict {
                 Verdict::Accepted { checked, .. } => {
                     decided.state = State::Archived;
                     decided.checked = Some(checked.clone());
-                    decided.duplicate_of = tx
-                        .prepare_cached(
-                            "SELECT id FROM submissions WHERE channel = ?1 AND sha256 = ?2
-                             AND state = 'archived' LIMIT 1",
-                        )
-                        .and_then(|mut st| {
-                            st.query_row(params![c.channel, e.sha256], |r| r.get(0))
-                                .optional()
-                        })
-                        .map_err(sq(&path, "look for duplicate"))?;
+                    // A replayed file is never a duplicate (of the history it replays), and
+                    // operational files are never duplicates of replayed ones.
+                    decided.duplicate_of = match &c.replay {
+                        Some(_) => None,
+                        None => tx
+                            .prepare_cached(
+                                "SELECT id FROM submissions WHERE channel = ?1 AND sha256 = ?2
+                                 AND state = 'archived' AND session IS NULL LIMIT 1",
+                            )
+                            .and_then(|mut st| {
+                                st.query_row(params![c.channel, e.sha256], |r| r.get(0))
+                                    .optional()
+                            })
+                            .map_err(sq(&path, "look for duplicate"))?,
+                    };
                     if decided.duplicate_of.is_some() {
                         decided.state = State::Duplicate;
                     } else if let Some((d, version)) = &d.route {
@@ -785,6 +846,24 @@ impl Ledger {
         Ok(rows)
     }
 
+    /// Operational submissions archived with ids in `[from, to)` (received in that period), on
+    /// a channel if given, oldest first: what a replay of the period re-injects.
+    pub fn archived_between(
+        &self,
+        from: &str,
+        to: &str,
+        channel: Option<&str>,
+    ) -> Result<Vec<Submission>, LedgerError> {
+        self.conn
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM submissions WHERE id >= ?1 AND id < ?2
+                 AND state = 'archived' AND session IS NULL AND (?3 IS NULL OR channel = ?3)
+                 ORDER BY id"
+            ))
+            .and_then(|mut st| st.query_map(params![from, to, channel], row_of)?.collect())
+            .map_err(sq(&self.path, "read archive"))
+    }
+
     /// Counts per channel and state, and the last arrival per channel.
     pub fn status(&self) -> Result<Vec<ChannelStatus>, LedgerError> {
         let mut st = self
@@ -825,7 +904,8 @@ impl Ledger {
 
 const COLUMNS: &str = "id, channel, original, marker, state, received_at, decided_at, size, sha256, \
                        format, version, checked, reject_kind, reason, errors, duplicate_of, stored, \
-                       route, route_rules, route_actions, rules_version, held_by, origin";
+                       route, route_rules, route_actions, rules_version, held_by, origin, session, \
+                       original_at";
 
 fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Submission>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"))?
@@ -868,6 +948,8 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Submission> {
         rules_version: r.get(20)?,
         held_by: r.get(21)?,
         origin: r.get(22)?,
+        session: r.get(23)?,
+        original_at: r.get(24)?,
     })
 }
 
@@ -1023,6 +1105,7 @@ mod tests {
                 channel: "obs".into(),
                 original: b"a.xml".to_vec(),
                 marker: None,
+                replay: None,
             }])
             .unwrap();
         }

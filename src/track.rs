@@ -114,6 +114,10 @@ pub struct NewRun {
     pub run_dir: String,
     /// (slot, submission id) consumed.
     pub inputs: Vec<(String, String)>,
+    /// The replay session it belongs to.
+    pub session: Option<String>,
+    /// The original run it mirrors (replay).
+    pub mirrors: Option<String>,
 }
 
 /// What kind of copy of a run: see [`Ledger::create_copy`].
@@ -143,9 +147,11 @@ const RUN_COLUMNS: &str = "id, model, state, attempt, trigger, time0, mode, run_
 
 impl Ledger {
     /// Deliveries waiting for a model, oldest first.
+    /// Deliveries of operational files (`session` none) or of one replay session.
     pub fn pending_deliveries(
         &self,
         model: &str,
+        session: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Pending>, LedgerError> {
         let mut st = self
@@ -154,11 +160,11 @@ impl Ledger {
                 "SELECT d.submission, d.slot, s.stored, s.original FROM deliveries d
                  JOIN submissions s ON s.id = d.submission
                  WHERE d.model = ?1 AND d.state = 'pending' AND s.held_by IS NULL
-                 ORDER BY d.submission LIMIT ?2",
+                 AND s.session IS ?3 ORDER BY d.submission LIMIT ?2",
             )
             .map_err(sq(self.path(), "read deliveries"))?;
         let rows = st
-            .query_map(params![model, limit as i64], pending_row)
+            .query_map(params![model, limit as i64, session], pending_row)
             .map_err(sq(self.path(), "read deliveries"))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sq(self.path(), "read deliveries"))?;
@@ -171,8 +177,8 @@ impl Ledger {
         let path = self.path().to_path_buf();
         let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
         tx.execute(
-            "INSERT INTO runs (id, model, state, trigger, time0, mode, run_dir, queued_at)
-             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO runs (id, model, state, trigger, time0, mode, run_dir, queued_at, session,
+             mirrors) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 run.id,
                 run.model,
@@ -180,7 +186,9 @@ impl Ledger {
                 timestamp(run.time0),
                 run.mode,
                 run.run_dir,
-                timestamp(now)
+                timestamp(now),
+                run.session,
+                run.mirrors,
             ],
         )
         .map_err(sq(&path, "create run"))?;
@@ -226,13 +234,18 @@ impl Ledger {
         tx.commit().map_err(sq(&path, "commit"))
     }
 
-    /// The last scheduled time a model fired for.
-    pub fn last_scheduled(&self, model: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
+    /// The last scheduled time a model fired for (operational, or in a replay session).
+    pub fn last_scheduled(
+        &self,
+        model: &str,
+        session: Option<&str>,
+    ) -> Result<Option<DateTime<Utc>>, LedgerError> {
         let t: Option<String> = self
             .conn
             .query_row(
-                "SELECT max(time0) FROM runs WHERE model = ?1 AND trigger = 'schedule'",
-                [model],
+                "SELECT max(time0) FROM runs WHERE model = ?1 AND trigger = 'schedule'
+                 AND session IS ?2",
+                params![model, session],
                 |r| r.get(0),
             )
             .map_err(sq(self.path(), "read last scheduled run"))?;
@@ -241,21 +254,70 @@ impl Ledger {
     }
 
     /// The latest file delivered to each slot of a model (whether or not a run used it already).
-    pub fn latest_inputs(&self, model: &str) -> Result<Vec<Pending>, LedgerError> {
+    pub fn latest_inputs(
+        &self,
+        model: &str,
+        session: Option<&str>,
+    ) -> Result<Vec<Pending>, LedgerError> {
         self.conn
             .prepare_cached(
                 "SELECT d.submission, d.slot, s.stored, s.original FROM deliveries d
                  JOIN submissions s ON s.id = d.submission
                  WHERE d.model = ?1 AND d.submission = (
                     SELECT max(x.submission) FROM deliveries x JOIN submissions y ON y.id = x.submission
-                    WHERE x.model = d.model AND x.slot = d.slot AND y.held_by IS NULL)
+                    WHERE x.model = d.model AND x.slot = d.slot AND y.held_by IS NULL
+                    AND y.session IS ?2)
                  ORDER BY d.slot",
             )
             .and_then(|mut st| {
-                st.query_map([model], pending_row)?
+                st.query_map(params![model, session], pending_row)?
                 .collect()
             })
             .map_err(sq(self.path(), "read latest inputs"))
+    }
+
+    /// The latest file of a replay session delivered to each slot of a model that had arrived
+    /// (originally) by `at`.
+    pub fn latest_inputs_at(
+        &self,
+        model: &str,
+        session: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Pending>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT d.submission, d.slot, s.stored, s.original FROM deliveries d
+                 JOIN submissions s ON s.id = d.submission
+                 WHERE d.model = ?1 AND d.submission = (
+                    SELECT x.submission FROM deliveries x JOIN submissions y ON y.id = x.submission
+                    WHERE x.model = d.model AND x.slot = d.slot AND y.held_by IS NULL
+                    AND y.session = ?2 AND y.original_at <= ?3
+                    ORDER BY y.original_at DESC, x.submission DESC LIMIT 1)
+                 ORDER BY d.slot",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![model, session, timestamp(at)], pending_row)?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read replay inputs"))
+    }
+
+    /// The operational run of a model scheduled at `time0`, if one (the run a replay's
+    /// scheduled run mirrors).
+    pub fn scheduled_at(
+        &self,
+        model: &str,
+        time0: DateTime<Utc>,
+    ) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT id FROM runs WHERE model = ?1 AND time0 = ?2 AND trigger = 'schedule'
+                 AND session IS NULL ORDER BY attempt DESC LIMIT 1",
+                params![model, timestamp(time0)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sq(self.path(), "read scheduled run"))
     }
 
     /// Creates the run of a scheduled time, once: `false` if that time already fired. Pending
@@ -269,9 +331,10 @@ impl Ledger {
         let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
         let inserted = tx
             .execute(
-                "INSERT OR IGNORE INTO runs (id, model, state, trigger, time0, mode, run_dir, queued_at)
-                 VALUES (?1, ?2, 'queued', 'schedule', ?3, ?4, ?5, ?6)",
-                params![run.id, run.model, timestamp(run.time0), run.mode, run.run_dir, timestamp(now)],
+                "INSERT OR IGNORE INTO runs (id, model, state, trigger, time0, mode, run_dir, queued_at,
+                 session, mirrors) VALUES (?1, ?2, 'queued', 'schedule', ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![run.id, run.model, timestamp(run.time0), run.mode, run.run_dir, timestamp(now),
+                        run.session, run.mirrors],
             )
             .map_err(sq(&path, "create scheduled run"))?;
         if inserted != 1 {
@@ -522,6 +585,58 @@ impl Ledger {
             .map_err(sq(self.path(), "read timeline"))
     }
 
+    /// For a replay run of `model` on these replayed files: the original run it mirrors (the
+    /// run of that model that used their originals, its last successful attempt first) and its
+    /// time0; or, with no such run, the latest original arrival among the files.
+    pub fn mirror_of(
+        &self,
+        model: &str,
+        files: &[String],
+    ) -> Result<(Option<String>, Option<DateTime<Utc>>), LedgerError> {
+        let mut latest: Option<String> = None;
+        for f in files {
+            let found: Option<(String, String)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT r.id, r.time0 FROM submissions s
+                     JOIN run_inputs i ON i.submission = s.origin
+                     JOIN runs r ON r.id = i.run
+                     WHERE s.id = ?1 AND r.model = ?2 AND r.session IS NULL
+                     ORDER BY (r.state = 'succeeded') DESC, r.attempt DESC, r.queued_at DESC LIMIT 1",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![f, model], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(sq(self.path(), "find the mirrored run"))?;
+            if let Some((id, t)) = found {
+                let t = DateTime::parse_from_rfc3339(&t)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc));
+                return Ok((Some(id), t));
+            }
+            let at: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT original_at FROM submissions WHERE id = ?1",
+                    [f],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sq(self.path(), "read original arrival"))?
+                .flatten();
+            if at > latest {
+                latest = at;
+            }
+        }
+        Ok((
+            None,
+            latest
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        ))
+    }
+
     /// The newest run of a model.
     pub fn last_run(&self, model: &str) -> Result<Option<RunRow>, LedgerError> {
         self.conn
@@ -729,10 +844,13 @@ fn consume_up_to(tx: &rusqlite::Transaction<'_>, run: &NewRun) -> rusqlite::Resu
             "INSERT INTO run_inputs (run, slot, submission) VALUES (?1, ?2, ?3)",
             params![run.id, slot, submission],
         )?;
+        // Only within the same history: a replay never consumes operational deliveries, nor
+        // the other way round.
         tx.execute(
             "UPDATE deliveries SET state = 'consumed', run = ?1 WHERE model = ?2
-             AND slot = ?3 AND submission <= ?4 AND state = 'pending'",
-            params![run.id, run.model, slot, submission],
+             AND slot = ?3 AND submission <= ?4 AND state = 'pending'
+             AND (SELECT session FROM submissions WHERE id = deliveries.submission) IS ?5",
+            params![run.id, run.model, slot, submission, run.session],
         )?;
     }
     Ok(())

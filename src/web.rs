@@ -243,6 +243,9 @@ fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
         .route("/api/rules", get(rules))
         .route("/api/audit", get(audit))
         .route("/api/alerts", get(alerts))
+        .route("/api/replays", get(replays))
+        .route("/api/replays/{id}", get(replay_report))
+        .route("/reports/replay/{file}", get(replay_page))
         .route("/api/events", get(move |s| events(s, stopped.clone())))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
@@ -630,6 +633,55 @@ async fn audit(State(app): State<Shared2>, Query(q): Query<LimitQuery>) -> ApiRe
         .read(move |_, r| r.audit_log(limit).map_err(internal))
         .await?;
     Ok(json_response(&v))
+}
+
+async fn replays(State(app): State<Shared2>) -> ApiResult {
+    let v = app.read(|_, r| r.sessions().map_err(internal)).await?;
+    Ok(json_response(&v))
+}
+
+/// A session with its comparison report, once it is done.
+async fn replay_report(State(app): State<Shared2>, UrlPath(id): UrlPath<String>) -> ApiResult {
+    let v = app
+        .read(move |app, r| {
+            let s = r.session(&id).map_err(internal)?.ok_or_else(|| {
+                ApiError(StatusCode::NOT_FOUND, format!("no replay session `{id}`"))
+            })?;
+            let report = s
+                .report
+                .as_ref()
+                .and_then(|p| std::fs::read(app.spool.root().join(p)).ok())
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            Ok(json!({ "session": s, "report": report }))
+        })
+        .await?;
+    Ok(json_response(&v))
+}
+
+/// The page a person reads: `reports/replay/<session>.html`.
+async fn replay_page(State(app): State<Shared2>, UrlPath(file): UrlPath<String>) -> ApiResult {
+    let ok = file.ends_with(".html")
+        && file
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !file.starts_with('.');
+    if !ok {
+        return Err(ApiError(StatusCode::NOT_FOUND, "no such report".into()));
+    }
+    let path = app.spool.root().join("reports/replay").join(&file);
+    let body = std::fs::read(&path)
+        .map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("no report `{file}`")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 async fn alerts(State(app): State<Shared2>) -> ApiResult {

@@ -242,6 +242,32 @@ async function rules() {
     <section><h2>Routes</h2><table><tbody>${r.routes.map(([n, a]) => `<tr><td>${esc(n)}</td><td><code>${a.map(esc).join("<br>")}</code></td></tr>`).join("")}</tbody></table></section>`;
 }
 
+async function replays() {
+  const list = await api("/api/replays");
+  view.innerHTML = `<h1>Replays</h1>
+    <p class="muted small">Copy archived folders into <code>spool/replay/</code>, or run <code>pom replay --from … --to …</code>.</p>
+    <table id="replays"><thead><tr><th>Session</th><th>Name</th><th>State</th><th>Progress</th><th>Runs</th><th>Period</th><th>Speed</th></tr></thead><tbody>
+    ${list.map((s) => `<tr data-session="${esc(s.id)}"><td><a href="#/replay/${encodeURIComponent(s.id)}">${esc(s.id)}</a></td><td>${esc(s.name)}</td>
+      <td>${badge(s.state)}</td><td><progress max="${s.files_total}" value="${s.files_decided}"></progress> ${s.files_decided}/${s.files_total}</td>
+      <td class="num">${s.runs}</td><td class="small">${time(s.period_from)} → ${time(s.period_to)}</td><td>${s.speed ?? "max"}</td></tr>`).join("")}</tbody></table>`;
+}
+
+async function replay(id) {
+  const d = await api(`/api/replays/${encodeURIComponent(id)}`);
+  const s = d.session, r = d.report;
+  const head = `<h1>Replay ${esc(s.name)} ${badge(s.state)}</h1>
+    <dl class="facts"><dt>Session</dt><dd>${esc(s.id)}</dd><dt>Period</dt><dd>${time(s.period_from)} → ${time(s.period_to)}</dd>
+      <dt>Files</dt><dd>${s.files_decided}/${s.files_total} decided</dd><dt>Runs</dt><dd>${s.runs}</dd><dt>Speed</dt><dd>${s.speed ?? "max"}</dd></dl>`;
+  if (!r) { view.innerHTML = head + `<p class="muted">The comparison is made when the session is done.</p>`; return; }
+  view.innerHTML = head + `<section><h2>Comparison with the original runs</h2>
+    <p id="summary">${r.matched} output pair(s) matched, ${r.identical} identical, ${r.missing} missing, ${r.extra} extra;
+      ${r.unmirrored_runs.length} replay run(s) mirror no original. <a href="/reports/replay/${encodeURIComponent(s.id)}.html">The page with plots</a></p>
+    ${r.differing_series.length ? `<ul>${r.differing_series.map((x) => `<li>${esc(x)}</li>`).join("")}</ul>` : `<p class="ok-line">Every output is identical.</p>`}
+    <table><thead><tr><th>Model</th><th>time0</th><th>Original</th><th>Replay</th><th>Outputs</th></tr></thead><tbody>
+    ${r.runs.map((p) => `<tr><td>${esc(p.model)}</td><td>${time(p.time0)}</td><td>${runLink(p.original)}</td><td>${runLink(p.replay)}</td>
+      <td>${p.outputs.map((o) => `${esc(o.name)} ${o.series.every((x) => x.identical) ? badge("identical") : badge("differs")}`).join("<br>")}</td></tr>`).join("")}</tbody></table></section>`;
+}
+
 async function audit() {
   const log = await api("/api/audit?limit=200");
   view.innerHTML = `<h1>Audit log</h1><table id="audit"><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Outcome</th><th>Detail</th></tr></thead><tbody>
@@ -256,7 +282,7 @@ async function render() {
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("here", a.dataset.nav === (parts[0] || "overview") ||
-    (parts[0] === "run" && a.dataset.nav === "runs") || (parts[0] === "file" && a.dataset.nav === "files")));
+    (parts[0] === "run" && a.dataset.nav === "runs") || (parts[0] === "file" && a.dataset.nav === "files") || (parts[0] === "replay" && a.dataset.nav === "replays")));
   try {
     switch (parts[0]) {
       case undefined: await overview(); break;
@@ -266,6 +292,8 @@ async function render() {
       case "file": await file(decodeURIComponent(parts[1])); break;
       case "rules": await rules(); break;
       case "audit": await audit(); break;
+      case "replays": await replays(); break;
+      case "replay": await replay(decodeURIComponent(parts[1])); break;
       default: view.innerHTML = "<p>No such page.</p>";
     }
     document.body.dataset.rendered = String(Date.now());
@@ -289,7 +317,7 @@ function live() {
   const es = new EventSource("/api/events");
   es.onopen = () => { dot.className = "live on"; document.body.dataset.live = "on"; };
   es.onerror = () => { dot.className = "live off"; document.body.dataset.live = "off"; };
-  for (const kind of ["files", "run", "control", "alert", "rules", "lagged"]) es.addEventListener(kind, refresh);
+  for (const kind of ["files", "run", "control", "alert", "rules", "replay", "lagged"]) es.addEventListener(kind, refresh);
 }
 
 async function session() {

@@ -1,0 +1,180 @@
+//! Replay re-injection: 100,000 archived files replayed with `pom replay --speed max`, from the
+//! command to every replayed file decided (validated, recorded, archived apart).
+//!
+//! The archive is made by the daemon itself: 100,000 PI files of about 2 KB are dropped into a
+//! channel and archived (that intake is timed too: it is the baseline, the same files through
+//! the same pipeline the first time). Then `pom replay` re-injects the whole period.
+//!
+//! Target: at least 3,000 files/s; the process exits 1 if missed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FILES: usize = 100_000;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn pom(root: &Path, repo: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pom"));
+    c.arg("--spool")
+        .arg(root.join("spool"))
+        .arg("--rules")
+        .arg(root.join("rules"))
+        .arg("--schemas")
+        .arg(repo.join("schemas"));
+    c
+}
+
+fn series(n: usize) -> String {
+    let mut s = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<TimeSeries xmlns=\"http://www.wldelft.nl/fews/PI\" version=\"1.2\"><timeZone>0.0</timeZone><series><header><type>instantaneous</type><locationId>L{n}</locationId><parameterId>Q.obs</parameterId><timeStep unit=\"second\" multiplier=\"3600\"/><startDate date=\"2026-01-01\" time=\"00:00:00\"/><endDate date=\"2026-01-02\" time=\"00:00:00\"/><missVal>-999.0</missVal><units>m3/s</units></header>\n"
+    );
+    for i in 0..24 {
+        s.push_str(&format!(
+            "<event date=\"2026-01-01\" time=\"{i:02}:00:00\" value=\"{n}.{i}\" flag=\"0\"/>\n"
+        ));
+    }
+    s.push_str("</series></TimeSeries>\n");
+    s
+}
+
+fn count(db: &Path, sql: &str) -> usize {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row(sql, [], |r| r.get::<_, i64>(0)))
+        .unwrap_or(0) as usize
+}
+
+fn wait_for(db: &Path, sql: &str, n: usize, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while count(db, sql) < n {
+        assert!(
+            start.elapsed() < limit,
+            "{} of {n} after {limit:?}",
+            count(db, sql)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("replay benchmark: run it with `cargo bench --bench replay`");
+        return;
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir_in(repo.join("target")).unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("rules")).unwrap();
+    std::fs::write(
+        root.join("rules/channels.toml"),
+        "[channels.obs]\ncompletion = \"rename\"\n",
+    )
+    .unwrap();
+    let staging = root.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    for i in 0..FILES {
+        std::fs::write(staging.join(format!("obs_{i}.xml")), series(i)).unwrap();
+    }
+    let log = root.join("serve.log");
+    let _daemon = Daemon(
+        pom(root, &repo)
+            .args(["serve", "--listen", "off"])
+            .env("POM_LOG", "warn,pom=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("pom is running")
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let db = root.join("spool/state/pom.sqlite");
+    let incoming = root.join("spool/incoming/obs");
+    let from = chrono::Utc::now();
+    let t = Instant::now();
+    for i in 0..FILES {
+        let name = format!("obs_{i}.xml");
+        std::fs::rename(staging.join(&name), incoming.join(&name)).unwrap();
+    }
+    wait_for(
+        &db,
+        "SELECT count(*) FROM submissions WHERE state = 'archived' AND session IS NULL",
+        FILES,
+        Duration::from_secs(900),
+    );
+    let intake = FILES as f64 / t.elapsed().as_secs_f64();
+    let to = chrono::Utc::now() + chrono::Duration::seconds(1);
+
+    let t = Instant::now();
+    let out = pom(root, &repo)
+        .args([
+            "replay",
+            "--from",
+            &from.to_rfc3339(),
+            "--to",
+            &to.to_rfc3339(),
+            "--speed",
+            "max",
+            "--name",
+            "bench",
+            "--no-wait",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let linked = t.elapsed();
+    wait_for(
+        &db,
+        "SELECT count(*) FROM submissions WHERE session IS NOT NULL AND state = 'archived'",
+        FILES,
+        Duration::from_secs(900),
+    );
+    let replay = FILES as f64 / t.elapsed().as_secs_f64();
+    let duplicates = count(
+        &db,
+        "SELECT count(*) FROM submissions WHERE state = 'duplicate'",
+    );
+    println!("replay benchmark: {FILES} archived files");
+    println!("first intake of the same files (baseline): {intake:>8.0} files/s");
+    println!(
+        "pom replay --speed max, command to all decided: {replay:>8.0} files/s (the command itself: {:.1} s)",
+        linked.as_secs_f64()
+    );
+    println!(
+        "  ratio replay / first intake:     {:>8.2}",
+        replay / intake
+    );
+    println!("duplicates: {duplicates}");
+    let mut missed = Vec::new();
+    if replay < 3000.0 {
+        missed.push(format!("{replay:.0} files/s is under 3000"));
+    }
+    if duplicates > 0 {
+        missed.push(format!(
+            "{duplicates} replayed file(s) counted as duplicates"
+        ));
+    }
+    if missed.is_empty() {
+        println!("replay benchmark: all targets met");
+    } else {
+        println!("replay benchmark: targets missed: {}", missed.join("; "));
+        std::process::exit(1);
+    }
+}

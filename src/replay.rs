@@ -1,0 +1,810 @@
+//! Replay: the past re-injected. Archived folders copied into `spool/replay/` (any depth: a day,
+//! a month), or written there by `pom replay`, become a replay session: their files are claimed
+//! as new submissions in replay mode, linked to their originals, in the order they first arrived
+//! (spaced as they were, divided by the session's speed, or as fast as possible), and never
+//! counted as duplicates of the operational history.
+//!
+//! ```text
+//! spool/replay/<folder>/…/manifest.pom.jsonl   an archived folder, copied back (a session)
+//! spool/replay/<folder>/session.pom.toml       optional: name, speed, models
+//! spool/replay/.outputs/<session>/<channel>/   outputs of the session's runs, coming back
+//! ```
+//!
+//! A copied folder becomes a session once it has been quiet for a moment (the copy is over), so
+//! that the order of arrivals is known whole before the first file is released. A file is
+//! released only once its folder's manifest describes it and its size is the size recorded
+//! there. Folders consumed whole are removed; the session is done when every file is decided and
+//! no run of it is in progress.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use crate::archive::MANIFEST;
+use crate::board::Board;
+use crate::claim::{IdGenerator, rename_noreplace};
+use crate::intake::Work;
+use crate::ledger::{Ledger, LedgerError, NewClaim, ReplayOf, Writer, sq, timestamp};
+use crate::spool::Spool;
+
+/// The optional description of a session, beside the files.
+pub const SESSION_FILE: &str = "session.pom.toml";
+/// Where replay runs put their outputs back, under `spool/replay/`.
+pub const OUTPUTS: &str = ".outputs";
+/// How long a copied folder must stay unchanged before its session starts.
+const QUIET: Duration = Duration::from_millis(1000);
+/// How often the replay folder is looked at.
+const LOOK_EVERY: Duration = Duration::from_millis(200);
+/// Claims per ledger transaction.
+const BATCH: usize = 512;
+/// How long a session stays unchanged, all decided, before it is done.
+const SETTLED: Duration = Duration::from_secs(2);
+
+/// The session file.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// A name for people [default: the folder's].
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Arrivals' spacing divided by this; absent: as fast as possible, in order.
+    #[serde(default)]
+    pub speed: Option<f64>,
+    /// Only these models run [default: all].
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// The period replayed (original arrival times), for the report.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// End of the period.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The folder was put in place whole (`pom replay` renames it in): no need to wait for a
+    /// copy to end.
+    #[serde(default)]
+    pub whole: bool,
+}
+
+/// A session as the ledger knows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Session {
+    /// Id (also the folder of its outputs and runs).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Folder under `spool/replay/`.
+    pub folder: String,
+    /// When it began.
+    pub created_at: String,
+    /// Speed (none: as fast as possible).
+    pub speed: Option<f64>,
+    /// Models that run (none: all).
+    pub models: Option<Vec<String>>,
+    /// First original arrival.
+    pub period_from: Option<String>,
+    /// Last original arrival.
+    pub period_to: Option<String>,
+    /// Files to replay.
+    pub files_total: i64,
+    /// Files released so far.
+    pub files_released: i64,
+    /// Files decided so far.
+    pub files_decided: i64,
+    /// Runs so far.
+    pub runs: i64,
+    /// replaying, finishing or done.
+    pub state: String,
+    /// When it was done.
+    pub ended_at: Option<String>,
+    /// The comparison report, relative to the spool.
+    pub report: Option<String>,
+}
+
+/// A file waiting to be released.
+#[derive(Debug, Clone)]
+struct Item {
+    path: PathBuf,
+    channel: String,
+    original: Vec<u8>,
+    origin: Option<String>,
+    at: String,
+    at_time: DateTime<Utc>,
+}
+
+/// A session being released.
+struct Active {
+    id: String,
+    folder: Option<PathBuf>,
+    speed: Option<f64>,
+    items: std::collections::VecDeque<Item>,
+    released: usize,
+    started: Instant,
+    first_at: Option<DateTime<Utc>>,
+}
+
+/// A folder seen, not yet quiet.
+struct Seen {
+    signature: (usize, u64, i128),
+    since: Instant,
+}
+
+/// The replay loop.
+pub struct Replay {
+    spool: Spool,
+    writer: Writer,
+    work: SyncSender<Work>,
+    ids: Arc<IdGenerator>,
+    reader: Ledger,
+    board: Arc<Board>,
+    seen: HashMap<PathBuf, Seen>,
+    active: Vec<Active>,
+    output_manifests: HashMap<PathBuf, u64>,
+    settling: HashMap<String, (i64, Instant)>,
+}
+
+fn manifest_items(dir: &Path, out: &mut Vec<Item>, ignored: &mut usize) {
+    let manifest = crate::archive::read_manifest(dir).unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut subdirs = Vec::new();
+    for e in entries.flatten() {
+        let Ok(ft) = e.file_type() else { continue };
+        let name = e.file_name();
+        if ft.is_dir() {
+            subdirs.push(e.path());
+            continue;
+        }
+        let name = name.to_string_lossy().into_owned();
+        if name == MANIFEST || name == SESSION_FILE || name.starts_with('.') {
+            continue;
+        }
+        match manifest.get(&name).and_then(|v| item(&e.path(), v)) {
+            Some(i) => out.push(i),
+            None => *ignored += 1,
+        }
+    }
+    subdirs.sort();
+    for d in subdirs {
+        manifest_items(&d, out, ignored);
+    }
+}
+
+/// An item from a manifest line, if the line is for an archived file that is all there.
+fn item(path: &Path, v: &serde_json::Value) -> Option<Item> {
+    let state = v["state"].as_str().unwrap_or("archived");
+    if state != "archived" {
+        return None;
+    }
+    if let Some(size) = v["size"].as_u64()
+        && std::fs::symlink_metadata(path).map(|m| m.len()).ok()? != size
+    {
+        return None;
+    }
+    let original = match v["original_hex"].as_str() {
+        Some(h) => hex::decode(h).ok()?,
+        None => v["original"].as_str()?.as_bytes().to_vec(),
+    };
+    let at = v["received_at"].as_str()?.to_string();
+    let at_time = DateTime::parse_from_rfc3339(&at).ok()?.with_timezone(&Utc);
+    Some(Item {
+        path: path.to_path_buf(),
+        channel: v["channel"].as_str()?.to_string(),
+        original,
+        origin: v["id"].as_str().map(String::from),
+        at,
+        at_time,
+    })
+}
+
+/// Files, total size and newest change under a folder: unchanged across looks, the copy is over.
+fn signature(dir: &Path) -> (usize, u64, i128) {
+    fn walk(dir: &Path, acc: &mut (usize, u64, i128), depth: usize) {
+        if depth > 32 {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            use std::os::unix::fs::MetadataExt;
+            acc.2 = acc
+                .2
+                .max(i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()));
+            if m.is_dir() {
+                walk(&e.path(), acc, depth + 1);
+            } else {
+                acc.0 += 1;
+                acc.1 += m.len();
+            }
+        }
+    }
+    let mut acc = (0, 0, 0);
+    walk(dir, &mut acc, 0);
+    acc
+}
+
+/// Whether a folder says it was put in place whole.
+fn whole(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(SESSION_FILE))
+        .ok()
+        .and_then(|t| toml::from_str::<SessionFile>(&t).ok())
+        .is_some_and(|s| s.whole)
+}
+
+impl Replay {
+    /// A replay loop over `spool/replay/`.
+    pub fn new(
+        spool: Spool,
+        writer: Writer,
+        work: SyncSender<Work>,
+        ids: Arc<IdGenerator>,
+        db: &Path,
+        board: Arc<Board>,
+    ) -> Result<Self, LedgerError> {
+        Ok(Replay {
+            reader: Ledger::open_readonly(db)?,
+            spool,
+            writer,
+            work,
+            ids,
+            board,
+            seen: HashMap::new(),
+            active: Vec::new(),
+            output_manifests: HashMap::new(),
+            settling: HashMap::new(),
+        })
+    }
+
+    /// Runs until `stop` is raised.
+    pub fn run(mut self, stop: &AtomicBool) {
+        let _ = std::fs::create_dir_all(self.spool.replay().join(OUTPUTS));
+        if let Err(e) = self.resume() {
+            tracing::error!(error = %e, "replay: cannot resume the sessions in progress");
+        }
+        while !stop.load(Ordering::Relaxed) {
+            let busy = match self.look() {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "replay");
+                    false
+                }
+            };
+            if !busy {
+                std::thread::sleep(LOOK_EVERY);
+            }
+        }
+    }
+
+    /// Sessions left replaying by a stopped daemon: their folders are still there (files not
+    /// yet released stay in them), and are taken up again.
+    fn resume(&mut self) -> Result<(), LedgerError> {
+        let open: Vec<(String, String, Option<f64>)> = self
+            .reader
+            .conn
+            .prepare("SELECT id, folder, speed FROM sessions WHERE state = 'replaying'")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.reader.path(), "read sessions"))?;
+        for (id, folder, speed) in open {
+            let dir = self.spool.replay().join(&folder);
+            let mut items = Vec::new();
+            let mut ignored = 0;
+            manifest_items(&dir, &mut items, &mut ignored);
+            items.sort_by(|a, b| a.at.cmp(&b.at).then(a.origin.cmp(&b.origin)));
+            tracing::info!(session = %id, files = items.len(), "replay taken up again");
+            self.active.push(Active {
+                id,
+                folder: Some(dir),
+                speed,
+                first_at: items.first().map(|i| i.at_time),
+                items: items.into(),
+                released: 0,
+                started: Instant::now(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One look: new folders, outputs of replay runs, due files, finished sessions. True if
+    /// files were released (look again at once).
+    fn look(&mut self) -> Result<bool, LedgerError> {
+        self.discover()?;
+        self.outputs()?;
+        let mut released = false;
+        for i in 0..self.active.len() {
+            released |= self.release(i)?;
+        }
+        // Sessions whose every file was released: their folder goes.
+        let mut still = Vec::new();
+        for a in std::mem::take(&mut self.active) {
+            if a.items.is_empty() && a.folder.is_some() {
+                if let Some(dir) = &a.folder {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                let id = a.id.clone();
+                self.writer.with(move |l| set_state(l, &id, "finishing"))?;
+                self.board.publish("replay", &a.id);
+            } else if !a.items.is_empty() {
+                still.push(a);
+            }
+        }
+        self.active = still;
+        self.finish()?;
+        Ok(released)
+    }
+
+    fn discover(&mut self) -> Result<(), LedgerError> {
+        let root = self.spool.replay();
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut present = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.as_bytes().starts_with(b".") || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let dir = e.path();
+            present.push(dir.clone());
+            if self.active.iter().any(|a| a.folder.as_ref() == Some(&dir)) {
+                continue;
+            }
+            if whole(&dir) {
+                self.seen.remove(&dir);
+                self.begin(&dir)?;
+                continue;
+            }
+            let sig = signature(&dir);
+            let seen = self.seen.entry(dir.clone()).or_insert(Seen {
+                signature: sig,
+                since: now,
+            });
+            if seen.signature != sig {
+                *seen = Seen {
+                    signature: sig,
+                    since: now,
+                };
+                continue;
+            }
+            if now.duration_since(seen.since) >= QUIET {
+                self.seen.remove(&dir);
+                self.begin(&dir)?;
+            }
+        }
+        self.seen.retain(|d, _| present.contains(d));
+        Ok(())
+    }
+
+    /// Starts a session from a quiet folder.
+    fn begin(&mut self, dir: &Path) -> Result<(), LedgerError> {
+        let folder = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file: SessionFile = match std::fs::read_to_string(dir.join(SESSION_FILE)) {
+            Ok(t) => toml::from_str(&t).unwrap_or_else(|e| {
+                tracing::warn!(%folder, error = %e, "replay: session file ignored");
+                SessionFile::default()
+            }),
+            Err(_) => SessionFile::default(),
+        };
+        let mut items = Vec::new();
+        let mut ignored = 0;
+        manifest_items(dir, &mut items, &mut ignored);
+        if ignored > 0 {
+            tracing::warn!(%folder, ignored, "replay: files no manifest describes as archived are left out");
+        }
+        items.sort_by(|a, b| a.at.cmp(&b.at).then(a.origin.cmp(&b.origin)));
+        let id = format!("replay-{}", self.ids.next(Utc::now()).text());
+        let name = file.name.clone().unwrap_or_else(|| folder.clone());
+        let speed = file.speed.filter(|s| *s > 0.0 && s.is_finite());
+        let (from, to) = (
+            file.from
+                .clone()
+                .or_else(|| items.first().map(|i| i.at.clone())),
+            file.to
+                .clone()
+                .or_else(|| items.last().map(|i| i.at.clone())),
+        );
+        let models = file
+            .models
+            .as_ref()
+            .map(|m| serde_json::to_string(m).unwrap_or_default());
+        let total = items.len() as i64;
+        let (id2, folder2, name2) = (id.clone(), folder.clone(), name.clone());
+        self.writer.with(move |l| {
+            l.conn
+                .execute(
+                    "INSERT INTO sessions (id, name, folder, created_at, speed, models, period_from,
+                     period_to, files_total, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'replaying')",
+                    params![id2, name2, folder2, timestamp(Utc::now()), speed, models, from, to, total],
+                )
+                .map(|_| ())
+                .map_err(sq(l.path(), "create session"))
+        })?;
+        tracing::info!(session = %id, %name, files = total, speed = ?speed, "replay session begins");
+        self.board.publish("replay", &id);
+        self.active.push(Active {
+            id,
+            folder: Some(dir.to_path_buf()),
+            speed,
+            first_at: items.first().map(|i| i.at_time),
+            items: items.into(),
+            released: 0,
+            started: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Outputs of replay runs: each `.outputs/<session>/<channel>/` folder's manifest grows a
+    /// line per output once the file is in place; new lines are released at once.
+    fn outputs(&mut self) -> Result<(), LedgerError> {
+        let root = self.spool.replay().join(OUTPUTS);
+        let Ok(sessions) = std::fs::read_dir(&root) else {
+            return Ok(());
+        };
+        for s in sessions.flatten() {
+            let session = s.file_name().to_string_lossy().into_owned();
+            let Ok(channels) = std::fs::read_dir(s.path()) else {
+                continue;
+            };
+            for c in channels.flatten() {
+                let dir = c.path();
+                let manifest = dir.join(MANIFEST);
+                let len = std::fs::metadata(&manifest).map(|m| m.len()).unwrap_or(0);
+                if self.output_manifests.get(&dir).copied().unwrap_or(0) == len {
+                    continue;
+                }
+                let mut items = Vec::new();
+                let mut ignored = 0;
+                manifest_items(&dir, &mut items, &mut ignored);
+                self.output_manifests.insert(dir.clone(), len);
+                if items.is_empty() {
+                    continue;
+                }
+                items.sort_by(|a, b| a.at.cmp(&b.at));
+                let mut batch = Vec::new();
+                for mut i in items {
+                    i.origin = None;
+                    batch.push(i);
+                }
+                self.claim(&session, batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases the due files of an active session; true if any.
+    fn release(&mut self, i: usize) -> Result<bool, LedgerError> {
+        let a = &mut self.active[i];
+        let elapsed = a.started.elapsed();
+        let mut due = Vec::new();
+        while due.len() < BATCH
+            && let Some(item) = a.items.front()
+        {
+            let ready = match (a.speed, a.first_at) {
+                (Some(speed), Some(first)) => {
+                    let spacing = (item.at_time - first).to_std().unwrap_or_default();
+                    elapsed.as_secs_f64() * speed >= spacing.as_secs_f64()
+                }
+                _ => true,
+            };
+            if !ready {
+                break;
+            }
+            due.push(a.items.pop_front().expect("looked at above"));
+        }
+        if due.is_empty() {
+            return Ok(false);
+        }
+        a.released += due.len();
+        let (id, released) = (a.id.clone(), a.released as i64);
+        let released_to = due.last().map(|i| i.at.clone());
+        self.claim(&id, due)?;
+        self.writer.with(move |l| {
+            l.conn
+                .execute(
+                    "UPDATE sessions SET files_released = ?2, released_to = ?3 WHERE id = ?1",
+                    params![id, released, released_to],
+                )
+                .map(|_| ())
+                .map_err(sq(l.path(), "record replay progress"))
+        })?;
+        Ok(true)
+    }
+
+    /// Claims files into `queue/` as submissions of a session (ledger first, then the rename),
+    /// and hands them to the workers.
+    fn claim(&mut self, session: &str, items: Vec<Item>) -> Result<(), LedgerError> {
+        let now = Utc::now();
+        let claims: Vec<NewClaim> = items
+            .iter()
+            .map(|i| NewClaim {
+                id: self.ids.next(now),
+                channel: i.channel.clone(),
+                original: i.original.clone(),
+                marker: None,
+                replay: Some(ReplayOf {
+                    session: session.to_string(),
+                    origin: i.origin.clone(),
+                    at: i.at.clone(),
+                }),
+            })
+            .collect();
+        self.writer.claims(claims.clone())?;
+        let mut forget = Vec::new();
+        for (claim, item) in claims.into_iter().zip(items) {
+            let id = claim.id.text();
+            if let Err(e) = rename_noreplace(&item.path, &self.spool.queued(&id)) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %item.path.display(), error = %e, "replay: cannot claim");
+                }
+                forget.push(id);
+                continue;
+            }
+            if self.work.send(claim).is_err() {
+                return Err(LedgerError::WriterGone);
+            }
+        }
+        if !forget.is_empty() {
+            self.writer.forget(forget)?;
+        }
+        Ok(())
+    }
+
+    /// Sessions whose files are all released and decided, with no run in progress, for a
+    /// moment: done.
+    fn finish(&mut self) -> Result<(), LedgerError> {
+        let finishing: Vec<String> = self
+            .reader
+            .conn
+            .prepare_cached("SELECT id FROM sessions WHERE state = 'finishing'")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(sq(self.reader.path(), "read sessions"))?;
+        for id in finishing {
+            let (open, changes): (i64, i64) = self
+                .reader
+                .conn
+                .query_row(
+                    "SELECT (SELECT count(*) FROM submissions WHERE session = ?1 AND state = 'claimed')
+                          + (SELECT count(*) FROM runs WHERE session = ?1 AND state IN ('queued', 'running')),
+                            (SELECT count(*) FROM submissions WHERE session = ?1)
+                          + (SELECT count(*) FROM runs WHERE session = ?1)",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sq(self.reader.path(), "read session progress"))?;
+            let outputs_waiting = self.outputs_waiting(&id);
+            if open > 0 || outputs_waiting {
+                self.settling.remove(&id);
+                continue;
+            }
+            let entry = self
+                .settling
+                .entry(id.clone())
+                .or_insert((changes, Instant::now()));
+            if entry.0 != changes {
+                *entry = (changes, Instant::now());
+                continue;
+            }
+            if entry.1.elapsed() < SETTLED {
+                continue;
+            }
+            self.settling.remove(&id);
+            // The comparison with the original runs, then the session is done.
+            let report = crate::compare::compare(&self.reader, self.spool.root(), &id)
+                .map_err(|e| e.to_string())
+                .and_then(|rep| {
+                    crate::compare::write(self.spool.root(), &rep)
+                        .map(|path| (path, rep))
+                        .map_err(|e| e.to_string())
+                });
+            let path = match report {
+                Ok((path, rep)) => {
+                    tracing::info!(session = %id, matched = rep.matched, identical = rep.identical,
+                        missing = rep.missing, extra = rep.extra, "replay compared with the original runs");
+                    Some(path)
+                }
+                Err(e) => {
+                    tracing::error!(session = %id, error = %e, "replay: cannot compare");
+                    None
+                }
+            };
+            let id2 = id.clone();
+            self.writer.with(move |l| {
+                l.conn
+                    .execute(
+                        "UPDATE sessions SET report = ?2 WHERE id = ?1",
+                        params![id2, path],
+                    )
+                    .map_err(sq(l.path(), "record report"))?;
+                set_state(l, &id2, "done")
+            })?;
+            tracing::info!(session = %id, "replay session done");
+            self.board.publish("replay", &id);
+        }
+        Ok(())
+    }
+
+    /// Whether a session's outputs folder holds files not yet released.
+    fn outputs_waiting(&self, session: &str) -> bool {
+        let dir = self.spool.replay().join(OUTPUTS).join(session);
+        let Ok(channels) = std::fs::read_dir(&dir) else {
+            return false;
+        };
+        channels.flatten().any(|c| {
+            std::fs::read_dir(c.path()).is_ok_and(|mut d| {
+                d.any(|e| {
+                    e.ok().is_some_and(|e| {
+                        let n = e.file_name();
+                        n.as_bytes() != MANIFEST.as_bytes()
+                    })
+                })
+            })
+        })
+    }
+}
+
+fn set_state(l: &mut Ledger, id: &str, state: &str) -> Result<(), LedgerError> {
+    let ended = (state == "done").then(|| timestamp(Utc::now()));
+    l.conn
+        .execute(
+            "UPDATE sessions SET state = ?2, ended_at = coalesce(?3, ended_at) WHERE id = ?1",
+            params![id, state, ended],
+        )
+        .map(|_| ())
+        .map_err(sq(l.path(), "record session state"))
+}
+
+impl Ledger {
+    /// Replay sessions, newest first, with their progress.
+    pub fn sessions(&self) -> Result<Vec<Session>, LedgerError> {
+        self.conn
+            .prepare(
+                "SELECT id, name, folder, created_at, speed, models, period_from, period_to,
+                 files_total, files_released, state, ended_at, report,
+                 (SELECT count(*) FROM submissions s WHERE s.session = x.id AND s.state <> 'claimed'),
+                 (SELECT count(*) FROM runs r WHERE r.session = x.id)
+                 FROM sessions x ORDER BY created_at DESC",
+            )
+            .and_then(|mut st| st.query_map([], session_row)?.collect())
+            .map_err(sq(self.path(), "read sessions"))
+    }
+
+    /// One session, by id or name (the newest of that name).
+    pub fn session(&self, key: &str) -> Result<Option<Session>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT id, name, folder, created_at, speed, models, period_from, period_to,
+                 files_total, files_released, state, ended_at, report,
+                 (SELECT count(*) FROM submissions s WHERE s.session = x.id AND s.state <> 'claimed'),
+                 (SELECT count(*) FROM runs r WHERE r.session = x.id)
+                 FROM sessions x WHERE id = ?1 OR name = ?1 ORDER BY created_at DESC LIMIT 1",
+                [key],
+                session_row,
+            )
+            .optional()
+            .map_err(sq(self.path(), "read session"))
+    }
+}
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        folder: r.get(2)?,
+        created_at: r.get(3)?,
+        speed: r.get(4)?,
+        models: r
+            .get::<_, Option<String>>(5)?
+            .and_then(|m| serde_json::from_str(&m).ok()),
+        period_from: r.get(6)?,
+        period_to: r.get(7)?,
+        files_total: r.get(8)?,
+        files_released: r.get(9)?,
+        state: r.get(10)?,
+        ended_at: r.get(11)?,
+        report: r.get(12)?,
+        files_decided: r.get(13)?,
+        runs: r.get(14)?,
+    })
+}
+
+/// A period of original time: (from, to).
+pub type Span = (DateTime<Utc>, DateTime<Utc>);
+
+impl Ledger {
+    /// The simulated clock of a replay session: the original time up to which the past has been
+    /// replayed, every file that arrived by then released and decided (so that a scheduled
+    /// model sees its inputs as they had arrived). Once every file is released, the end of the
+    /// period. With the start of the period: (from, now).
+    pub fn replay_clock(&self, session: &str) -> Result<Option<Span>, LedgerError> {
+        #[allow(clippy::type_complexity)]
+        let row: Option<(Option<String>, Option<String>, Option<String>, String, Option<String>)> =
+            self.conn
+                .query_row(
+                    "SELECT period_from, period_to, released_to, state,
+                     (SELECT min(original_at) FROM submissions WHERE session = ?1 AND state = 'claimed')
+                     FROM sessions WHERE id = ?1",
+                    [session],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()
+                .map_err(sq(self.path(), "read the replay clock"))?;
+        let Some((from, to, released, state, undecided)) = row else {
+            return Ok(None);
+        };
+        let t = |s: Option<String>| {
+            s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let (Some(from), to, released) = (t(from), t(to), t(released)) else {
+            return Ok(None);
+        };
+        let mut now = if state == "replaying" {
+            released.unwrap_or(from)
+        } else {
+            to.max(released).unwrap_or(from)
+        };
+        if let Some(u) = t(undecided) {
+            now = now.min(u - chrono::Duration::microseconds(1));
+        }
+        Ok(Some((from, now)))
+    }
+}
+
+/// A session not done yet: its id, and the only models it runs (none: all).
+pub type OpenSession = (String, Option<Vec<String>>);
+
+/// Active sessions' ids and the models they run, for the dispatcher.
+pub fn open_sessions(reader: &Ledger) -> Result<Vec<OpenSession>, LedgerError> {
+    reader
+        .conn
+        .prepare_cached("SELECT id, models FROM sessions WHERE state <> 'done'")
+        .and_then(|mut st| {
+            st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?
+                        .and_then(|m| serde_json::from_str(&m).ok()),
+                ))
+            })?
+            .collect()
+        })
+        .map_err(sq(reader.path(), "read sessions"))
+}
+
+/// Starts the replay loop; raise `stop` to end it.
+pub fn spawn(replay: Replay, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("replay".into())
+        .spawn(move || replay.run(&stop))
+        .expect("spawn replay")
+}
+
+/// The files `pom replay` re-injects: operational submissions archived, received in
+/// `[from, to)`, on a channel if given, oldest first.
+pub fn archived_between(
+    reader: &Ledger,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    channel: Option<&str>,
+) -> Result<Vec<crate::ledger::Submission>, LedgerError> {
+    reader.archived_between(
+        &crate::claim::ClaimId(from.timestamp_micros()).text(),
+        &crate::claim::ClaimId(to.timestamp_micros()).text(),
+        channel,
+    )
+}
