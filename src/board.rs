@@ -61,6 +61,7 @@ pub struct Board {
     alerts: Mutex<Vec<Alert>>,
     rules_loaded: Mutex<String>,
     decided: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    operational_claim: std::sync::atomic::AtomicI64,
     events: tokio::sync::broadcast::Sender<Event>,
 }
 
@@ -75,6 +76,7 @@ impl Default for Board {
             alerts: Mutex::default(),
             rules_loaded: Mutex::default(),
             decided: Mutex::default(),
+            operational_claim: std::sync::atomic::AtomicI64::new(0),
             events: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -213,6 +215,24 @@ impl Board {
             .or_default()
             .entry(state.to_string())
             .or_default() += n;
+    }
+
+    /// Records that operational files were just claimed.
+    pub fn operational_claimed(&self) {
+        self.operational_claim.store(
+            Utc::now().timestamp_millis(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Whether operational files were claimed within `ms` milliseconds: replay work then gives
+    /// way.
+    pub fn operational_busy(&self, ms: i64) -> bool {
+        Utc::now().timestamp_millis()
+            - self
+                .operational_claim
+                .load(std::sync::atomic::Ordering::Relaxed)
+            < ms
     }
 
     /// Tells the web clients that something changed.

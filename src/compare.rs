@@ -1,5 +1,6 @@
 //! Compare: at the end of a replay session, each replay output beside the output of the original
-//! run it mirrors. Pairs are matched by run (the run a replay run mirrors) and output name;
+//! run it mirrors. Pairs are matched by run (the run a replay run mirrors) and output name (a
+//! name holding its run's id is matched without it);
 //! original outputs with no replay counterpart are *missing*, replay outputs with no original
 //! are *extra*. For PI time series, per series (location, parameter, ensemble member): the
 //! largest absolute difference and the RMSE over the common times, and the Nash–Sutcliffe
@@ -359,8 +360,13 @@ pub fn compare(reader: &Ledger, spool: &Path, session: &str) -> Result<Report, L
             missing: Vec::new(),
             extra: Vec::new(),
         };
+        // Names that hold their run's id (`forecast_<run>.xml`) are matched without it.
+        let orig_key = |n: &str| n.replace(original.as_str(), "{run}");
+        let mine_key = |n: &str| n.replace(id.as_str(), "{run}");
         for (oname, osub, ostored) in &orig {
-            let Some((_, rsub, rstored)) = mine.iter().find(|(n, _, _)| n == oname) else {
+            let Some((_, rsub, rstored)) =
+                mine.iter().find(|(n, _, _)| mine_key(n) == orig_key(oname))
+            else {
                 pair.missing.push(oname.clone());
                 continue;
             };
@@ -404,7 +410,7 @@ pub fn compare(reader: &Ledger, spool: &Path, session: &str) -> Result<Report, L
             pair.outputs.push(out);
         }
         for (rname, _, _) in &mine {
-            if !orig.iter().any(|(n, _, _)| n == rname) {
+            if !orig.iter().any(|(n, _, _)| orig_key(n) == mine_key(rname)) {
                 pair.extra.push(rname.clone());
             }
         }

@@ -256,10 +256,7 @@ impl Dispatcher {
         let mut models: Vec<&Model> = rules.models.values().collect();
         models.sort_by_key(|m| std::cmp::Reverse(m.priority));
         for model in models {
-            if model.paused
-                || self.board.model_paused(&model.name)
-                || model.executor != Executor::Local
-            {
+            if !self.may_start(model) {
                 continue;
             }
             let busy = self.running.get(&model.name).copied().unwrap_or(0);
@@ -295,10 +292,7 @@ impl Dispatcher {
                 .collect();
             models.sort_by_key(|m| std::cmp::Reverse(m.priority));
             for model in models {
-                if model.paused
-                    || self.board.model_paused(&model.name)
-                    || model.executor != Executor::Local
-                {
+                if !self.may_start(model) {
                     continue;
                 }
                 let busy = self.running.get(&model.name).copied().unwrap_or(0);
@@ -328,6 +322,12 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+
+    /// Whether runs of a model may start here now: not paused (in its rules or by an
+    /// operator), and on the local executor.
+    fn may_start(&self, model: &Model) -> bool {
+        !model.paused && !self.board.model_paused(&model.name) && model.executor == Executor::Local
     }
 
     /// A scheduled model in a replay: it fires at the scheduled times of the replayed period, in

@@ -435,6 +435,7 @@ impl Intake {
                 })
                 .collect();
             self.writer.claims(claims.clone())?;
+            self.board.operational_claimed();
             let mut forget = Vec::new();
             for (claim, r) in claims.into_iter().zip(chunk) {
                 let id = claim.id.text();

@@ -44,6 +44,8 @@ const QUIET: Duration = Duration::from_millis(1000);
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 /// Claims per ledger transaction.
 const BATCH: usize = 512;
+/// Claims per look while operational files are being claimed.
+const GIVE_WAY_BATCH: usize = 16;
 /// How long a session stays unchanged, all decided, before it is done.
 const SETTLED: Duration = Duration::from_secs(2);
 
@@ -95,7 +97,7 @@ pub struct Session {
     pub files_total: i64,
     /// Files released so far.
     pub files_released: i64,
-    /// Files decided so far.
+    /// Replayed files decided so far (outputs of its runs aside).
     pub files_decided: i64,
     /// Runs so far.
     pub runs: i64,
@@ -127,6 +129,30 @@ struct Active {
     released: usize,
     started: Instant,
     first_at: Option<DateTime<Utc>>,
+}
+
+impl Active {
+    fn new(id: String, folder: PathBuf, speed: Option<f64>, items: Vec<Item>) -> Active {
+        Active {
+            id,
+            folder: Some(folder),
+            speed,
+            first_at: items.first().map(|i| i.at_time),
+            items: items.into(),
+            released: 0,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Every file a folder's manifests describe as archived, in the order they first arrived, and
+/// how many files no manifest describes.
+fn folder_items(dir: &Path) -> (Vec<Item>, usize) {
+    let mut items = Vec::new();
+    let mut ignored = 0;
+    manifest_items(dir, &mut items, &mut ignored);
+    items.sort_by(|a, b| a.at.cmp(&b.at).then(a.origin.cmp(&b.origin)));
+    (items, ignored)
 }
 
 /// A folder seen, not yet quiet.
@@ -298,20 +324,9 @@ impl Replay {
             .map_err(sq(self.reader.path(), "read sessions"))?;
         for (id, folder, speed) in open {
             let dir = self.spool.replay().join(&folder);
-            let mut items = Vec::new();
-            let mut ignored = 0;
-            manifest_items(&dir, &mut items, &mut ignored);
-            items.sort_by(|a, b| a.at.cmp(&b.at).then(a.origin.cmp(&b.origin)));
+            let (items, _) = folder_items(&dir);
             tracing::info!(session = %id, files = items.len(), "replay taken up again");
-            self.active.push(Active {
-                id,
-                folder: Some(dir),
-                speed,
-                first_at: items.first().map(|i| i.at_time),
-                items: items.into(),
-                released: 0,
-                started: Instant::now(),
-            });
+            self.active.push(Active::new(id, dir, speed, items));
         }
         Ok(())
     }
@@ -400,13 +415,10 @@ impl Replay {
             }),
             Err(_) => SessionFile::default(),
         };
-        let mut items = Vec::new();
-        let mut ignored = 0;
-        manifest_items(dir, &mut items, &mut ignored);
+        let (items, ignored) = folder_items(dir);
         if ignored > 0 {
             tracing::warn!(%folder, ignored, "replay: files no manifest describes as archived are left out");
         }
-        items.sort_by(|a, b| a.at.cmp(&b.at).then(a.origin.cmp(&b.origin)));
         let id = format!("replay-{}", self.ids.next(Utc::now()).text());
         let name = file.name.clone().unwrap_or_else(|| folder.clone());
         let speed = file.speed.filter(|s| *s > 0.0 && s.is_finite());
@@ -436,15 +448,8 @@ impl Replay {
         })?;
         tracing::info!(session = %id, %name, files = total, speed = ?speed, "replay session begins");
         self.board.publish("replay", &id);
-        self.active.push(Active {
-            id,
-            folder: Some(dir.to_path_buf()),
-            speed,
-            first_at: items.first().map(|i| i.at_time),
-            items: items.into(),
-            released: 0,
-            started: Instant::now(),
-        });
+        self.active
+            .push(Active::new(id, dir.to_path_buf(), speed, items));
         Ok(())
     }
 
@@ -486,12 +491,18 @@ impl Replay {
         Ok(())
     }
 
-    /// Releases the due files of an active session; true if any.
+    /// Releases the due files of an active session; true if it may go on at once.
     fn release(&mut self, i: usize) -> Result<bool, LedgerError> {
+        // Operational traffic keeps priority: while it flows, the replay trickles.
+        let batch = if self.board.operational_busy(250) {
+            GIVE_WAY_BATCH
+        } else {
+            BATCH
+        };
         let a = &mut self.active[i];
         let elapsed = a.started.elapsed();
         let mut due = Vec::new();
-        while due.len() < BATCH
+        while due.len() < batch
             && let Some(item) = a.items.front()
         {
             let ready = match (a.speed, a.first_at) {
@@ -522,7 +533,8 @@ impl Replay {
                 .map(|_| ())
                 .map_err(sq(l.path(), "record replay progress"))
         })?;
-        Ok(true)
+        // Giving way, the next look waits.
+        Ok(batch == BATCH)
     }
 
     /// Claims files into `queue/` as submissions of a session (ledger first, then the rename),
@@ -675,7 +687,8 @@ impl Ledger {
             .prepare(
                 "SELECT id, name, folder, created_at, speed, models, period_from, period_to,
                  files_total, files_released, state, ended_at, report,
-                 (SELECT count(*) FROM submissions s WHERE s.session = x.id AND s.state <> 'claimed'),
+                 (SELECT count(*) FROM submissions s WHERE s.session = x.id AND s.state <> 'claimed'
+                  AND s.origin IS NOT NULL),
                  (SELECT count(*) FROM runs r WHERE r.session = x.id)
                  FROM sessions x ORDER BY created_at DESC",
             )
@@ -689,7 +702,8 @@ impl Ledger {
             .query_row(
                 "SELECT id, name, folder, created_at, speed, models, period_from, period_to,
                  files_total, files_released, state, ended_at, report,
-                 (SELECT count(*) FROM submissions s WHERE s.session = x.id AND s.state <> 'claimed'),
+                 (SELECT count(*) FROM submissions s WHERE s.session = x.id AND s.state <> 'claimed'
+                  AND s.origin IS NOT NULL),
                  (SELECT count(*) FROM runs r WHERE r.session = x.id)
                  FROM sessions x WHERE id = ?1 OR name = ?1 ORDER BY created_at DESC LIMIT 1",
                 [key],

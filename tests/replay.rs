@@ -213,24 +213,7 @@ fn a_day_copied_back_and_the_same_day_by_pom_replay_give_the_original_runs() {
     let from = times.iter().min().unwrap();
     let to = chrono::DateTime::parse_from_rfc3339(times.iter().max().unwrap()).unwrap()
         + chrono::Duration::seconds(1);
-    let out = gw
-        .pom()
-        .args([
-            "replay",
-            "--from",
-            from,
-            "--to",
-            &to.to_rfc3339(),
-            "--name",
-            "by-command",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gw.replay(from, &to.to_rfc3339(), "by-command", &[]);
     let by_command = wait_done(gw, "by-command");
     check_isolation(&day, &by_command);
     assert_eq!(by_command.files_total, copied.files_total);
@@ -276,24 +259,7 @@ fn a_day_copied_back_and_the_same_day_by_pom_replay_give_the_original_runs() {
         .unwrap()
         .replace("s/Q.obs/Q.fcst/", "s/Q.obs/Q.fcst/; s/value=\"/value=\"1/");
     std::fs::write(&script, changed).unwrap();
-    let out = gw
-        .pom()
-        .args([
-            "replay",
-            "--from",
-            from,
-            "--to",
-            &to.to_rfc3339(),
-            "--name",
-            "changed",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gw.replay(from, &to.to_rfc3339(), "changed", &[]);
     let r = report(gw, "changed");
     assert_eq!(r["matched"].as_u64(), Some(RUNS as u64), "{r}");
     assert_eq!(r["identical"].as_u64(), Some(0), "{r}");
@@ -402,24 +368,7 @@ fn a_scheduled_model_fires_in_the_replay_at_its_original_times() {
 
     let to =
         chrono::DateTime::parse_from_rfc3339(&last).unwrap() + chrono::Duration::milliseconds(1);
-    let out = gw
-        .pom()
-        .args([
-            "replay",
-            "--from",
-            &first,
-            "--to",
-            &to.to_rfc3339(),
-            "--name",
-            "sched",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gw.replay(&first, &to.to_rfc3339(), "sched", &[]);
     let s = wait_done(&gw, "sched");
     let replayed: Vec<(String, Option<String>)> = c
         .prepare("SELECT time0, mirrors FROM runs WHERE session = ?1 ORDER BY queued_at")
@@ -439,26 +388,7 @@ fn a_scheduled_model_fires_in_the_replay_at_its_original_times() {
     );
 
     // At speed 4, the arrivals (a second apart) come back a quarter of a second apart.
-    let out = gw
-        .pom()
-        .args([
-            "replay",
-            "--from",
-            &first,
-            "--to",
-            &to.to_rfc3339(),
-            "--name",
-            "paced",
-            "--speed",
-            "4",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gw.replay(&first, &to.to_rfc3339(), "paced", &["--speed", "4"]);
     let paced = wait_done(&gw, "paced");
     let claimed: Vec<chrono::DateTime<chrono::FixedOffset>> = c
         .prepare("SELECT received_at FROM submissions WHERE session = ?1 ORDER BY id")

@@ -157,4 +157,29 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         "{audit}"
     );
     shot(&b, "audit.png");
+
+    // The same period replayed: the session's page shows its comparison with the original runs.
+    let from = gw
+        .submissions()
+        .iter()
+        .map(|s| s.received_at.clone())
+        .min()
+        .unwrap();
+    let to = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    gw.replay(&from, &to, "rehearsal", &["--no-wait"]);
+    let mut id = String::new();
+    eventually(60, "the replay done", || {
+        let s = gw.ledger().session("rehearsal").unwrap();
+        if let Some(s) = s.filter(|s| s.state == "done") {
+            id = s.id;
+        }
+        !id.is_empty()
+    });
+    b.go(&format!("{server}/#/replay/{id}"));
+    let summary = b.text(&b.wait_for("#summary", 10));
+    assert!(
+        summary.contains("2 output pair(s) matched, 2 identical"),
+        "{summary}"
+    );
+    shot(&b, "replay.png");
 }

@@ -188,6 +188,21 @@ impl Gateway {
             .expect("request to the daemon")
     }
 
+    /// `pom replay --from FROM --to TO --name NAME` and more arguments; asserts it succeeded.
+    pub fn replay(&self, from: &str, to: &str, name: &str, more: &[&str]) {
+        let out = self
+            .pom()
+            .args(["replay", "--from", from, "--to", to, "--name", name])
+            .args(more)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pom replay: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The log of the current (or last) run.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("serve-{}.log", self.starts)))
