@@ -22,7 +22,12 @@ fn main() {
         let rain = rain.ok_or("no rainfall series (P.obs) among the inputs")?;
         let flow = flow.ok_or("no discharge series (Q.obs) among the inputs")?;
         let mut q = flow.events.first().map(|e| e.2).unwrap_or(0.0);
-        let (k, area) = (0.3, 2.5);
+        // The reservoir constant, which an operator may tune (`env` of the model's rule file).
+        let k = std::env::var("RUNOFF_K")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.3);
+        let area = 2.5;
         let events = rain
             .events
             .iter()

@@ -280,6 +280,7 @@ pub fn manifest_line(s: &Submission) -> String {
         "version": s.version,
         "checked": s.checked,
         "duplicate_of": s.duplicate_of,
+        "produced_by": s.produced_by,
     });
     let mut line = v.to_string();
     line.push('\n');

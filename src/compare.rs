@@ -383,7 +383,12 @@ pub fn compare(reader: &Ledger, spool: &Path, session: &str) -> Result<Report, L
             for s in &sa {
                 match sb.iter().find(|x| x.key() == s.key()) {
                     Some(r) => {
-                        let obs = observed.iter().find(|o| o.location == s.location);
+                        // Observed at the same place, of the same quantity (Q.obs for Q.sim).
+                        let quantity = |p: &str| p.split('.').next().unwrap_or(p).to_string();
+                        let obs = observed.iter().find(|o| {
+                            o.location == s.location
+                                && quantity(&o.parameter) == quantity(&s.parameter)
+                        });
                         let d = diff(s, r, obs);
                         if !d.identical {
                             report.differing_series.push(format!(

@@ -372,14 +372,16 @@ impl Dispatcher {
         new.mode = Mode::Replay.name().into();
         new.run_dir = format!("runs/replay/{session}/{}/{}", model.name, new.id);
         new.session = Some(session.to_string());
-        new.mirrors = self.reader.scheduled_at(&model.name, time0)?;
+        let mirrors = self.reader.scheduled_at(&model.name, time0)?;
+        new.mirrors = mirrors.clone();
         let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         let created = self.clock.now();
         if self
             .writer
             .with(move |l| l.create_scheduled_run(&new, created))?
         {
-            self.launch_in(model, rules, id, run_dir_rel, inputs, time0, Some(session));
+            let replay = Some((session, mirrors.as_deref()));
+            self.launch_in(model, rules, id, run_dir_rel, inputs, time0, replay);
         }
         Ok(())
     }
@@ -406,12 +408,13 @@ impl Dispatcher {
         new.mode = Mode::Replay.name().into();
         new.run_dir = format!("runs/replay/{session}/{}/{}", model.name, new.id);
         new.session = Some(session.to_string());
-        new.mirrors = mirrors;
+        new.mirrors = mirrors.clone();
         let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         if !self.writer.with(move |l| l.create_run(&new, now))? {
             return Ok(());
         }
-        self.launch_in(model, rules, id, run_dir_rel, inputs, time0, Some(session));
+        let replay = Some((session, mirrors.as_deref()));
+        self.launch_in(model, rules, id, run_dir_rel, inputs, time0, replay);
         Ok(())
     }
 
@@ -555,6 +558,20 @@ impl Dispatcher {
         self.launch_in(model, rules, id, run_dir_rel, inputs, time0, None);
     }
 
+    /// The outputs of the original run a replay run mirrors, by name (a name holding its run's
+    /// id is keyed without it): the replay's outputs name them as their originals.
+    fn original_outputs(&self, mirrors: Option<&str>) -> HashMap<String, String> {
+        let Some(m) = mirrors else {
+            return HashMap::new();
+        };
+        self.reader
+            .run_outputs(m)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, name, sub)| sub.map(|s| (name.replace(m, "{run}"), s)))
+            .collect()
+    }
+
     /// Launches a run, operational (`session` none) or of a replay session.
     #[allow(clippy::too_many_arguments)]
     fn launch_in(
@@ -565,8 +582,10 @@ impl Dispatcher {
         run_dir_rel: String,
         inputs: Vec<crate::track::Pending>,
         time0: chrono::DateTime<Utc>,
-        session: Option<&str>,
+        replay: Option<(&str, Option<&str>)>,
     ) {
+        let session = replay.map(|r| r.0);
+        let origins = self.original_outputs(replay.and_then(|r| r.1));
         *self.running.entry(model.name.clone()).or_default() += 1;
         self.board.count_running(&model.name, 1);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -620,6 +639,7 @@ impl Dispatcher {
             board: Arc::clone(&self.board),
             session: session.map(String::from),
             time0,
+            origins,
         };
         let done = self.done_tx.clone();
         let model_name = model.name.clone();
@@ -646,6 +666,7 @@ struct Job {
     board: Arc<Board>,
     session: Option<String>,
     time0: chrono::DateTime<Utc>,
+    origins: HashMap<String, String>,
 }
 
 impl Job {
@@ -811,10 +832,11 @@ impl Job {
                 crate::control::drop_into(&incoming, &name, &self.plan.id, &bytes, &completion)?;
             if self.session.is_some() {
                 // Described once in place: the replay takes it, as arriving at the run's time0.
+                let origin = self.origins.get(&name.replace(&self.plan.id, "{run}"));
                 let line = serde_json::json!({
-                    "file": at.to_string_lossy(), "channel": channel, "original": name,
-                    "state": "archived", "received_at": crate::ledger::timestamp(self.time0),
-                    "size": bytes.len(),
+                    "id": origin, "file": at.to_string_lossy(), "channel": channel,
+                    "original": name, "state": "archived",
+                    "received_at": crate::ledger::timestamp(self.time0), "size": bytes.len(),
                 });
                 use std::io::Write;
                 std::fs::OpenOptions::new()

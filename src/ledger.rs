@@ -302,6 +302,8 @@ pub struct Submission {
     pub session: Option<String>,
     /// When its original arrived (replayed files).
     pub original_at: Option<String>,
+    /// The run that produced it, if a model did.
+    pub produced_by: Option<String>,
 }
 
 fn lossy<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -639,6 +641,7 @@ impl Ledger {
                 origin: c.replay.as_ref().and_then(|r| r.origin.clone()),
                 session: c.replay.as_ref().map(|r| r.session.clone()),
                 original_at: c.replay.as_ref().map(|r| r.at.clone()),
+                produced_by: None,
             };
             match &e.verdict {
                 Verdict::Accepted { checked, .. } => {
@@ -749,6 +752,7 @@ impl Ledger {
                     })
                     .map_err(sq(&path, "look for the run of an output"))?;
                 if let Some(run) = run {
+                    decided.produced_by = Some(run.clone());
                     tx.execute(
                         "UPDATE run_outputs SET submission = ?1 WHERE run = ?2 AND channel = ?3
                          AND sha256 = ?4 AND submission IS NULL",
@@ -905,7 +909,7 @@ impl Ledger {
 const COLUMNS: &str = "id, channel, original, marker, state, received_at, decided_at, size, sha256, \
                        format, version, checked, reject_kind, reason, errors, duplicate_of, stored, \
                        route, route_rules, route_actions, rules_version, held_by, origin, session, \
-                       original_at";
+                       original_at, produced_by";
 
 fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Submission>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"))?
@@ -950,6 +954,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Submission> {
         origin: r.get(22)?,
         session: r.get(23)?,
         original_at: r.get(24)?,
+        produced_by: r.get(25)?,
     })
 }
 

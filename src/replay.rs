@@ -118,6 +118,7 @@ struct Item {
     origin: Option<String>,
     at: String,
     at_time: DateTime<Utc>,
+    produced_by: Option<String>,
 }
 
 /// A session being released.
@@ -146,11 +147,20 @@ impl Active {
 }
 
 /// Every file a folder's manifests describe as archived, in the order they first arrived, and
-/// how many files no manifest describes.
-fn folder_items(dir: &Path) -> (Vec<Item>, usize) {
+/// how many files no manifest describes. Outputs of a model that runs in the replay are left
+/// out: the replay makes them again (`models`: the models that run; none: all).
+fn folder_items(dir: &Path, models: Option<&[String]>) -> (Vec<Item>, usize) {
     let mut items = Vec::new();
     let mut ignored = 0;
     manifest_items(dir, &mut items, &mut ignored);
+    items.retain(|i| {
+        let remade = i
+            .produced_by
+            .as_deref()
+            .and_then(|run| run.rsplit_once('-'))
+            .is_some_and(|(model, _)| models.is_none_or(|m| m.iter().any(|x| x == model)));
+        !remade
+    });
     items.sort_by(|a, b| a.at.cmp(&b.at).then(a.origin.cmp(&b.origin)));
     (items, ignored)
 }
@@ -227,6 +237,7 @@ fn item(path: &Path, v: &serde_json::Value) -> Option<Item> {
         origin: v["id"].as_str().map(String::from),
         at,
         at_time,
+        produced_by: v["produced_by"].as_str().map(String::from),
     })
 }
 
@@ -324,7 +335,16 @@ impl Replay {
             .map_err(sq(self.reader.path(), "read sessions"))?;
         for (id, folder, speed) in open {
             let dir = self.spool.replay().join(&folder);
-            let (items, _) = folder_items(&dir);
+            let models: Option<Vec<String>> = self
+                .reader
+                .conn
+                .query_row("SELECT models FROM sessions WHERE id = ?1", [&id], |r| {
+                    r.get::<_, Option<String>>(0)
+                })
+                .ok()
+                .flatten()
+                .and_then(|m| serde_json::from_str(&m).ok());
+            let (items, _) = folder_items(&dir, models.as_deref());
             tracing::info!(session = %id, files = items.len(), "replay taken up again");
             self.active.push(Active::new(id, dir, speed, items));
         }
@@ -415,7 +435,7 @@ impl Replay {
             }),
             Err(_) => SessionFile::default(),
         };
-        let (items, ignored) = folder_items(dir);
+        let (items, ignored) = folder_items(dir, file.models.as_deref());
         if ignored > 0 {
             tracing::warn!(%folder, ignored, "replay: files no manifest describes as archived are left out");
         }
@@ -480,12 +500,8 @@ impl Replay {
                     continue;
                 }
                 items.sort_by(|a, b| a.at.cmp(&b.at));
-                let mut batch = Vec::new();
-                for mut i in items {
-                    i.origin = None;
-                    batch.push(i);
-                }
-                self.claim(&session, batch)?;
+                // Each names the original output it makes again, if its run mirrors one.
+                self.claim(&session, items)?;
             }
         }
         Ok(())

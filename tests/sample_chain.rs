@@ -84,3 +84,98 @@ fn the_sample_chain_runs_end_to_end() {
     assert!(text.contains("<parameterId>Q.fcst</parameterId>"), "{text}");
     gw.stop();
 }
+
+/// The sample chain replayed: unchanged, every output is identical; with the rainfall-runoff
+/// model retuned, the report names the series of both models that differ, and by how much, with
+/// the Nash–Sutcliffe efficiency against the observed discharge of the replay.
+#[test]
+fn a_replay_of_the_sample_chain_compares_a_retuned_model_with_what_ran() {
+    let mut gw = Gateway::new();
+    std::fs::remove_dir_all(gw.rules()).unwrap();
+    common::copy_dir(&repo().join("rules"), &gw.rules());
+    let path = format!(
+        "{}:{}",
+        examples_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    gw.extra_env = vec![("PATH".into(), path)];
+    gw.start();
+    for f in [
+        "rainfall_Y1232010_20261128T12.xml",
+        "discharge_Y1232010_20261128T12.xml",
+    ] {
+        let bytes = std::fs::read(repo().join("examples/samples/obs-pi").join(f)).unwrap();
+        gw.drop_file("obs-pi", f, &bytes);
+    }
+    let forecast = gw
+        .spool()
+        .join("outgoing/forecasts/forecast_Y1232010-downstream.xml");
+    eventually(60, "the forecast to be published", || forecast.exists());
+    let from = gw
+        .submissions()
+        .iter()
+        .map(|s| s.received_at.clone())
+        .min()
+        .unwrap();
+    let to = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let report = |gw: &Gateway, name: &str| -> serde_json::Value {
+        gw.replay(&from, &to, name, &[]);
+        let s = gw.ledger().session(name).unwrap().unwrap();
+        assert_eq!(s.state, "done");
+        serde_json::from_slice(&std::fs::read(gw.spool().join(s.report.unwrap())).unwrap()).unwrap()
+    };
+
+    let same = report(&gw, "unchanged");
+    assert_eq!(same["runs"].as_array().unwrap().len(), 2, "{same}");
+    assert_eq!(
+        (same["matched"].as_u64(), same["identical"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(same["differing_series"], serde_json::json!([]));
+
+    // The reservoir constant retuned in the model's rule file.
+    let rule = gw.rules().join("models/rainfall-runoff.toml");
+    let text = std::fs::read_to_string(&rule).unwrap();
+    std::fs::write(
+        &rule,
+        text.replace(
+            "concurrency = 1\n",
+            "concurrency = 1\nenv = { RUNOFF_K = \"0.6\" }\n",
+        ),
+    )
+    .unwrap();
+    eventually(10, "the edit in force", || {
+        gw.log().matches("rules reloaded").count() >= 1
+    });
+    let changed = report(&gw, "retuned");
+    assert_eq!(changed["identical"].as_u64(), Some(0), "{changed}");
+    let differing: Vec<&str> = changed["differing_series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        differing
+            .iter()
+            .any(|d| d.starts_with("rainfall-runoff runoff_Y1232010.xml Y1232010/Q.sim"))
+            && differing
+                .iter()
+                .any(|d| d.starts_with("propagation forecast_Y1232010-downstream.xml")),
+        "{differing:?}"
+    );
+    let runoff = changed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "rainfall-runoff")
+        .unwrap();
+    let series = &runoff["outputs"][0]["series"][0];
+    assert!(series["max_abs_diff"].as_f64().unwrap() > 0.0, "{series}");
+    assert_eq!(series["observed"], "Y1232010/Q.obs", "{series}");
+    assert!(
+        series["nse_original"].is_number() && series["nse_replay"].is_number(),
+        "{series}"
+    );
+    gw.stop();
+}
