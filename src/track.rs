@@ -437,8 +437,11 @@ impl Ledger {
     pub fn undecided_failures(&self) -> Result<Vec<(String, String, i64)>, LedgerError> {
         self.conn
             .prepare_cached(
-                "SELECT id, model, attempt FROM runs WHERE retry_state IS NULL
-                 AND state IN ('failed', 'timed_out', 'interrupted') ORDER BY id",
+                // Ten times a second: only through the partial index of exactly these runs
+                // (the planner would otherwise walk every failed run ever).
+                "SELECT id, model, attempt FROM runs INDEXED BY runs_undecided
+                 WHERE retry_state IS NULL AND state IN ('failed', 'timed_out', 'interrupted')
+                 ORDER BY id",
             )
             .and_then(|mut st| {
                 st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
