@@ -368,12 +368,8 @@ impl Dispatcher {
             tracing::info!(model = %model.name, %session, %time0, "replay: scheduled time skipped, no input had arrived");
             return Ok(());
         }
-        let mut new = self.new_run(model, time0, &inputs);
-        new.mode = Mode::Replay.name().into();
-        new.run_dir = format!("runs/replay/{session}/{}/{}", model.name, new.id);
-        new.session = Some(session.to_string());
         let mirrors = self.reader.scheduled_at(&model.name, time0)?;
-        new.mirrors = mirrors.clone();
+        let new = self.new_replay_run(model, time0, &inputs, session, mirrors.clone());
         let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         let created = self.clock.now();
         if self
@@ -404,11 +400,7 @@ impl Dispatcher {
         let (mirrors, time0) = self.reader.mirror_of(&model.name, &files)?;
         let now = self.clock.now();
         let time0 = time0.unwrap_or(now);
-        let mut new = self.new_run(model, time0, &inputs);
-        new.mode = Mode::Replay.name().into();
-        new.run_dir = format!("runs/replay/{session}/{}/{}", model.name, new.id);
-        new.session = Some(session.to_string());
-        new.mirrors = mirrors.clone();
+        let new = self.new_replay_run(model, time0, &inputs, session, mirrors.clone());
         let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         if !self.writer.with(move |l| l.create_run(&new, now))? {
             return Ok(());
@@ -531,6 +523,24 @@ impl Dispatcher {
             session: None,
             mirrors: None,
         }
+    }
+
+    /// A run of a replay session: replay mode, its folder under `runs/replay/<session>/`, and
+    /// the original run it mirrors.
+    fn new_replay_run(
+        &mut self,
+        model: &Model,
+        time0: chrono::DateTime<Utc>,
+        inputs: &[crate::track::Pending],
+        session: &str,
+        mirrors: Option<String>,
+    ) -> NewRun {
+        let mut new = self.new_run(model, time0, inputs);
+        new.mode = Mode::Replay.name().into();
+        new.run_dir = format!("runs/replay/{session}/{}/{}", model.name, new.id);
+        new.session = Some(session.to_string());
+        new.mirrors = mirrors;
+        new
     }
 
     /// Retries a failed run whose retry is due, with the same inputs.

@@ -15,21 +15,15 @@ fn examples_dir() -> PathBuf {
     bin.parent().unwrap().join("examples")
 }
 
-#[test]
-fn the_sample_chain_runs_end_to_end() {
-    let examples = examples_dir();
-    assert!(
-        examples.join("sample_rainfall_runoff").exists(),
-        "build the example models first (`cargo build --examples`; scripts/test does): {}",
-        examples.display()
-    );
+/// A gateway on the repository's own rules, unchanged, with the example models on its PATH,
+/// started, and the sample observations (rainfall and discharge) dropped.
+fn sample_chain_started() -> Gateway {
     let mut gw = Gateway::new();
-    // The repository's own rules, unchanged.
     std::fs::remove_dir_all(gw.rules()).unwrap();
     common::copy_dir(&repo().join("rules"), &gw.rules());
     let path = format!(
         "{}:{}",
-        examples.display(),
+        examples_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
     gw.extra_env = vec![("PATH".into(), path)];
@@ -41,6 +35,18 @@ fn the_sample_chain_runs_end_to_end() {
         let bytes = std::fs::read(repo().join("examples/samples/obs-pi").join(f)).unwrap();
         gw.drop_file("obs-pi", f, &bytes);
     }
+    gw
+}
+
+#[test]
+fn the_sample_chain_runs_end_to_end() {
+    let examples = examples_dir();
+    assert!(
+        examples.join("sample_rainfall_runoff").exists(),
+        "build the example models first (`cargo build --examples`; scripts/test does): {}",
+        examples.display()
+    );
+    let mut gw = sample_chain_started();
     let forecast = gw
         .spool()
         .join("outgoing/forecasts/forecast_Y1232010-downstream.xml");
@@ -90,23 +96,7 @@ fn the_sample_chain_runs_end_to_end() {
 /// the Nash–Sutcliffe efficiency against the observed discharge of the replay.
 #[test]
 fn a_replay_of_the_sample_chain_compares_a_retuned_model_with_what_ran() {
-    let mut gw = Gateway::new();
-    std::fs::remove_dir_all(gw.rules()).unwrap();
-    common::copy_dir(&repo().join("rules"), &gw.rules());
-    let path = format!(
-        "{}:{}",
-        examples_dir().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    gw.extra_env = vec![("PATH".into(), path)];
-    gw.start();
-    for f in [
-        "rainfall_Y1232010_20261128T12.xml",
-        "discharge_Y1232010_20261128T12.xml",
-    ] {
-        let bytes = std::fs::read(repo().join("examples/samples/obs-pi").join(f)).unwrap();
-        gw.drop_file("obs-pi", f, &bytes);
-    }
+    let mut gw = sample_chain_started();
     let forecast = gw
         .spool()
         .join("outgoing/forecasts/forecast_Y1232010-downstream.xml");
