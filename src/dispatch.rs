@@ -390,10 +390,7 @@ impl Dispatcher {
         session: &str,
         inputs: Vec<crate::track::Pending>,
     ) -> Result<(), LedgerError> {
-        if inputs
-            .iter()
-            .any(|p| !self.spool.root().join(&p.stored).exists())
-        {
+        if !self.archived(&inputs) {
             return Ok(());
         }
         let files: Vec<String> = inputs.iter().map(|p| p.submission.clone()).collect();
@@ -416,11 +413,7 @@ impl Dispatcher {
         rules: &RuleSet,
         inputs: Vec<crate::track::Pending>,
     ) -> Result<(), LedgerError> {
-        // A delivery is recorded before its file is moved into the archive: wait for the move.
-        if inputs
-            .iter()
-            .any(|p| !self.spool.root().join(&p.stored).exists())
-        {
+        if !self.archived(&inputs) {
             return Ok(());
         }
         let now = self.clock.now();
@@ -523,6 +516,14 @@ impl Dispatcher {
             session: None,
             mirrors: None,
         }
+    }
+
+    /// Whether every input is in the archive already: a delivery is recorded before its file is
+    /// moved there, and a run waits for the move.
+    fn archived(&self, inputs: &[crate::track::Pending]) -> bool {
+        inputs
+            .iter()
+            .all(|p| self.spool.root().join(&p.stored).exists())
     }
 
     /// A run of a replay session: replay mode, its folder under `runs/replay/<session>/`, and

@@ -305,14 +305,7 @@ pub fn run_detail(
     let mut upstream = Vec::new();
     for (slot, file) in &run.inputs {
         let s = reader.get(file)?;
-        let produced_by: Option<String> = reader
-            .conn
-            .query_row(
-                "SELECT produced_by FROM submissions WHERE id = ?1",
-                [file],
-                |r| r.get(0),
-            )
-            .map_err(sq(reader.path(), "read lineage"))?;
+        let produced_by = s.as_ref().and_then(|s| s.produced_by.clone());
         if let Some(p) = &produced_by
             && !upstream.contains(p)
         {
@@ -386,14 +379,7 @@ pub fn file_detail(reader: &Ledger, id: &str) -> Result<Option<FileDetail>, Ledg
     let Some(file) = reader.get(id)? else {
         return Ok(None);
     };
-    let produced_by: Option<String> = reader
-        .conn
-        .query_row(
-            "SELECT produced_by FROM submissions WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .map_err(sq(reader.path(), "read lineage"))?;
+    let produced_by = file.produced_by.clone();
     let deliveries = reader
         .conn
         .prepare_cached(
