@@ -299,53 +299,86 @@ pub fn spawn(
     settings: Settings,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("alerts".into())
-        .spawn(move || {
-            let started = Utc::now();
-            let reader = match Ledger::open_readonly(&db) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "alerts: cannot read the ledger");
-                    return;
-                }
-            };
-            while !stop.load(Ordering::Relaxed) {
-                let facts = gather(&reader, &current(&rules), &board, &spool, started);
-                let previous = board.alerts();
-                let now = evaluate(&facts, settings.min_free, Utc::now(), &previous);
-                let cleared: Vec<Alert> = previous
+    board.health().expect(
+        "alerts",
+        (settings.every * 2 + Duration::from_secs(1)).max(crate::health::STUCK_AFTER),
+    );
+    let b = Arc::clone(&board);
+    crate::health::spawn("alerts", b, move || {
+        let started = Utc::now();
+        let reader = match Ledger::open_readonly(&db) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "alerts: cannot read the ledger");
+                return;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            board.health().beat("alerts");
+            let facts = gather(&reader, &current(&rules), &board, &spool, started);
+            let previous = board.alerts();
+            let mut now = evaluate(&facts, settings.min_free, Utc::now(), &previous);
+            now.extend(stage_alerts(&board, &previous, Utc::now()));
+            let cleared: Vec<Alert> = previous
+                .iter()
+                .filter(|a| {
+                    !now.iter()
+                        .any(|b| b.kind == a.kind && b.subject == a.subject)
+                })
+                .cloned()
+                .collect();
+            let raised = board.set_alerts(now);
+            for a in &raised {
+                tracing::warn!(kind = %a.kind, subject = %a.subject, "alert: {}", a.message);
+            }
+            for a in &cleared {
+                tracing::info!(kind = %a.kind, subject = %a.subject, "alert cleared");
+            }
+            if let Some(cmd) = &settings.command {
+                for (a, state) in raised
                     .iter()
-                    .filter(|a| {
-                        !now.iter()
-                            .any(|b| b.kind == a.kind && b.subject == a.subject)
-                    })
-                    .cloned()
-                    .collect();
-                let raised = board.set_alerts(now);
-                for a in &raised {
-                    tracing::warn!(kind = %a.kind, subject = %a.subject, "alert: {}", a.message);
-                }
-                for a in &cleared {
-                    tracing::info!(kind = %a.kind, subject = %a.subject, "alert cleared");
-                }
-                if let Some(cmd) = &settings.command {
-                    for (a, state) in raised
-                        .iter()
-                        .map(|a| (a, "raised"))
-                        .chain(cleared.iter().map(|a| (a, "cleared")))
-                    {
-                        notify(cmd, a, state);
-                    }
-                }
-                let mut waited = Duration::ZERO;
-                while waited < settings.every && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                    waited += Duration::from_millis(100);
+                    .map(|a| (a, "raised"))
+                    .chain(cleared.iter().map(|a| (a, "cleared")))
+                {
+                    notify(cmd, a, state);
                 }
             }
+            let mut waited = Duration::ZERO;
+            while waited < settings.every && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                waited += Duration::from_millis(100);
+                board.health().beat("alerts");
+            }
+        }
+    })
+}
+
+/// An alert per stage that is not ok (a transient fault retried, stuck, dead), keeping the time
+/// it was first raised.
+fn stage_alerts(board: &Board, previous: &[Alert], now: DateTime<Utc>) -> Vec<Alert> {
+    board
+        .health()
+        .report(std::time::Instant::now())
+        .into_iter()
+        .filter(|s| s.state != "ok")
+        .map(|s| {
+            let since = previous
+                .iter()
+                .find(|a| a.kind == "stage" && a.subject == s.stage)
+                .map_or_else(|| timestamp(now), |a| a.since.clone());
+            Alert {
+                kind: "stage".into(),
+                subject: s.stage.clone(),
+                message: format!(
+                    "stage {} is {}: {}",
+                    s.stage,
+                    s.state,
+                    s.reason.unwrap_or_default()
+                ),
+                since,
+            }
         })
-        .expect("spawn alerts")
+        .collect()
 }
 
 /// Runs the operator's command for an alert, in the background, killed after a minute.

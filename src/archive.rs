@@ -54,12 +54,25 @@ pub fn stored_name(id: &str, original: &[u8]) -> String {
 pub fn destination(s: &Submission) -> String {
     let t = s.claim_id().map(|c| c.time()).unwrap_or_default();
     let name = stored_name(&s.id, &s.original);
-    match (&s.session, s.state) {
+    // Channel and session become folder names: one safe component each, whatever the ledger
+    // (or a manifest before it) says.
+    let channel = component(&s.channel);
+    let session = s.session.as_deref().map(component);
+    match (&session, s.state) {
         (None, State::Rejected) => format!("rejected/{}/{name}", t.format("%Y-%m-%d")),
-        (None, _) => format!("archive/{}/{}/{name}", t.format("%Y/%m/%d"), s.channel),
+        (None, _) => format!("archive/{}/{}/{name}", t.format("%Y/%m/%d"), channel),
         // A replay's files stay apart from the operational history.
         (Some(session), State::Rejected) => format!("rejected/replay/{session}/{name}"),
-        (Some(session), _) => format!("archive/replay/{session}/{}/{name}", s.channel),
+        (Some(session), _) => format!("archive/replay/{session}/{channel}/{name}"),
+    }
+}
+
+/// `name` if it is one safe path component, otherwise a made-safe stand-in.
+fn component(name: &str) -> String {
+    if crate::fs::safe_component(name) {
+        name.to_string()
+    } else {
+        stored_name("unsafe", name.as_bytes())
     }
 }
 

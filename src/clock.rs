@@ -30,8 +30,10 @@ impl Clock {
                 s,
                 v.parse::<f64>()
                     .ok()
-                    .filter(|v| *v > 0.0)
-                    .ok_or(format!("speed `{v}` is not a positive number"))?,
+                    .filter(|v| *v > 0.0 && *v <= 1e6)
+                    .ok_or(format!(
+                        "speed `{v}` is not a positive number of at most 1000000"
+                    ))?,
             ),
             None => (text, 1.0),
         };

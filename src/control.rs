@@ -401,8 +401,14 @@ impl Control {
         let bytes = match content {
             Some(c) => c.as_bytes().to_vec(),
             None => {
+                // The stored name comes from the ledger: confined under the spool, and read
+                // without following a link planted in `rejected/`.
                 let stored = row.stored.clone().unwrap_or_default();
-                match std::fs::read(self.spool.root().join(&stored)) {
+                match crate::fs::read_confined(
+                    self.spool.root(),
+                    Path::new(&stored),
+                    crate::examine::DEFAULT_MAX_SIZE,
+                ) {
                     Ok(b) => b,
                     Err(e) => {
                         return Answer::refused(
@@ -420,7 +426,7 @@ impl Control {
         {
             return Answer::failed(e);
         }
-        let name = String::from_utf8_lossy(&row.original).into_owned();
+        let name = reinjected_name(&row.original, file);
         match drop_into(
             &self.spool.channel(&row.channel),
             &name,
@@ -438,6 +444,23 @@ impl Control {
     }
 }
 
+/// The name a re-injected file is dropped under, relative to its channel folder: its original
+/// name when that is a safe relative path; otherwise (absolute, `..`, control characters: a name
+/// from a replay manifest or an unsafe drop) a plain name made from its last part, so that a
+/// re-inject never writes outside the channel folder.
+pub fn reinjected_name(original: &[u8], id: &str) -> String {
+    let text = String::from_utf8_lossy(original);
+    if crate::examine::unsafe_name(original).is_none()
+        && crate::fs::confined(Path::new("/"), Path::new(&*text)).is_some()
+    {
+        return text.into_owned();
+    }
+    let last = text.rsplit('/').next().unwrap_or_default();
+    let safe = crate::archive::stored_name(id, last.as_bytes());
+    tracing::warn!(original = ?text, name = %safe, "re-inject: the original name is not a safe relative path");
+    safe
+}
+
 /// Drops `bytes` into a channel folder as `name` (relative, may hold folders), the way a careful
 /// upstream does: written under a hidden temporary name, synced, renamed without replacing
 /// (a file of that name waiting already keeps its place: this one gets `tag` in front), and
@@ -449,7 +472,12 @@ pub fn drop_into(
     bytes: &[u8],
     completion: &Completion,
 ) -> std::io::Result<PathBuf> {
-    let target = dir.join(name);
+    let target = crate::fs::confined(dir, Path::new(name)).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a plain relative name"),
+        )
+    })?;
     let parent = target.parent().unwrap_or(dir).to_path_buf();
     std::fs::create_dir_all(&parent)?;
     let base = target
@@ -658,5 +686,39 @@ impl Ledger {
                 Answer::done(format!("file `{id}` released (it was held by {holder})"))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reinject_never_writes_outside_its_channel_whatever_the_original_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let channel = dir.path().join("spool/incoming/obs");
+        std::fs::create_dir_all(&channel).unwrap();
+        for hostile in [
+            "/tmp/pom-escape.xml",
+            "../../../escape.xml",
+            "a/../../escape.xml",
+        ] {
+            let name = reinjected_name(hostile.as_bytes(), "20260101T000000000000Z");
+            let at = drop_into(&channel, &name, "t", b"<a/>", &Completion::Rename).unwrap();
+            let written = channel.join(&at);
+            assert!(
+                written.starts_with(&channel),
+                "{hostile} -> {}",
+                written.display()
+            );
+            assert!(written.exists());
+        }
+        assert!(!dir.path().join("escape.xml").exists());
+        assert!(!Path::new("/tmp/pom-escape.xml").exists());
+        // A plain name, folders included, is kept as it was dropped.
+        assert_eq!(reinjected_name(b"sub/x.xml", "id"), "sub/x.xml");
+        // drop_into itself refuses what leaves the folder.
+        assert!(drop_into(&channel, "../x.xml", "t", b"", &Completion::Rename).is_err());
+        assert!(drop_into(&channel, "/x.xml", "t", b"", &Completion::Rename).is_err());
     }
 }

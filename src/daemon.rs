@@ -9,6 +9,7 @@
 //! recorded state: a file whose verdict is committed is filed; a file only claimed is examined
 //! again; a claim whose rename never happened is forgotten (the file is still in `incoming/`).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -85,13 +86,21 @@ pub enum DaemonError {
     /// A thread panicked.
     #[error("thread {0} panicked")]
     Panicked(&'static str),
+    /// Another daemon holds the spool.
+    #[error("spool {path}: another pom serve holds it ({holder}); one daemon per spool")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// What the lock file says of its holder.
+        holder: String,
+    },
 }
 
 /// A running daemon.
 pub struct Daemon {
     hints: SyncSender<Hint>,
     intake: JoinHandle<Result<(), LedgerError>>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<Result<(), LedgerError>>>,
     dispatcher: JoinHandle<()>,
     stop_runs: Arc<AtomicBool>,
     writer: JoinHandle<Result<(), LedgerError>>,
@@ -105,6 +114,9 @@ pub struct Daemon {
     stop_alerts: Arc<AtomicBool>,
     replay: JoinHandle<()>,
     stop_replay: Arc<AtomicBool>,
+    guard: JoinHandle<()>,
+    stop_guard: Arc<AtomicBool>,
+    _lock: std::fs::File,
 }
 
 /// Capacity of the hint channel; beyond it a rescan is asked for.
@@ -126,6 +138,7 @@ impl Daemon {
                 op: "create folders",
                 source,
             })?;
+        let lock = lock_spool(&spool)?;
         tracing::info!(rules = %&rules.version[..12], channels = rules.channels.len(),
             formats = catalog.formats().len(), "rules and schemas loaded");
         let board = Arc::new(Board::default());
@@ -134,6 +147,12 @@ impl Daemon {
         let catalog: Shared<Catalog> = Arc::new(RwLock::new(Arc::new(catalog)));
 
         let mut ledger = Ledger::open(&config.db)?;
+        ledger.check_writable()?;
+        let ledger_identity = identity(&config.db).map_err(|source| DaemonError::Spool {
+            path: config.db.clone(),
+            op: "look at the ledger file",
+            source,
+        })?;
         let ids = Arc::new(crate::claim::IdGenerator::after(ledger.last_id()?));
         for (id, pid) in ledger.unfinished_runs()? {
             if let Some(pid) = pid {
@@ -162,18 +181,18 @@ impl Daemon {
             }
         }
         let (filed_tx, filed_rx) = sync_channel::<Vec<Submission>>(4);
-        let (writer, writer_thread) = Writer::spawn(ledger, 4096, filed_tx);
+        let (writer, writer_thread) = Writer::spawn(ledger, 4096, filed_tx, Arc::clone(&board));
         // The filer wakes the dispatcher when a file delivered to a model is in the archive.
         let (wake_tx, wake_rx) = sync_channel::<Wake>(64);
         let filer = {
             let spool = spool.clone();
             let sync = config.sync;
             let wake = wake_tx.clone();
-            let board = Arc::clone(&board);
-            std::thread::Builder::new()
-                .name("filer".into())
-                .spawn(move || filer_loop(&spool, filed_rx, sync, &wake, &board))
-                .expect("spawn filer")
+            let b = Arc::clone(&board);
+            board.health().expect("filer", crate::health::STUCK_AFTER);
+            crate::health::spawn("filer", Arc::clone(&board), move || {
+                filer_loop(&spool, filed_rx, sync, &wake, &b)
+            })
         };
         let (work_tx, work_rx) = sync_channel::<Work>(WORK);
         let work_rx = Arc::new(Mutex::new(work_rx));
@@ -187,10 +206,12 @@ impl Daemon {
                 };
                 let writer = writer.clone();
                 let limits = config.limits;
-                std::thread::Builder::new()
-                    .name(format!("examine-{i}"))
-                    .spawn(move || worker_loop(&rx, &spool, &shared, &writer, limits))
-                    .expect("spawn worker")
+                let b = Arc::clone(&board);
+                let stage = format!("examine-{i}");
+                board.health().expect(&stage, crate::health::STUCK_AFTER);
+                crate::health::spawn(&stage.clone(), Arc::clone(&board), move || {
+                    worker_loop(&rx, &spool, &shared, &writer, limits, &b, &stage)
+                })
             })
             .collect();
         let stop_runs = Arc::new(AtomicBool::new(false));
@@ -276,15 +297,29 @@ impl Daemon {
                 Arc::clone(&ids),
                 &config.db,
                 Arc::clone(&board),
+                Arc::clone(&rules),
             )?,
             Arc::clone(&stop_replay),
         );
         drop(work_tx);
         drop(writer);
-        let intake = std::thread::Builder::new()
-            .name("intake".into())
-            .spawn(move || intake.run(hints_rx))
-            .expect("spawn intake");
+        board.health().expect("intake", crate::health::STUCK_AFTER);
+        let intake =
+            crate::health::spawn("intake", Arc::clone(&board), move || intake.run(hints_rx));
+        let stop_guard = Arc::new(AtomicBool::new(false));
+        let guard = {
+            let (db, stop, b) = (
+                config.db.clone(),
+                Arc::clone(&stop_guard),
+                Arc::clone(&board),
+            );
+            board
+                .health()
+                .expect("ledger-guard", crate::health::STUCK_AFTER);
+            crate::health::spawn("ledger-guard", Arc::clone(&board), move || {
+                guard_ledger(&db, ledger_identity, &stop, &b)
+            })
+        };
         Ok(Daemon {
             hints: hints_tx,
             intake,
@@ -302,7 +337,15 @@ impl Daemon {
             stop_alerts,
             replay,
             stop_replay,
+            guard,
+            stop_guard,
+            _lock: lock,
         })
+    }
+
+    /// Why the daemon must stop, if a stage died or the ledger was replaced under it.
+    pub fn fatal(&self) -> Option<String> {
+        self.board.health().fatal_reason()
     }
 
     /// The live board (pauses, waiting files, running models, alerts, events).
@@ -327,6 +370,10 @@ impl Daemon {
 
     /// Stops cleanly: no new claims, files in flight examined, recorded and filed.
     pub fn stop(self) -> Result<(), DaemonError> {
+        self.board.health().stopping();
+        self.stop_guard
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.guard.join();
         drop(self.control);
         self.stop_alerts
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -345,7 +392,7 @@ impl Daemon {
             .join()
             .map_err(|_| DaemonError::Panicked("replay"))?;
         for w in self.workers {
-            w.join().map_err(|_| DaemonError::Panicked("worker"))?;
+            let _ = w.join().map_err(|_| DaemonError::Panicked("worker"))?;
         }
         self.stop_runs
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -486,53 +533,55 @@ fn worker_loop(
     shared: &WorkerShared,
     writer: &Writer,
     limits: Limits,
-) {
+    board: &Board,
+    stage: &str,
+) -> Result<(), LedgerError> {
+    let health = board.health();
     let mut validator = Validator::new();
     loop {
+        health.beat(stage);
         let work = {
-            let Ok(rx) = rx.lock() else { return };
-            match rx.recv() {
+            let Ok(rx) = rx.lock() else {
+                return Ok(());
+            };
+            match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(w) => w,
-                Err(_) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
         };
-        let catalog = current(&shared.catalog);
         let queued = spool.queued(&work.id.text());
-        let examined = examine_dropped(&queued, &work.original, &catalog, &mut validator, limits);
+        // A file that cannot be read for a passing reason (no descriptors, no memory, an I/O
+        // error) is examined again, never refused for it.
+        let mut pause = Duration::from_millis(50);
+        let examined = loop {
+            let catalog = current(&shared.catalog);
+            let examined =
+                examine_dropped(&queued, &work.original, &catalog, &mut validator, limits);
+            match &examined.verdict {
+                Verdict::Rejected(r)
+                    if r.kind == crate::examine::RejectKind::Transient && !health.is_stopping() =>
+                {
+                    health.fault(stage, Some(format!("file {}: {}", work.id, r.reason)));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                _ => {
+                    health.fault(stage, None);
+                    break examined;
+                }
+            }
+        };
         let route = match &examined.verdict {
             Verdict::Accepted {
                 format, version, ..
-            } => {
-                let rules = current(&shared.rules);
-                let facts = Facts {
-                    channel: &work.channel,
-                    name: &work.original,
-                    format,
-                    version,
-                    document: &queued,
-                };
-                let mut decision = rules.routes.decide(&facts);
-                if let crate::route::Decision::Routed { actions, .. } = &mut decision {
-                    // A delivery happens only if the file fits the slot (format, version,
-                    // content); otherwise it is left out, and said.
-                    actions.retain(|a| match a {
-                        crate::route::Action::Deliver { model, slot } => {
-                            let fits = rules
-                                .models
-                                .get(model)
-                                .and_then(|m| m.inputs.get(slot))
-                                .is_some_and(|s| s.accepts(format, version, &queued));
-                            if !fits {
-                                tracing::warn!(file.id = %work.id, %model, %slot,
-                                    "routed to a slot it does not fit: not delivered");
-                            }
-                            fits
-                        }
-                        _ => true,
-                    });
-                }
-                Some((decision, rules.version.clone()))
-            }
+            } => Some(route_of(
+                &work,
+                &queued,
+                format,
+                version,
+                &current(&shared.rules),
+            )),
             Verdict::Rejected(_) => None,
         };
         let decision = Decision {
@@ -540,12 +589,51 @@ fn worker_loop(
             examined,
             route,
         };
-        if writer.decide(decision).is_err() {
-            return;
-        }
+        writer.decide(decision)?;
     }
 }
 
+/// The routing decision for an accepted file, deliveries limited to the slots it fits.
+fn route_of(
+    work: &Work,
+    queued: &Path,
+    format: &str,
+    version: &str,
+    rules: &RuleSet,
+) -> (crate::route::Decision, String) {
+    let facts = Facts {
+        channel: &work.channel,
+        name: &work.original,
+        format,
+        version,
+        document: queued,
+    };
+    let mut decision = rules.routes.decide(&facts);
+    if let crate::route::Decision::Routed { actions, .. } = &mut decision {
+        // A delivery happens only if the file fits the slot (format, version, content);
+        // otherwise it is left out, and said.
+        actions.retain(|a| match a {
+            crate::route::Action::Deliver { model, slot } => {
+                let fits = rules
+                    .models
+                    .get(model)
+                    .and_then(|m| m.inputs.get(slot))
+                    .is_some_and(|s| s.accepts(format, version, queued));
+                if !fits {
+                    tracing::warn!(file.id = %work.id, %model, %slot,
+                        "routed to a slot it does not fit: not delivered");
+                }
+                fits
+            }
+            _ => true,
+        });
+    }
+    (decision, rules.version.clone())
+}
+
+/// Files decided batches: a batch that cannot be filed (disk full, no descriptors) stays in
+/// `queue/` and is filed again, with a doubling pause, until it is, without a restart; the
+/// stage shows degraded meanwhile.
 fn filer_loop(
     spool: &Spool,
     rx: Receiver<Vec<Submission>>,
@@ -553,38 +641,158 @@ fn filer_loop(
     wake: &SyncSender<Wake>,
     board: &Board,
 ) {
+    let health = board.health();
     let mut folders = crate::archive::Folders::default();
-    while let Ok(mut batch) = rx.recv() {
+    let mut retry: Vec<Submission> = Vec::new();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        health.beat("filer");
+        let wait = if retry.is_empty() {
+            Duration::from_millis(500)
+        } else {
+            pause
+        };
+        let mut batch = match rx.recv_timeout(wait) {
+            Ok(b) => b,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) if retry.is_empty() => return,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if health.is_stopping() {
+                    // Left in queue/ with their verdicts: filed at the next start.
+                    return;
+                }
+                std::thread::sleep(pause);
+                Vec::new()
+            }
+        };
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
             if batch.len() > 8192 {
                 break;
             }
         }
-        for (id, e) in crate::archive::file_batch(spool, &batch, &mut folders) {
-            tracing::error!(file.id = %id, error = %e, "cannot file; it stays in queue/");
+        let retried = !retry.is_empty();
+        if retried {
+            let mut again = std::mem::take(&mut retry);
+            again.extend(batch);
+            batch = again;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let failed = crate::archive::file_batch(spool, &batch, &mut folders);
+        if let Some((id, e)) = failed.first() {
+            health.fault(
+                "filer",
+                Some(format!(
+                    "{} file(s) cannot be filed yet (first {id}: {e}); they stay in queue/",
+                    failed.len()
+                )),
+            );
+            // Folders may have gone with the fault: ask the file system again.
+            folders = crate::archive::Folders::default();
+            pause = (pause * 2).min(Duration::from_secs(2));
+        } else {
+            health.fault("filer", None);
+            pause = Duration::from_millis(50);
+        }
+        let failed_ids: std::collections::HashSet<&str> =
+            failed.iter().map(|(id, _)| id.as_str()).collect();
+        let (filed, not_yet): (Vec<Submission>, Vec<Submission>) = batch
+            .into_iter()
+            .partition(|s| !failed_ids.contains(s.id.as_str()));
+        retry = not_yet;
+        if filed.is_empty() {
+            continue;
         }
         if sync && let Err(e) = sync_filesystem(spool.root()) {
             tracing::error!(error = %e, "cannot sync the spool");
         }
-        let delivered = batch.iter().any(|s| {
+        let delivered = filed.iter().any(|s| {
             s.route_actions
                 .iter()
                 .any(|a| matches!(a, crate::route::Action::Deliver { .. }))
         });
         let mut counts: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
-        for s in &batch {
+        for s in &filed {
             *counts.entry((&s.channel, s.state.name())).or_default() += 1;
         }
         for ((channel, state), n) in counts {
             board.count_decided(channel, state, n);
         }
-        if let Some(last) = batch.last() {
+        if let Some(last) = filed.last() {
             board.publish("files", &last.id);
         }
         if delivered {
             let _ = wake.try_send(Wake::Kick);
         }
+    }
+}
+
+/// Holds the spool for this daemon alone: an exclusive `flock` on `state/pom.lock`, released by
+/// the kernel when the process ends however it ends. The holder's pid is written in it.
+fn lock_spool(spool: &Spool) -> Result<std::fs::File, DaemonError> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let path = spool.root().join("state").join("pom.lock");
+    let err = |op, source| DaemonError::Spool {
+        path: path.clone(),
+        op,
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| err("open the lock file", e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(DaemonError::Locked {
+            path: path.clone(),
+            holder: format!("pid {}", holder.trim()),
+        });
+    }
+    file.set_len(0).map_err(|e| err("write the lock file", e))?;
+    write!(file, "{}", std::process::id()).map_err(|e| err("write the lock file", e))?;
+    Ok(file)
+}
+
+/// Device and inode of a file: another pair later means it was replaced.
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Watches the ledger file: deleted, or replaced by another file, the daemon would go on writing
+/// to a file nobody sees, and a restart would take processed files for new ones. Either is fatal.
+fn guard_ledger(db: &Path, known: (u64, u64), stop: &AtomicBool, board: &Board) {
+    let health = board.health();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        health.beat("ledger-guard");
+        match identity(db) {
+            Ok(id) if id == known => {}
+            Ok(_) => {
+                health.fatal(format!(
+                    "the ledger {} was replaced under the running daemon",
+                    db.display()
+                ));
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                health.fatal(format!(
+                    "the ledger {} was deleted under the running daemon",
+                    db.display()
+                ));
+                return;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -8,15 +8,13 @@
 //! they are validated and routed like any file: that is how chains form.
 
 use std::collections::HashMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::board::Board;
@@ -98,8 +96,10 @@ impl Dispatcher {
                 }
                 self.cancels.remove(&run);
             }
-            if let Err(e) = self.tick() {
-                tracing::error!(error = %e, "dispatch");
+            self.board.health().beat("dispatch");
+            match self.tick() {
+                Ok(()) => self.board.health().fault("dispatch", None),
+                Err(e) => self.board.health().fault("dispatch", Some(e.to_string())),
             }
             // Woken at once when a delivered file is archived or an operator acts; otherwise a
             // look every TICK (schedules, retries, windows).
@@ -235,10 +235,7 @@ impl Dispatcher {
         for (id, model, attempt) in self.reader.undecided_failures()? {
             let at = rules.models.get(&model).and_then(|m| {
                 let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
-                (attempt <= m.retries.max).then(|| {
-                    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-                    now + chrono::Duration::from_std(m.retries.backoff * factor).unwrap_or_default()
-                })
+                (attempt <= m.retries.max).then(|| retry_at(now, m.retries.backoff, attempt))
             });
             self.writer.with(move |l| l.decide_retry(&id, at))?;
         }
@@ -707,25 +704,27 @@ impl Job {
             return failed(format!("cannot lay out the run folder: {e}"));
         }
         let argv = run::command(&self.model.command, &self.dir);
-        let (Ok(stdout), Ok(stderr)) = (
-            std::fs::File::create(self.dir.join("stdout.txt")),
-            std::fs::File::create(self.dir.join("stderr.txt")),
-        ) else {
-            return failed("cannot create stdout.txt and stderr.txt".into());
-        };
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .current_dir(&self.dir)
-            .envs(self.model.env.iter())
-            .envs(run::environment(&self.plan, &self.dir))
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0);
+        let env = self
+            .model
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(run::environment(&self.plan, &self.dir));
+        let mut cmd = crate::process::model_command(&argv, &self.dir, env);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return failed(format!("cannot start `{}`: {e}", argv[0])),
         };
+        let captures = [
+            child
+                .stdout
+                .take()
+                .map(|s| crate::process::capture(s, &self.dir.join("stdout.txt"))),
+            child
+                .stderr
+                .take()
+                .map(|s| crate::process::capture(s, &self.dir.join("stderr.txt"))),
+        ];
         let pid = child.id();
         let id = self.plan.id.clone();
         let _ = self
@@ -763,9 +762,30 @@ impl Job {
                 Err(_) => break None,
             }
         };
-        // Whatever the model left running in its group goes too.
-        // SAFETY: as above; the group may already be gone.
-        unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+        // Whatever the model left running goes too: its group, its descendants (also those
+        // that called setsid), anything carrying its run id.
+        let left = crate::process::kill_tree(pid, &self.plan.id);
+        if left > 0 {
+            tracing::info!(run.id = %self.plan.id, processes = left, "processes the model left behind are stopped");
+        }
+        // Its output, once every writer is gone (bounded wait: a survivor that escaped
+        // every check keeps its pipe, not the run).
+        let until = Instant::now() + Duration::from_secs(5);
+        for c in captures.into_iter().flatten() {
+            match c {
+                Ok(h) => {
+                    while !h.is_finished() && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    if h.is_finished() {
+                        let _ = h.join();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(run.id = %self.plan.id, error = %e, "cannot keep the model's output")
+                }
+            }
+        }
         let diag = run::read_diag(&self.dir.join(run::DIAG_FILE));
         if interrupted {
             let why = "the daemon stopped while it ran".to_string();
@@ -861,6 +881,21 @@ impl Job {
     }
 }
 
+/// When a failed run's attempt `attempt` is retried: `backoff` doubled at each attempt after
+/// the first, never more than [`crate::model::MAX_DURATION`] after `now`, and never an overflow
+/// whatever the rules say.
+pub fn retry_at(now: DateTime<Utc>, backoff: Duration, attempt: u32) -> DateTime<Utc> {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+    let wait = backoff
+        .checked_mul(factor)
+        .unwrap_or(crate::model::MAX_DURATION)
+        .min(crate::model::MAX_DURATION);
+    chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|w| now.checked_add_signed(w))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Starts the dispatcher thread; raise `stop` to end it.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
@@ -873,9 +908,33 @@ pub fn spawn(
     wake: Receiver<Wake>,
     board: Arc<Board>,
 ) -> Result<std::thread::JoinHandle<()>, LedgerError> {
+    board
+        .health()
+        .expect("dispatch", crate::health::STUCK_AFTER);
+    let b = Arc::clone(&board);
     let d = Dispatcher::new(spool, rules, writer, db, stop, clock, wake, board)?;
-    Ok(std::thread::Builder::new()
-        .name("dispatch".into())
-        .spawn(move || d.run())
-        .expect("spawn dispatcher"))
+    Ok(crate::health::spawn("dispatch", b, move || d.run()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_retry_backoff_doubles_and_never_overflows() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        let m = |s| Duration::from_secs(s);
+        assert_eq!(retry_at(now, m(30), 1), now + chrono::Duration::seconds(30));
+        assert_eq!(
+            retry_at(now, m(30), 3),
+            now + chrono::Duration::seconds(120)
+        );
+        let far = retry_at(now, crate::model::MAX_DURATION, 40);
+        assert_eq!(far, now + chrono::Duration::days(366));
+        assert_eq!(
+            retry_at(DateTime::<Utc>::MAX_UTC, m(1), 1),
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
 }

@@ -70,6 +70,9 @@ pub enum RejectKind {
     /// The file name is unsafe to hand on (control characters, not UTF-8, leading `-`, `..`,
     /// too long).
     UnsafeName,
+    /// Not a verdict: the file could not be read for a reason that passes (no descriptors left,
+    /// no memory, an I/O error). It is examined again later, never recorded as refused.
+    Transient,
 }
 
 impl RejectKind {
@@ -88,6 +91,7 @@ impl RejectKind {
             RejectKind::Invalid => "invalid",
             RejectKind::SchemaBroken => "schema-broken",
             RejectKind::UnsafeName => "unsafe-name",
+            RejectKind::Transient => "transient",
         }
     }
 }
@@ -212,6 +216,33 @@ pub fn examine_dropped(
     examined
 }
 
+/// Whether an I/O error passes with time (descriptors, memory, space, a failing disk): such a
+/// file is examined again later instead of being refused.
+pub fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::ENOSPC
+                | libc::EDQUOT
+                | libc::EIO
+                | libc::EAGAIN
+                | libc::EINTR
+                | libc::ENOBUFS
+        )
+    )
+}
+
+fn unreadable(e: &std::io::Error) -> RejectKind {
+    if is_transient(e) {
+        RejectKind::Transient
+    } else {
+        RejectKind::Unreadable
+    }
+}
+
 /// Examines one file's content.
 pub fn examine(
     path: &Path,
@@ -248,14 +279,14 @@ pub fn examine(
             );
         }
         Err(e) => {
-            let r = Rejection::new(RejectKind::Unreadable, format!("cannot be opened: {e}"));
+            let r = Rejection::new(unreadable(&e), format!("cannot be opened: {e}"));
             return rejected(0, None, None, r);
         }
     };
     let meta = match file.metadata() {
         Ok(m) => m,
         Err(e) => {
-            let r = Rejection::new(RejectKind::Unreadable, format!("cannot be read: {e}"));
+            let r = Rejection::new(unreadable(&e), format!("cannot be read: {e}"));
             return rejected(0, None, None, r);
         }
     };
@@ -303,7 +334,7 @@ pub fn examine(
                 size,
                 None,
                 None,
-                Rejection::new(RejectKind::Unreadable, format!("cannot be read: {e}")),
+                Rejection::new(unreadable(&e), format!("cannot be read: {e}")),
             );
         }
         identify(&held[..], catalog, limits.max_depth)

@@ -123,6 +123,7 @@ impl Intake {
     pub fn run(mut self, hints: Receiver<Hint>) -> Result<(), LedgerError> {
         let mut next_scan = Instant::now();
         loop {
+            self.board.health().beat("intake");
             let now = Instant::now();
             let mut wake = next_scan.min(now + Duration::from_secs(1));
             if let Some((&d, _)) = self.deadlines.first_key_value() {

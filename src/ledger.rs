@@ -51,6 +51,14 @@ pub enum LedgerError {
     /// The writer thread is gone.
     #[error("the ledger writer has stopped")]
     WriterGone,
+    /// The daemon cannot write the ledger (a read-only file or folder).
+    #[error("ledger {path}: cannot be written: {why}")]
+    NotWritable {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` counts those applied. Never edit
@@ -435,6 +443,33 @@ impl Ledger {
             })
             .map_err(sq(path, "read expected origins"))?;
         Ok(ledger)
+    }
+
+    /// Proves that the ledger can be written: not opened read-only by SQLite (which it does,
+    /// silently, on a file it may not write), a write transaction can be begun, and its folder
+    /// takes new files (the WAL and its index live beside it).
+    pub fn check_writable(&self) -> Result<(), LedgerError> {
+        let not = |why: String| LedgerError::NotWritable {
+            path: self.path.clone(),
+            why,
+        };
+        if self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            return Err(not("SQLite opened it read-only (file permissions)".into()));
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(|e| not(format!("a write transaction was refused: {e}")))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let probe = dir.join(format!(".pom-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                not(format!(
+                    "its folder {} takes no new file: {e}",
+                    dir.display()
+                ))
+            })?;
+        Ok(())
     }
 
     /// Opens the ledger for reading only (CLI, web); fails if it does not exist.
@@ -1000,12 +1035,16 @@ impl Writer {
         mut ledger: Ledger,
         capacity: usize,
         filed: SyncSender<Vec<Submission>>,
+        board: std::sync::Arc<crate::board::Board>,
     ) -> (Writer, JoinHandle<Result<(), LedgerError>>) {
         let (tx, rx) = sync_channel::<WriteOp>(capacity);
-        let handle = std::thread::Builder::new()
-            .name("ledger-writer".into())
-            .spawn(move || writer_loop(&mut ledger, rx, filed))
-            .expect("spawn ledger writer");
+        board
+            .health()
+            .expect("ledger-writer", crate::health::STUCK_AFTER);
+        let b = std::sync::Arc::clone(&board);
+        let handle = crate::health::spawn("ledger-writer", b, move || {
+            writer_loop(&mut ledger, rx, filed, board.health())
+        });
         (Writer { tx }, handle)
     }
 
@@ -1056,10 +1095,17 @@ fn writer_loop(
     ledger: &mut Ledger,
     rx: Receiver<WriteOp>,
     filed: SyncSender<Vec<Submission>>,
+    health: &crate::health::Health,
 ) -> Result<(), LedgerError> {
     // Group commit: whatever has queued up while the last group was being written goes into the
     // next transaction (waiting for more was measured to be slower, not faster).
-    while let Ok(first) = rx.recv() {
+    loop {
+        health.beat("ledger-writer");
+        let first = match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            Ok(op) => op,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut ops = vec![first];
         while ops.len() < GROUP {
             match rx.try_recv() {
@@ -1071,7 +1117,7 @@ fn writer_loop(
         for op in ops {
             match op {
                 WriteOp::Claims(claims, reply) => {
-                    let r = ledger.insert_claims(&claims);
+                    let r = retrying(health, "record claims", || ledger.insert_claims(&claims));
                     let failed = r.as_ref().err().map(ToString::to_string);
                     let _ = reply.send(failed.clone().map_or(Ok(()), Err));
                     if let Err(e) = r {
@@ -1079,19 +1125,71 @@ fn writer_loop(
                         return Err(e);
                     }
                 }
-                WriteOp::Forget(ids) => ledger.forget(&ids)?,
+                WriteOp::Forget(ids) => retrying(health, "forget claims", || ledger.forget(&ids))?,
                 WriteOp::Decide(d) => decisions.push(d),
                 WriteOp::With(f) => f(ledger),
             }
         }
         if !decisions.is_empty() {
-            let done = ledger.decide(&decisions, Utc::now())?;
+            let done = retrying(health, "record verdicts", || {
+                ledger.decide(&decisions, Utc::now())
+            })?;
             if filed.send(done).is_err() {
                 return Err(LedgerError::WriterGone);
             }
         }
     }
     Ok(())
+}
+
+/// Runs a ledger write until it succeeds or fails for good: a transient fault (disk full, I/O
+/// error, busy, read-only folder) is retried with a doubling pause up to 5 s, the stage shown
+/// degraded meanwhile; nothing is lost and nothing is recorded twice (each try is one
+/// transaction, rolled back when it fails).
+fn retrying<T>(
+    health: &crate::health::Health,
+    what: &str,
+    mut f: impl FnMut() -> Result<T, LedgerError>,
+) -> Result<T, LedgerError> {
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match f() {
+            Ok(v) => {
+                health.fault("ledger-writer", None);
+                return Ok(v);
+            }
+            Err(e) if e.is_transient() && !health.is_stopping() => {
+                health.fault("ledger-writer", Some(format!("cannot {what}: {e}")));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl LedgerError {
+    /// Whether the fault passes with time (a full disk, an I/O error, a busy or read-only
+    /// database): to be retried, never taken for a verdict.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            LedgerError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    C::DiskFull
+                        | C::SystemIoFailure
+                        | C::DatabaseBusy
+                        | C::DatabaseLocked
+                        | C::CannotOpen
+                        | C::ReadOnly
+                        | C::OutOfMemory,
+                )
+            ),
+            LedgerError::Folder { source, .. } => crate::examine::is_transient(source),
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

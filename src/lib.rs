@@ -8,6 +8,8 @@
 //! Modules follow the pipeline. Decisions (settle) are pure functions with the clock passed in;
 //! I/O stays in the loops of [`intake`], [`examine`], [`ledger`] and [`archive`].
 
+pub mod fs;
+pub mod health;
 pub mod problems;
 pub mod spool;
 
@@ -34,6 +36,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod intake;
 pub mod pi;
+pub mod process;
 pub mod replay;
 pub mod run;
 pub mod track;

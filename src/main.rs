@@ -58,6 +58,22 @@ struct Paths {
 }
 
 impl Paths {
+    /// Every path made absolute once, against the directory the command was started in: the
+    /// watcher reports absolute paths, and models run in their own run folder, so a relative
+    /// path left in place would mean nothing to either.
+    fn resolve(&mut self) -> Result<()> {
+        self.spool = absolute(&self.spool, "--spool")?;
+        self.rules = absolute(&self.rules, "--rules")?;
+        self.schemas = absolute(&self.schemas, "--schemas")?;
+        if let Some(db) = &self.db {
+            self.db = Some(absolute(db, "--db")?);
+        }
+        if let Some(t) = &self.token_file {
+            self.token_file = Some(absolute(t, "--token-file")?);
+        }
+        Ok(())
+    }
+
     fn db(&self) -> PathBuf {
         self.db
             .clone()
@@ -348,7 +364,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // A reader that goes away (`pom runs --json | head`) ends the command quietly, as it
+        // does any Unix tool, instead of a panic on the closed pipe.
+        // SAFETY: sets this process's SIGPIPE disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    if let Err(e) = cli.paths.resolve() {
+        eprintln!("pom: {e:#}");
+        return ExitCode::from(2);
+    }
     let result = match &cli.command {
         Command::Serve(a) => serve(&cli.paths, a),
         Command::Check => check(&cli.paths),
@@ -386,6 +412,12 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `path` made absolute against the current directory (not resolving links: the operator's
+/// path is kept as written, only anchored).
+fn absolute(path: &Path, what: &str) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("{what} {}", path.display()))
 }
 
 fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
@@ -429,10 +461,13 @@ fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
         if !tokens.any() {
             tracing::warn!("no operator token (--token-file or POM_TOKEN): control is disabled");
         }
-        let theme = a.theme.clone().or_else(|| {
-            let default = PathBuf::from("theme/theme.toml");
-            default.exists().then_some(default)
-        });
+        let theme = match &a.theme {
+            Some(t) => Some(absolute(t, "--theme")?),
+            None => {
+                let default = absolute(Path::new("theme/theme.toml"), "theme")?;
+                default.exists().then_some(default)
+            }
+        };
         let settings = WebSettings {
             listen: a
                 .listen
@@ -460,7 +495,19 @@ fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
         tracing::info!(addr = %w.addr(), "listening on http://{}", w.addr());
     }
     tracing::info!(spool = %paths.spool.display(), "pom is running");
-    let sig = wait_for(&signals);
+    let sig = loop {
+        let sig = wait_for(&signals);
+        if sig != libc::SIGUSR1 {
+            break sig;
+        }
+        if let Some(why) = daemon.fatal() {
+            // A stage is dead or the ledger is gone: no clean stop can be promised. Files in
+            // flight stay in queue/ with what the ledger says of them, running models are
+            // adopted at the next start; systemd restarts the daemon on this exit.
+            tracing::error!(reason = %why, "pom stops: a stage cannot go on");
+            std::process::exit(3);
+        }
+    };
     tracing::info!(signal = sig, "stopping");
     if let Some(w) = web {
         w.stop();
@@ -480,6 +527,8 @@ fn block_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        // Raised by the daemon itself when a stage cannot go on (see `pom::health`).
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -495,13 +544,37 @@ fn wait_for(set: &libc::sigset_t) -> i32 {
 fn check(paths: &Paths) -> Result<ExitCode> {
     let mut problems: Vec<Problem> = Vec::new();
     match RuleSet::load(&paths.rules) {
-        Ok(r) => println!(
-            "rules: {} channel(s), {} model(s), {} route(s), version {}",
-            r.channels.len(),
-            r.models.len(),
-            r.routes.routes.len(),
-            &r.version[..12]
-        ),
+        Ok(r) => {
+            println!(
+                "rules: {} channel(s), {} model(s), {} route(s), version {}",
+                r.channels.len(),
+                r.models.len(),
+                r.routes.routes.len(),
+                &r.version[..12]
+            );
+            // What only the machine can tell: the command is there, the schedule ever fires.
+            let path = std::env::var_os("PATH");
+            for m in r.models.values() {
+                let file = paths.rules.join("models").join(format!("{}.toml", m.name));
+                let program = m.command.first().map(String::as_str).unwrap_or_default();
+                if let Some(why) = pom::model::command_not_found(program, path.as_deref()) {
+                    problems.push(Problem {
+                        file: file.clone(),
+                        line: None,
+                        message: why,
+                    });
+                }
+                if let pom::model::Trigger::Schedule { pattern, .. } = &m.trigger
+                    && m.trigger.next_after(chrono::Utc::now()).is_none()
+                {
+                    problems.push(Problem {
+                        file,
+                        line: None,
+                        message: format!("cron `{pattern}` never fires"),
+                    });
+                }
+            }
+        }
         Err(p) => problems.extend(p.0),
     }
     match Catalog::load(&paths.schemas) {

@@ -227,7 +227,11 @@ pub struct Model {
 /// Default run timeout: one hour.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Parses a duration such as `500ms`, `30s`, `10m`, `2h`, `1d`.
+/// Longest duration a rule may give (timeouts, windows, backoffs, waits, cadences): 366 days.
+/// Anything longer is a typing error, and would overflow dates once added to them.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// Parses a duration such as `500ms`, `30s`, `10m`, `2h`, `1d`, at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -243,7 +247,33 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         _ => return Err(format!("`{text}` is not a duration such as 30s, 10m, 2h")),
     };
-    Ok(Duration::from_millis(n * ms))
+    match n.checked_mul(ms).map(Duration::from_millis) {
+        Some(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "`{text}` is longer than the longest duration a rule may give (366d)"
+        )),
+    }
+}
+
+/// Why a model's command cannot be started, as `pom check` sees it: a path that is not an
+/// executable file, or a name that no folder of `path` (the `PATH` the daemon will run with)
+/// holds as an executable. `None` when it can be found.
+pub fn command_not_found(program: &str, path: Option<&std::ffi::OsStr>) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.is_empty() {
+        return Some("the command is empty".into());
+    }
+    if program.contains('/') {
+        return (!executable(Path::new(program)))
+            .then(|| format!("command `{program}` is not an executable file"));
+    }
+    let found = path
+        .map(|p| std::env::split_paths(p).any(|d| executable(&d.join(program))))
+        .unwrap_or(false);
+    (!found).then(|| format!("command `{program}` is not found on the PATH"))
 }
 
 impl Model {
@@ -480,6 +510,14 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("ten minutes").is_err());
+    }
+
+    #[test]
+    fn durations_that_would_overflow_are_refused_at_compile_time() {
+        assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
+        assert!(parse_duration("367d").is_err());
+        assert!(parse_duration("100000000d").is_err());
+        assert!(parse_duration("18446744073709551615h").is_err());
     }
 
     #[test]

@@ -149,10 +149,14 @@ impl Active {
 /// Every file a folder's manifests describe as archived, in the order they first arrived, and
 /// how many files no manifest describes. Outputs of a model that runs in the replay are left
 /// out: the replay makes them again (`models`: the models that run; none: all).
-fn folder_items(dir: &Path, models: Option<&[String]>) -> (Vec<Item>, usize) {
+fn folder_items(
+    dir: &Path,
+    models: Option<&[String]>,
+    channels: &dyn Fn(&str) -> bool,
+) -> (Vec<Item>, usize) {
     let mut items = Vec::new();
     let mut ignored = 0;
-    manifest_items(dir, &mut items, &mut ignored);
+    manifest_items(dir, channels, &mut items, &mut ignored);
     items.retain(|i| {
         let remade = i
             .produced_by
@@ -179,13 +183,22 @@ pub struct Replay {
     ids: Arc<IdGenerator>,
     reader: Ledger,
     board: Arc<Board>,
+    rules: crate::intake::Shared<crate::rules::RuleSet>,
     seen: HashMap<PathBuf, Seen>,
     active: Vec<Active>,
     output_manifests: HashMap<PathBuf, u64>,
     settling: HashMap<String, (i64, Instant)>,
 }
 
-fn manifest_items(dir: &Path, out: &mut Vec<Item>, ignored: &mut usize) {
+/// The items of a folder's manifests, below it too. A manifest is someone else's file: a line
+/// naming a channel that is not in the rules in force (`channels`) is reported and skipped, never
+/// taken for a folder name.
+fn manifest_items(
+    dir: &Path,
+    channels: &dyn Fn(&str) -> bool,
+    out: &mut Vec<Item>,
+    ignored: &mut usize,
+) {
     let manifest = crate::archive::read_manifest(dir).unwrap_or_default();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -203,13 +216,18 @@ fn manifest_items(dir: &Path, out: &mut Vec<Item>, ignored: &mut usize) {
             continue;
         }
         match manifest.get(&name).and_then(|v| item(&e.path(), v)) {
-            Some(i) => out.push(i),
+            Some(i) if channels(&i.channel) => out.push(i),
+            Some(i) => {
+                tracing::warn!(file = %e.path().display(), channel = ?i.channel,
+                    "replay: the manifest names a channel that is not in the rules in force: skipped");
+                *ignored += 1;
+            }
             None => *ignored += 1,
         }
     }
     subdirs.sort();
     for d in subdirs {
-        manifest_items(&d, out, ignored);
+        manifest_items(&d, channels, out, ignored);
     }
 }
 
@@ -286,9 +304,11 @@ impl Replay {
         ids: Arc<IdGenerator>,
         db: &Path,
         board: Arc<Board>,
+        rules: crate::intake::Shared<crate::rules::RuleSet>,
     ) -> Result<Self, LedgerError> {
         Ok(Replay {
             reader: Ledger::open_readonly(db)?,
+            rules,
             spool,
             writer,
             work,
@@ -308,10 +328,14 @@ impl Replay {
             tracing::error!(error = %e, "replay: cannot resume the sessions in progress");
         }
         while !stop.load(Ordering::Relaxed) {
+            self.board.health().beat("replay");
             let busy = match self.look() {
-                Ok(b) => b,
+                Ok(b) => {
+                    self.board.health().fault("replay", None);
+                    b
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "replay");
+                    self.board.health().fault("replay", Some(e.to_string()));
                     false
                 }
             };
@@ -334,7 +358,10 @@ impl Replay {
             })
             .map_err(sq(self.reader.path(), "read sessions"))?;
         for (id, folder, speed) in open {
-            let dir = self.spool.replay().join(&folder);
+            let Some(dir) = crate::fs::confined(&self.spool.replay(), Path::new(&folder)) else {
+                tracing::error!(session = %id, ?folder, "replay: the session's folder is not a plain name: not taken up");
+                continue;
+            };
             let models: Option<Vec<String>> = self
                 .reader
                 .conn
@@ -344,7 +371,9 @@ impl Replay {
                 .ok()
                 .flatten()
                 .and_then(|m| serde_json::from_str(&m).ok());
-            let (items, _) = folder_items(&dir, models.as_deref());
+            let rules = crate::intake::current(&self.rules);
+            let (items, _) =
+                folder_items(&dir, models.as_deref(), &|c| rules.channels.contains_key(c));
             tracing::info!(session = %id, files = items.len(), "replay taken up again");
             self.active.push(Active::new(id, dir, speed, items));
         }
@@ -435,7 +464,10 @@ impl Replay {
             }),
             Err(_) => SessionFile::default(),
         };
-        let (items, ignored) = folder_items(dir, file.models.as_deref());
+        let rules = crate::intake::current(&self.rules);
+        let (items, ignored) = folder_items(dir, file.models.as_deref(), &|c| {
+            rules.channels.contains_key(c)
+        });
         if ignored > 0 {
             tracing::warn!(%folder, ignored, "replay: files no manifest describes as archived are left out");
         }
@@ -494,7 +526,13 @@ impl Replay {
                 }
                 let mut items = Vec::new();
                 let mut ignored = 0;
-                manifest_items(&dir, &mut items, &mut ignored);
+                let rules = crate::intake::current(&self.rules);
+                manifest_items(
+                    &dir,
+                    &|c| rules.channels.contains_key(c),
+                    &mut items,
+                    &mut ignored,
+                );
                 self.output_manifests.insert(dir.clone(), len);
                 if items.is_empty() {
                     continue;
@@ -818,10 +856,13 @@ pub fn open_sessions(reader: &Ledger) -> Result<Vec<OpenSession>, LedgerError> {
 
 /// Starts the replay loop; raise `stop` to end it.
 pub fn spawn(replay: Replay, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("replay".into())
-        .spawn(move || replay.run(&stop))
-        .expect("spawn replay")
+    // A session's first look reads every manifest of its folder: it may take a while.
+    replay
+        .board
+        .health()
+        .expect("replay", Duration::from_secs(60));
+    let board = Arc::clone(&replay.board);
+    crate::health::spawn("replay", board, move || replay.run(&stop))
 }
 
 /// The files `pom replay` re-injects: operational submissions archived, received in

@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -67,7 +67,14 @@ impl Tokens {
                     Some((who, t)) => (who.trim().to_string(), t.trim().to_string()),
                     None => ("operator".to_string(), l.to_string()),
                 })
-                .filter(|(_, t)| t.len() >= 16)
+                .filter(|(who, t)| {
+                    let long_enough = t.len() >= 16;
+                    if !long_enough {
+                        tracing::warn!(operator = %who,
+                            "a token shorter than 16 characters is ignored: control refuses it");
+                    }
+                    long_enough
+                })
                 .collect(),
         )
     }
@@ -129,6 +136,57 @@ struct App {
     spool: Spool,
     settings: Settings,
     readers: Mutex<Vec<Ledger>>,
+    failed_sign_ins: Mutex<SignInFailures>,
+}
+
+/// Failed sign-ins: logged, and beyond [`SIGN_IN_FAILURES_PER_S`] a second, refused with 429
+/// before any token is compared. A valid token is never refused for them.
+#[derive(Debug)]
+struct SignInFailures {
+    second: Instant,
+    count: u32,
+    total: u64,
+}
+
+/// Failed sign-ins answered per second, across every client; past it, 429.
+const SIGN_IN_FAILURES_PER_S: u32 = 5;
+
+impl App {
+    /// The operator behind the request's token. A missing token is 401; a wrong one is logged
+    /// (never the token itself) and 401, or 429 when they come faster than a person types.
+    fn operator(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<String, ApiError> {
+        let Some(presented) = bearer(headers) else {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "a valid token is needed: Authorization: Bearer <token>".into(),
+            ));
+        };
+        if let Some(who) = self.settings.tokens.who(presented) {
+            return Ok(who);
+        }
+        let Ok(mut f) = self.failed_sign_ins.lock() else {
+            return Err(ApiError(StatusCode::UNAUTHORIZED, "invalid token".into()));
+        };
+        let now = Instant::now();
+        if now.duration_since(f.second) >= Duration::from_secs(1) {
+            f.second = now;
+            f.count = 0;
+        }
+        f.count += 1;
+        f.total += 1;
+        if f.count <= SIGN_IN_FAILURES_PER_S {
+            tracing::warn!(peer = ?peer, failures = f.total, "failed sign-in: an invalid token was presented");
+            Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "the token presented is not valid".into(),
+            ))
+        } else {
+            Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed sign-ins: wait a second".into(),
+            ))
+        }
+    }
 }
 
 type Shared2 = Arc<App>;
@@ -189,6 +247,11 @@ impl Web {
             spool,
             settings,
             readers: Mutex::new(Vec::new()),
+            failed_sign_ins: Mutex::new(SignInFailures {
+                second: Instant::now(),
+                count: 0,
+                total: 0,
+            }),
         });
         let router = router(app, shutdown.subscribe());
         let server = runtime.spawn(async move {
@@ -273,18 +336,18 @@ async fn read_access(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if peer.ip().is_loopback()
-        || bearer(request.headers())
-            .and_then(|t| app.settings.tokens.who(t))
-            .is_some()
-    {
+    if peer.ip().is_loopback() {
         return next.run(request).await;
     }
-    ApiError(
-        StatusCode::UNAUTHORIZED,
-        "reading from another host needs a token".into(),
-    )
-    .into_response()
+    match app.operator(request.headers(), Some(peer)) {
+        Ok(_) => next.run(request).await,
+        Err(ApiError(StatusCode::UNAUTHORIZED, _)) => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "reading from another host needs a token".into(),
+        )
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// An API error: a status and a reason, as JSON.
@@ -306,7 +369,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme is case-insensitive (RFC 9110): `bearer` is as good as `Bearer`.
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .map(str::trim)
 }
 
@@ -384,8 +451,26 @@ async fn asset(UrlPath(file): UrlPath<String>) -> Response {
     embedded(&file)
 }
 
-async fn health() -> Response {
-    json_response(&json!({ "status": "ok" }))
+/// Every stage's state; 503 when one is stuck or dead (a degraded stage, retrying a transient
+/// fault, is still working: 200, and said).
+async fn health(State(app): State<Shared2>) -> Response {
+    let stages = app.board.health().report(std::time::Instant::now());
+    let failing = stages
+        .iter()
+        .any(|s| s.state == "stuck" || s.state == "dead");
+    let degraded = stages.iter().any(|s| s.state == "degraded");
+    let status = if failing {
+        "failing"
+    } else if degraded {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let mut r = json_response(&json!({ "status": status, "stages": stages }));
+    if failing {
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    r
 }
 
 /// The theme file: the adaptable graphic chart.
@@ -455,24 +540,34 @@ async fn theme_css(State(app): State<Shared2>) -> Response {
         .into_response()
 }
 
+/// Largest logo served, in bytes.
+const MAX_LOGO: u64 = 1024 * 1024;
+
 async fn theme_logo(State(app): State<Shared2>) -> Response {
     let t = app.theme();
     if let (Some(logo), Some(theme)) = (&t.logo, &app.settings.theme) {
-        let path = theme.parent().unwrap_or(Path::new(".")).join(logo);
-        if let Ok(bytes) = std::fs::read(&path) {
-            let mime = if logo.ends_with(".svg") {
-                "image/svg+xml"
-            } else {
-                "image/png"
-            };
-            return (
-                [
-                    (header::CONTENT_TYPE, mime),
-                    (header::CACHE_CONTROL, "no-store"),
-                ],
-                bytes,
-            )
-                .into_response();
+        // Served to anyone who may read the page: confined to the theme's folder, a plain
+        // relative path, never through a link, and small.
+        let dir = theme.parent().unwrap_or(Path::new("."));
+        match crate::fs::read_confined(dir, Path::new(logo), MAX_LOGO) {
+            Err(e) => {
+                tracing::warn!(logo = ?logo, error = %e, "theme: logo refused, the default is shown");
+            }
+            Ok(bytes) => {
+                let mime = if logo.ends_with(".svg") {
+                    "image/svg+xml"
+                } else {
+                    "image/png"
+                };
+                return (
+                    [
+                        (header::CONTENT_TYPE, mime),
+                        (header::CACHE_CONTROL, "no-store"),
+                    ],
+                    bytes,
+                )
+                    .into_response();
+            }
         }
     }
     embedded("logo.svg")
@@ -487,14 +582,13 @@ async fn theme_json(State(app): State<Shared2>) -> Response {
     }))
 }
 
-async fn whoami(State(app): State<Shared2>, headers: HeaderMap) -> ApiResult {
-    match bearer(&headers).and_then(|t| app.settings.tokens.who(t)) {
-        Some(who) => Ok(json_response(&json!({ "who": who }))),
-        None => Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "no valid token was presented".into(),
-        )),
-    }
+async fn whoami(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let who = app.operator(&headers, Some(peer))?;
+    Ok(json_response(&json!({ "who": who })))
 }
 
 async fn overview(State(app): State<Shared2>) -> ApiResult {
@@ -720,19 +814,19 @@ async fn events(
 }
 
 /// Control: a token, a JSON body, and no foreign origin.
-async fn act(State(app): State<Shared2>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
+async fn act(
+    State(app): State<Shared2>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
     if !app.settings.tokens.any() {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "control is disabled: no token is configured (--token-file or POM_TOKEN)".into(),
         ));
     }
-    let Some(who) = bearer(&headers).and_then(|t| app.settings.tokens.who(t)) else {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "control needs a valid token: Authorization: Bearer <token>".into(),
-        ));
-    };
+    let who = app.operator(&headers, Some(peer))?;
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -587,7 +587,7 @@ fn alerts_for_a_late_feed_a_failed_run_a_refused_edit_and_low_disk() {
     let mut gw = chain_gateway_with(&[("fc", "exit 3", "1m")], |gw| {
         let channels = common::CHAIN_CHANNELS.replace(
             "[channels.obs]\ncompletion = \"rename\"",
-            "[channels.obs]\ncompletion = \"rename\"\ncadence = \"1s\"\ngrace = \"1s\"",
+            "[channels.obs]\ncompletion = \"rename\"\ncadence = \"2s\"\ngrace = \"2s\"",
         );
         std::fs::write(gw.rules().join("channels.toml"), channels).unwrap();
         let out = gw.dir.path().join("alerts.txt");

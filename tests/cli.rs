@@ -50,8 +50,15 @@ fn pom_check_reports_an_xsd_that_does_not_compile() {
 
 #[test]
 fn the_repository_rules_and_schemas_pass_pom_check() {
+    // The sample models are the repository's examples, on the PATH as scripts/serve puts them.
+    let path = format!(
+        "{}:{}",
+        common::repo().join("target/debug/examples").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pom"))
         .current_dir(common::repo())
+        .env("PATH", path)
         .arg("check")
         .output()
         .unwrap();

@@ -101,15 +101,20 @@ impl Gateway {
         self.spool().join("incoming").join(channel)
     }
 
-    /// A `pom` command with this gateway's paths.
+    /// A `pom` command with this gateway's paths, given as an operator would: relative to the
+    /// gateway's folder, which is the command's working directory (absolute paths once hid that
+    /// relative ones were broken).
     pub fn pom(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pom"));
-        c.arg("--spool")
-            .arg(self.spool())
-            .arg("--rules")
-            .arg(self.rules())
-            .arg("--schemas")
-            .arg(self.dir.path().join("schemas"))
+        c.current_dir(self.dir.path())
+            .args([
+                "--spool",
+                "spool",
+                "--rules",
+                "rules",
+                "--schemas",
+                "schemas",
+            ])
             .env("POM_LOG", "info");
         c
     }
@@ -313,6 +318,13 @@ impl Gateway {
     /// The submission whose original name is `name`.
     pub fn find(&self, name: &[u8]) -> Option<Submission> {
         self.submissions().into_iter().find(|s| s.original == name)
+    }
+
+    /// No data file waits in `incoming/` (hidden parts and folders aside).
+    pub fn incoming_is_empty(&self) -> bool {
+        data_files(&self.spool().join("incoming"))
+            .iter()
+            .all(|p| p.file_name().unwrap().as_bytes().starts_with(b"."))
     }
 
     pub fn queue_is_empty(&self) -> bool {

@@ -1,0 +1,209 @@
+//! Faults on real resources while files flow: a spool on a small file system that fills up, and
+//! a daemon whose descriptor limit is lowered under it. Nothing may be rejected for the fault,
+//! nothing marked done that is not, an alert must be raised, and every file must be filed by
+//! itself once the cause goes away, without a restart.
+//!
+//! The small file system is a tmpfs the test mounts: it needs root (CI runs as root).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Gateway, eventually, pi_series};
+use pom::ledger::State;
+
+fn is_root() -> bool {
+    // SAFETY: reads this process's effective uid.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A tmpfs mounted on a folder, unmounted when dropped.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        SmallFs(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn alerts(gw: &Gateway) -> Vec<String> {
+    let (_, v) = gw.api("GET", "/api/alerts", None, None);
+    v.as_array()
+        .or_else(|| v["alerts"].as_array())
+        .map(|a| {
+            a.iter()
+                .map(|x| format!("{} {}", x["kind"], x["message"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every submission's state, with no file both in queue/ and marked done falsely: a file the
+/// ledger says is archived is in the archive.
+fn check_nothing_marked_done_falsely(gw: &Gateway) {
+    for s in gw.submissions() {
+        if s.state == State::Archived
+            && let Some(stored) = &s.stored
+        {
+            let queued = gw.spool().join("queue").join(&s.id);
+            let filed = gw.spool().join(stored);
+            assert!(
+                filed.exists() || queued.exists(),
+                "{} is recorded archived but is neither filed nor queued",
+                s.id
+            );
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_rejects_nothing_raises_an_alert_and_files_everything_once_space_is_freed() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let mut gw = Gateway::new();
+    let _fs = SmallFs::mount(&gw.spool(), "24m");
+    gw.extra_args
+        .extend(["--min-free-disk".into(), "1%".into()]);
+    gw.start();
+    // Files prepared as hidden parts before the disk fills, released by rename (as producers do).
+    let n = 300;
+    let dir = gw.incoming("obs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..n / 2 {
+        gw.drop_file("obs", &format!("before_{i}.xml"), &pi_series(i, 4));
+    }
+    for i in n / 2..n {
+        std::fs::write(dir.join(format!(".after_{i}.xml.part")), pi_series(i, 4)).unwrap();
+    }
+    // Fill the file system.
+    let filler = gw.spool().join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=64"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    for i in n / 2..n {
+        std::fs::rename(
+            dir.join(format!(".after_{i}.xml.part")),
+            dir.join(format!("after_{i}.xml")),
+        )
+        .unwrap();
+    }
+    // While full: an alert, and nothing rejected.
+    eventually(15, "an alert for the full disk", || {
+        alerts(&gw)
+            .iter()
+            .any(|a| a.contains("stage") || a.contains("low_disk"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rejected = gw
+        .submissions()
+        .into_iter()
+        .filter(|s| s.state == State::Rejected)
+        .count();
+    assert_eq!(
+        rejected,
+        0,
+        "files rejected for lack of space:\n{}",
+        gw.log()
+    );
+    assert!(
+        gw.log().contains("No space left on device") || gw.log().contains("full"),
+        "the disk never filled:\n{}",
+        gw.log()
+    );
+    check_nothing_marked_done_falsely(&gw);
+
+    // Space freed: everything is filed within 10 s, by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    let decided = gw.wait_for_decided(n, 10);
+    let took = freed.elapsed();
+    eprintln!("full disk: {n} files filed {took:?} after space was freed");
+    assert_eq!(decided.len(), n, "no duplicates, none lost");
+    assert!(decided.iter().all(|s| s.state == State::Archived));
+    assert!(gw.incoming_is_empty());
+    check_nothing_marked_done_falsely(&gw);
+    gw.stop();
+}
+
+#[test]
+fn no_descriptors_left_rejects_nothing_raises_an_alert_and_files_everything_once_restored() {
+    let mut gw = Gateway::new();
+    gw.start();
+    gw.drop_file("obs", "warm.xml", &pi_series(0, 1));
+    gw.wait_for_decided(1, 20);
+    let pid = gw.child.as_ref().unwrap().id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let limit = open;
+    // The soft limit only: the hard one stays, so that it can be restored without privileges.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (words[3].to_string(), words[4].to_string());
+    let st = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:{hard}"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "prlimit");
+    let n = 100;
+    for i in 1..=n {
+        gw.drop_file("obs", &format!("f{i}.xml"), &pi_series(i, 2));
+    }
+    // With no descriptor left the web server cannot accept a request: the alert is seen in the
+    // log (and by --alert-command where it can run), and on /api/alerts once restored.
+    eventually(15, "a stage alert in the log", || {
+        gw.log().contains("alert: stage examine")
+    });
+    let rejected: Vec<_> = gw
+        .submissions()
+        .into_iter()
+        .filter(|s| s.state == State::Rejected)
+        .collect();
+    assert!(
+        rejected.is_empty(),
+        "rejected for lack of descriptors: {rejected:?}"
+    );
+    check_nothing_marked_done_falsely(&gw);
+
+    let st = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={soft}:{hard}"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let restored = Instant::now();
+    let decided = gw.wait_for_decided(n + 1, 10);
+    eprintln!(
+        "no descriptors: {n} files filed {:?} after the limit was restored",
+        restored.elapsed()
+    );
+    assert_eq!(decided.len(), n + 1);
+    assert!(
+        decided.iter().all(|s| s.state == State::Archived),
+        "{decided:?}"
+    );
+    gw.stop();
+}

@@ -1,0 +1,499 @@
+//! Regression tests for the field defects found by trying POM as a new user and as an adversary
+//! would: each test is named after the finding it holds down (the README's own chain, escapes
+//! from the spool, silent stalls, bounded children).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Gateway, chain_gateway, chain_gateway_with, eventually, pi_series};
+use pom::track::RunState;
+
+const TOKEN: &str = "alice-0123456789abcdef";
+
+fn wait_run(gw: &Gateway, model: &str, secs: u64) -> pom::track::RunRow {
+    let mut found = None;
+    eventually(secs, &format!("a finished run of {model}"), || {
+        let runs = gw.ledger().runs(Some(model), None, 10).unwrap_or_default();
+        found = runs
+            .into_iter()
+            .find(|r| !matches!(r.state, RunState::Queued | RunState::Running));
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+fn process_alive(pid: i32) -> bool {
+    // A zombie is dead for this purpose.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").split_whitespace().next();
+            !matches!(state, Some("Z" | "X"))
+        })
+        .unwrap_or(false)
+}
+
+// ---- A. The README's main job, as written ------------------------------------------------
+
+#[test]
+fn a_relative_spool_sees_drops_at_once_and_its_models_find_their_run_file() {
+    // The harness gives relative paths (`--spool spool`…) from the gateway's folder, as the
+    // README does; the periodic scan is pushed out of the way so that only events can explain
+    // a quick pickup.
+    let script = r#"
+test -f "$1"
+cp input/rel_1.xml output/rel_forecast.xml
+"#;
+    let gw = chain_gateway_with(&[("rel", script, "1m")], |gw| {
+        gw.extra_args
+            .extend(["--scan-interval".into(), "120".into()]);
+    });
+    let t0 = Instant::now();
+    gw.drop_file("obs", "rel_1.xml", &pi_series(1, 1));
+    let run = wait_run(&gw, "rel", 10);
+    let took = t0.elapsed();
+    let dir = gw.spool().join(&run.run_dir);
+    assert_eq!(
+        run.state,
+        RunState::Succeeded,
+        "{run:?}\n{}",
+        std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "drop to run took {took:?}: events were lost"
+    );
+    // The run file names absolute paths: the model runs in its own folder.
+    let run_file = std::fs::read_to_string(dir.join("run.xml")).unwrap();
+    assert!(
+        run_file.contains(&format!("{}", gw.spool().display())),
+        "{run_file}"
+    );
+}
+
+// ---- B. Nothing read from a file may become a path outside its root -----------------------
+
+#[test]
+fn a_replay_manifest_naming_a_channel_outside_the_spool_is_reported_and_skipped() {
+    let mut gw = Gateway::new();
+    gw.start();
+    let folder = gw.spool().join("replay/hostile");
+    std::fs::create_dir_all(&folder).unwrap();
+    let bytes = pi_series(1, 1);
+    std::fs::write(folder.join("a.xml"), &bytes).unwrap();
+    std::fs::write(folder.join("b.xml"), &bytes).unwrap();
+    let line = |file: &str, channel: &str, id: &str| {
+        serde_json::json!({
+            "id": id, "file": file, "channel": channel, "original": file,
+            "state": "archived", "received_at": "2026-01-01T00:00:00.000000Z",
+            "size": bytes.len(),
+        })
+        .to_string()
+    };
+    std::fs::write(
+        folder.join("manifest.pom.jsonl"),
+        format!(
+            "{}\n{}\n",
+            line("a.xml", "../../../escaped", "20260101T000000000001Z"),
+            line("b.xml", "obs", "20260101T000000000002Z")
+        ),
+    )
+    .unwrap();
+    gw.wait_for_decided(1, 20);
+    eventually(10, "the hostile line reported", || {
+        gw.log().contains("not in the rules in force")
+    });
+    assert!(!gw.dir.path().join("escaped").exists());
+    assert!(!gw.spool().join("escaped").exists());
+    let mut outside = Vec::new();
+    for e in walk(gw.dir.path()) {
+        if e.to_string_lossy().contains("escaped") {
+            outside.push(e);
+        }
+    }
+    assert!(outside.is_empty(), "{outside:?}");
+    let decided = gw.decided();
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(decided[0].channel, "obs");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        out.push(p.clone());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&p));
+        }
+    }
+    out
+}
+
+#[test]
+fn reinject_in_place_never_follows_a_link_planted_in_rejected() {
+    let mut gw = Gateway::new();
+    gw.extra_env
+        .push(("POM_TOKEN".into(), format!("alice:{TOKEN}")));
+    gw.start();
+    gw.drop_file("obs", "broken.xml", b"<TimeSeries><series></TimeSeries>");
+    let rejected = gw.wait_for_decided(1, 20).remove(0);
+    let stored = gw.spool().join(rejected.stored.as_ref().unwrap());
+    let secret = gw.dir.path().join("secret-token");
+    std::fs::write(&secret, "operator:do-not-leak-0123456789").unwrap();
+    std::fs::remove_file(&stored).unwrap();
+    std::os::unix::fs::symlink(&secret, &stored).unwrap();
+    let (status, v) = gw.api(
+        "POST",
+        "/api/actions",
+        Some(TOKEN),
+        Some(serde_json::json!({"action": "reinject", "file": rejected.id})),
+    );
+    assert_ne!(status, 200, "{v}");
+    assert!(v["reason"].as_str().unwrap_or("").contains("link"), "{v}");
+    std::thread::sleep(Duration::from_millis(500));
+    for p in walk(&gw.spool()) {
+        if p.is_file() && !p.is_symlink() {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            assert!(
+                !text.contains("do-not-leak"),
+                "{} holds the secret",
+                p.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_theme_logo_is_confined_to_the_theme_folder_and_never_follows_a_link() {
+    let mut gw = Gateway::new();
+    let theme_dir = gw.dir.path().join("theme");
+    std::fs::create_dir_all(&theme_dir).unwrap();
+    std::fs::write(gw.dir.path().join("secret.png"), "SECRET-OUTSIDE").unwrap();
+    std::fs::write(theme_dir.join("inside.png"), "SECRET-LINKED").unwrap();
+    std::os::unix::fs::symlink(theme_dir.join("inside.png"), theme_dir.join("link.png")).unwrap();
+    std::fs::write(theme_dir.join("theme.toml"), "logo = \"../secret.png\"\n").unwrap();
+    gw.extra_args
+        .extend(["--theme".into(), "theme/theme.toml".into()]);
+    gw.start();
+    let body = gw.http("GET", "/theme/logo", None, None).text();
+    assert!(!body.contains("SECRET"), "{body}");
+    std::fs::write(theme_dir.join("theme.toml"), "logo = \"link.png\"\n").unwrap();
+    let body = gw.http("GET", "/theme/logo", None, None).text();
+    assert!(!body.contains("SECRET"), "{body}");
+    std::fs::write(theme_dir.join("theme.toml"), "logo = \"inside.png\"\n").unwrap();
+    let body = gw.http("GET", "/theme/logo", None, None).text();
+    assert!(
+        body.contains("SECRET-LINKED"),
+        "a plain logo is served: {body}"
+    );
+}
+
+// ---- C. A fault must never stop the work silently -----------------------------------------
+
+#[test]
+fn a_second_daemon_on_the_same_spool_is_refused() {
+    let mut gw = Gateway::new();
+    gw.start();
+    let out = gw
+        .pom()
+        .args(["serve", "--listen", "off"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("another pom serve holds it"), "{err}");
+}
+
+#[test]
+fn a_ledger_deleted_under_the_running_daemon_stops_it_with_an_error() {
+    let mut gw = Gateway::new();
+    gw.start();
+    std::fs::remove_file(gw.db()).unwrap();
+    let child = gw.child.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running:\n{}", gw.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    gw.child = None;
+    assert!(!status.success());
+    assert!(
+        gw.log().contains("was deleted under the running daemon"),
+        "{}",
+        gw.log()
+    );
+}
+
+fn health(gw: &Gateway) -> (u16, serde_json::Value) {
+    gw.api("GET", "/api/health", None, None)
+}
+
+#[test]
+fn a_dead_stage_gives_health_503_and_a_non_zero_exit() {
+    let mut gw = Gateway::new();
+    let fault = gw.dir.path().join("fault");
+    gw.extra_env
+        .push(("POM_FAULT_FILE".into(), fault.display().to_string()));
+    gw.start();
+    let (s, v) = health(&gw);
+    assert_eq!(s, 200, "{v}");
+    assert!(v["stages"].as_array().unwrap().len() >= 7, "{v}");
+    std::fs::write(&fault, "panic filer").unwrap();
+    let t0 = Instant::now();
+    let child = gw.child.as_mut().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    gw.child = None;
+    assert!(!status.success(), "{status}");
+    let log = gw.log();
+    assert!(
+        log.contains("stage filer") && log.contains("fault injected"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_stuck_stage_gives_health_503_within_5_s() {
+    let mut gw = Gateway::new();
+    let fault = gw.dir.path().join("fault");
+    gw.extra_env
+        .push(("POM_FAULT_FILE".into(), fault.display().to_string()));
+    gw.start();
+    assert_eq!(health(&gw).0, 200);
+    std::fs::write(&fault, "stall dispatch").unwrap();
+    let t0 = Instant::now();
+    loop {
+        let (s, v) = health(&gw);
+        if s == 503 {
+            let stuck: Vec<_> = v["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["state"] == "stuck")
+                .map(|s| s["stage"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(stuck, vec!["dispatch".to_string()], "{v}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "health still {s}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `pom check` on one model file: its exit code and what it printed.
+fn check_model(toml: &str) -> (Option<i32>, String) {
+    let gw = Gateway::with_channels(common::CHAIN_CHANNELS);
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(gw.rules().join("models/m.toml"), toml).unwrap();
+    let out = gw.pom().arg("check").output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn pom_check_refuses_overflowing_durations_a_cron_that_never_fires_and_a_missing_command() {
+    let arrival = "[inputs.obs]\nformats = [\"pi-timeseries\"]\n[trigger]\nkind = \"arrival\"\n";
+    let (code, text) = check_model(&format!(
+        "command = [\"/bin/true\"]\nretries = {{ max = 3, backoff = \"100000000d\" }}\n{arrival}"
+    ));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("100000000d") && text.contains("366d"),
+        "{text}"
+    );
+
+    let (code, text) = check_model(
+        "command = [\"/bin/true\"]\n[trigger]\nkind = \"schedule\"\ncron = \"0 0 30 2 *\"\n\
+         timezone = \"UTC\"\n",
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("never fires"), "{text}");
+
+    let (code, text) = check_model(&format!(
+        "command = [\"no-such-model-program\", \"{{run_file}}\"]\n{arrival}"
+    ));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("no-such-model-program") && text.contains("PATH"),
+        "{text}"
+    );
+
+    let (code, text) = check_model(&format!("command = [\"/bin/true\"]\n{arrival}"));
+    assert_eq!(code, Some(0), "{text}");
+}
+
+#[test]
+fn a_simulated_clock_of_infinite_speed_is_refused() {
+    let gw = Gateway::new();
+    for clock in ["2026-03-28T00:00:00Z@inf", "2026-03-28T00:00:00Z@NaN"] {
+        let out = gw
+            .pom()
+            .args(["serve", "--listen", "off", "--clock", clock])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{clock}: {err}");
+        assert!(err.contains("--clock"), "{err}");
+    }
+}
+
+// ---- D. Bounded resources and clean children -----------------------------------------------
+
+#[test]
+fn models_start_with_an_empty_signal_mask_and_without_the_daemons_secrets() {
+    let script = r#"
+grep -q '^SigBlk:[[:space:]]*0*$' /proc/self/status || { grep Sig /proc/self/status >&2; exit 5; }
+test -z "${POM_TOKEN:-}" || { echo "POM_TOKEN leaked" >&2; exit 6; }
+test -z "${POM_FAULT_FILE:-}" || exit 7
+test -n "$POM_RUN_ID"
+start=$(date +%s)
+timeout 1 sleep 10 || true
+end=$(date +%s)
+test $((end - start)) -le 4 || { echo "timeout took $((end - start)) s" >&2; exit 8; }
+"#;
+    let gw = chain_gateway_with(&[("clean", script, "1m")], |gw| {
+        gw.extra_env
+            .push(("POM_TOKEN".into(), format!("alice:{TOKEN}")));
+    });
+    gw.drop_file("obs", "clean_1.xml", &pi_series(1, 1));
+    let run = wait_run(&gw, "clean", 30);
+    let dir = gw.spool().join(&run.run_dir);
+    assert_eq!(
+        run.state,
+        RunState::Succeeded,
+        "{run:?}\n{}",
+        std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_grandchild_that_calls_setsid_does_not_survive_the_timeout() {
+    let script = r#"
+setsid sleep 300 </dev/null >/dev/null 2>&1 &
+echo $! > escaped.pid
+sleep 300
+"#;
+    let gw = chain_gateway(&[("escape", script, "1s")]);
+    gw.drop_file("obs", "escape_1.xml", &pi_series(1, 1));
+    let run = wait_run(&gw, "escape", 30);
+    assert_eq!(run.state, RunState::TimedOut, "{run:?}");
+    let dir = gw.spool().join(&run.run_dir);
+    let pid: i32 = std::fs::read_to_string(dir.join("escaped.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually(5, "the setsid grandchild stopped", || !process_alive(pid));
+}
+
+#[test]
+fn a_models_output_is_capped_keeping_its_head_and_tail_and_saying_so() {
+    let script = r#"
+echo FIRST-LINE
+head -c 20000000 /dev/zero | tr '\0' 'x'
+echo
+echo LAST-LINE
+echo ERR >&2
+"#;
+    let gw = chain_gateway(&[("loud", script, "1m")]);
+    gw.drop_file("obs", "loud_1.xml", &pi_series(1, 1));
+    let run = wait_run(&gw, "loud", 60);
+    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
+    let dir = gw.spool().join(&run.run_dir);
+    let out = std::fs::read(dir.join("stdout.txt")).unwrap();
+    assert!(
+        out.len() <= pom::process::OUTPUT_CAP + 200,
+        "{} bytes kept",
+        out.len()
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("FIRST-LINE"));
+    assert!(text.trim_end().ends_with("LAST-LINE"));
+    assert!(text.contains("bytes cut here"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stderr.txt")).unwrap(),
+        "ERR\n"
+    );
+}
+
+#[test]
+fn pom_runs_json_into_a_closed_pipe_exits_quietly() {
+    let mut gw = Gateway::new();
+    gw.start();
+    // Enough output to fill a pipe whose reader has gone.
+    for i in 0..400 {
+        gw.drop_file("obs", &format!("p{i}.xml"), &pi_series(i, 1));
+    }
+    gw.wait_for_decided(400, 60);
+    let mut child = gw
+        .pom()
+        .args(["files", "--json", "--limit", "400"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
+
+#[test]
+fn a_lower_case_bearer_is_accepted_and_failed_sign_ins_are_logged_and_throttled() {
+    let mut gw = Gateway::new();
+    gw.extra_env
+        .push(("POM_TOKEN".into(), format!("alice:{TOKEN}\nbob:short")));
+    gw.start();
+    assert!(
+        gw.log().contains("shorter than 16 characters"),
+        "a short token is ignored with a warning:\n{}",
+        gw.log()
+    );
+    let server = gw.server();
+    let whoami = |auth: &str| {
+        pom::client::request(
+            &server,
+            "GET",
+            "/api/whoami",
+            &[("Authorization", auth)],
+            None,
+        )
+        .unwrap()
+    };
+    let r = whoami(&format!("bearer {TOKEN}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["who"], "alice");
+    let statuses: Vec<u16> = (0..20)
+        .map(|i| whoami(&format!("Bearer wrong-token-{i:04}-xxxxxxxx")).status)
+        .collect();
+    assert!(statuses.contains(&401), "{statuses:?}");
+    assert!(
+        statuses.contains(&429),
+        "a burst of failures is throttled: {statuses:?}"
+    );
+    // A valid token still passes during the burst.
+    assert_eq!(whoami(&format!("Bearer {TOKEN}")).status, 200);
+    let log = gw.log();
+    assert!(log.contains("failed sign-in"), "{log}");
+    assert!(
+        !log.contains("wrong-token"),
+        "the token presented is never logged"
+    );
+}
