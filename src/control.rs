@@ -87,6 +87,12 @@ pub enum Action {
         #[serde(default)]
         content: Option<String>,
     },
+    /// Stops a replay session: no more of its files are released (they stay in its folder),
+    /// its queued runs are cancelled.
+    CancelReplay {
+        /// Session id or name.
+        session: String,
+    },
 }
 
 impl Action {
@@ -104,6 +110,7 @@ impl Action {
             Action::Hold { .. } => "hold",
             Action::Release { .. } => "release",
             Action::Reinject { .. } => "reinject",
+            Action::CancelReplay { .. } => "cancel_replay",
         }
     }
 
@@ -118,6 +125,7 @@ impl Action {
             Action::Hold { file } | Action::Release { file } | Action::Reinject { file, .. } => {
                 file
             }
+            Action::CancelReplay { session } => session,
         }
     }
 }
@@ -335,6 +343,13 @@ impl Control {
                 }
             }
             Action::Reinject { file, content } => self.reinject(file, content.as_deref(), &rules),
+            Action::CancelReplay { session } => {
+                let s = session.clone();
+                match self.writer.with(move |l| crate::replay::cancel(l, &s)) {
+                    Ok(a) => a,
+                    Err(e) => Answer::failed(e),
+                }
+            }
         }
     }
 
@@ -427,6 +442,17 @@ impl Control {
             return Answer::failed(e);
         }
         let name = reinjected_name(&row.original, file);
+        if let Some(session) = &row.session {
+            // A replay's file stays in its replay: it comes back through the session's own
+            // folder, described by a manifest line, never into operational traffic.
+            return match reinject_into_replay(&self.spool, session, &row, &name, &bytes) {
+                Ok(at) => Answer::done(format!(
+                    "re-injected into replay session {session} as {}",
+                    at.display()
+                )),
+                Err(e) => Answer::failed(format!("cannot re-inject into replay {session}: {e}")),
+            };
+        }
         match drop_into(
             &self.spool.channel(&row.channel),
             &name,
@@ -442,6 +468,46 @@ impl Control {
             Err(e) => Answer::failed(format!("cannot write into incoming/{}: {e}", row.channel)),
         }
     }
+}
+
+/// Drops a re-injected replay file into `replay/.outputs/<session>/<channel>/` and describes it
+/// in that folder's manifest, where the replay loop takes it as a file of the session.
+fn reinject_into_replay(
+    spool: &Spool,
+    session: &str,
+    row: &crate::ledger::Submission,
+    name: &str,
+    bytes: &[u8],
+) -> std::io::Result<PathBuf> {
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string());
+    if !crate::fs::safe_component(session) || !crate::fs::safe_component(&row.channel) {
+        return Err(invalid("the session or channel is not a plain name"));
+    }
+    let dir = spool
+        .replay()
+        .join(crate::replay::OUTPUTS)
+        .join(session)
+        .join(&row.channel);
+    std::fs::create_dir_all(&dir)?;
+    let tag = format!("reinject-{}", row.id);
+    let at = drop_into(&dir, name, &tag, bytes, &Completion::Rename)?;
+    let line = serde_json::json!({
+        "id": row.id, "file": at.to_string_lossy(), "channel": row.channel,
+        "original": String::from_utf8_lossy(&row.original), "state": "archived",
+        "received_at": row.original_at.clone().unwrap_or_else(|| timestamp(Utc::now())),
+        "size": bytes.len(),
+    });
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(crate::archive::MANIFEST))?
+        .write_all(format!("{line}\n").as_bytes())?;
+    Ok(Path::new(crate::replay::OUTPUTS)
+        .join(session)
+        .join(&row.channel)
+        .join(at))
 }
 
 /// The name a re-injected file is dropped under, relative to its channel folder: its original

@@ -56,6 +56,9 @@ pub struct Config {
     pub clock: crate::clock::Clock,
     /// Alert thresholds and the operator's alert command.
     pub alerts: crate::alerts::Settings,
+    /// How long a folder copied into `replay/` must stay unchanged before its session starts
+    /// (unless it holds a `READY` file).
+    pub replay_quiet: Duration,
 }
 
 /// Why the daemon cannot run.
@@ -196,6 +199,7 @@ impl Daemon {
         };
         let (work_tx, work_rx) = sync_channel::<Work>(WORK);
         let work_rx = Arc::new(Mutex::new(work_rx));
+        let pool = Arc::new(Pool::new(config.workers.max(1)));
         let workers = (0..config.workers.max(1))
             .map(|i| {
                 let rx = Arc::clone(&work_rx);
@@ -207,10 +211,10 @@ impl Daemon {
                 let writer = writer.clone();
                 let limits = config.limits;
                 let b = Arc::clone(&board);
-                let stage = format!("examine-{i}");
-                board.health().expect(&stage, crate::health::STUCK_AFTER);
-                crate::health::spawn(&stage.clone(), Arc::clone(&board), move || {
-                    worker_loop(&rx, &spool, &shared, &writer, limits, &b, &stage)
+                let pool = Arc::clone(&pool);
+                board.health().expect(&pool.names[i], EXAMINE_STUCK_AFTER);
+                crate::health::spawn(&pool.names[i].clone(), Arc::clone(&board), move || {
+                    worker_loop(&rx, &spool, &shared, &writer, limits, &b, &pool, i)
                 })
             })
             .collect();
@@ -298,6 +302,7 @@ impl Daemon {
                 &config.db,
                 Arc::clone(&board),
                 Arc::clone(&rules),
+                config.replay_quiet,
             )?,
             Arc::clone(&stop_replay),
         );
@@ -527,6 +532,36 @@ struct WorkerShared {
     rules: Shared<RuleSet>,
 }
 
+/// How long one examining thread may stay on one file before it is reported stuck: a 64 MiB
+/// file validated against a large XSD takes seconds, not a minute.
+const EXAMINE_STUCK_AFTER: Duration = Duration::from_secs(60);
+
+/// The examining threads: their stage names, and which are on a file. A thread waiting for the
+/// work queue (held by another while it waits) is idle, not stuck: the one that holds the queue
+/// beats for every thread that is not on a file.
+struct Pool {
+    names: Vec<String>,
+    busy: Vec<AtomicBool>,
+}
+
+impl Pool {
+    fn new(n: usize) -> Pool {
+        Pool {
+            names: (0..n).map(|i| format!("examine-{i}")).collect(),
+            busy: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    fn beat_idle(&self, health: &crate::health::Health) {
+        for (name, busy) in self.names.iter().zip(&self.busy) {
+            if !busy.load(std::sync::atomic::Ordering::Relaxed) {
+                health.beat(name);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn worker_loop(
     rx: &Mutex<Receiver<Work>>,
     spool: &Spool,
@@ -534,30 +569,65 @@ fn worker_loop(
     writer: &Writer,
     limits: Limits,
     board: &Board,
-    stage: &str,
+    pool: &Pool,
+    me: usize,
 ) -> Result<(), LedgerError> {
     let health = board.health();
+    let stage = pool.names[me].as_str();
     let mut validator = Validator::new();
+    let mut beaten = std::time::Instant::now();
     loop {
-        health.beat(stage);
         let work = {
             let Ok(rx) = rx.lock() else {
                 return Ok(());
             };
+            if beaten.elapsed() >= Duration::from_millis(250) {
+                pool.beat_idle(health);
+                beaten = std::time::Instant::now();
+            }
             match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(w) => w,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
         };
+        pool.busy[me].store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = examine_one(
+            work,
+            spool,
+            shared,
+            writer,
+            limits,
+            health,
+            stage,
+            &mut validator,
+        );
+        pool.busy[me].store(false, std::sync::atomic::Ordering::Relaxed);
+        health.beat(stage);
+        result?;
+    }
+}
+
+/// Examines one claimed file and hands its decision to the ledger writer.
+#[allow(clippy::too_many_arguments)]
+fn examine_one(
+    work: Work,
+    spool: &Spool,
+    shared: &WorkerShared,
+    writer: &Writer,
+    limits: Limits,
+    health: &crate::health::Health,
+    stage: &str,
+    validator: &mut Validator,
+) -> Result<(), LedgerError> {
+    {
         let queued = spool.queued(&work.id.text());
         // A file that cannot be read for a passing reason (no descriptors, no memory, an I/O
         // error) is examined again, never refused for it.
         let mut pause = Duration::from_millis(50);
         let examined = loop {
             let catalog = current(&shared.catalog);
-            let examined =
-                examine_dropped(&queued, &work.original, &catalog, &mut validator, limits);
+            let examined = examine_dropped(&queued, &work.original, &catalog, validator, limits);
             match &examined.verdict {
                 Verdict::Rejected(r)
                     if r.kind == crate::examine::RejectKind::Transient && !health.is_stopping() =>
@@ -589,7 +659,7 @@ fn worker_loop(
             examined,
             route,
         };
-        writer.decide(decision)?;
+        writer.decide(decision)
     }
 }
 

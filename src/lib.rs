@@ -42,6 +42,7 @@ pub mod run;
 pub mod track;
 pub mod trigger;
 
+pub mod listen;
 pub mod metrics;
 pub mod view;
 pub mod watch;

@@ -162,6 +162,12 @@ struct ReplayArgs {
 
 #[derive(Subcommand)]
 enum ReplayCommand {
+    /// Stop a session in progress: no more of its files are released (they stay in its
+    /// folder), its queued runs are cancelled.
+    Cancel {
+        /// Session id or name.
+        session: String,
+    },
     /// The comparison of a session's outputs with the original runs' outputs.
     Report {
         /// Session id or name.
@@ -291,6 +297,10 @@ struct ServeArgs {
     /// Seconds between two evaluations of the alerts.
     #[arg(long, env = "POM_ALERT_INTERVAL", default_value_t = 2.0)]
     alert_interval: f64,
+    /// Seconds a folder copied into spool/replay/ must stay unchanged (nothing added or grown
+    /// anywhere below it) before its session starts; a `READY` file at its top starts it at once.
+    #[arg(long, env = "POM_REPLAY_QUIET", default_value_t = 10.0)]
+    replay_quiet: f64,
 }
 
 #[derive(Args)]
@@ -414,6 +424,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// A number of seconds from the command line: finite, at least `min`, at most a day.
+fn seconds(v: f64, min: f64, what: &str) -> Result<Duration> {
+    if !(0.0..=86_400.0).contains(&v) {
+        anyhow::bail!("{what} {v}: seconds between 0 and 86400");
+    }
+    Ok(Duration::from_secs_f64(v.max(min)))
+}
+
 /// `path` made absolute against the current directory (not resolving links: the operator's
 /// path is kept as written, only anchored).
 fn absolute(path: &Path, what: &str) -> Result<PathBuf> {
@@ -422,6 +440,7 @@ fn absolute(path: &Path, what: &str) -> Result<PathBuf> {
 
 fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
     let signals = block_signals();
+    raise_descriptor_limit();
     let config = Config {
         spool: paths.spool.clone(),
         rules: paths.rules.clone(),
@@ -432,8 +451,8 @@ fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
             // One more than the cores: a worker waiting on a read or on the ledger leaves its
             // core to another (measured by the intake benchmark: +8 % on 2 cores).
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()) + 1),
-        scan_every: Duration::from_secs_f64(a.scan_interval.max(0.1)),
-        poll: a.poll.map(|p| Duration::from_secs_f64(p.max(0.05))),
+        scan_every: seconds(a.scan_interval, 0.1, "--scan-interval")?,
+        poll: a.poll.map(|p| seconds(p, 0.05, "--poll")).transpose()?,
         limits: a.limits.limits(),
         sync: !a.no_sync,
         clock: match &a.clock {
@@ -444,8 +463,9 @@ fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
             min_free: MinFree::parse(&a.min_free_disk)
                 .map_err(|e| anyhow::anyhow!("--min-free-disk: {e}"))?,
             command: a.alert_command.clone(),
-            every: Duration::from_secs_f64(a.alert_interval.max(0.1)),
+            every: seconds(a.alert_interval, 0.1, "--alert-interval")?,
         },
+        replay_quiet: seconds(a.replay_quiet, 0.2, "--replay-quiet")?,
     };
     let clock = config.clock;
     let db = config.db.clone();
@@ -515,6 +535,20 @@ fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
     daemon.stop().context("stopping")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The soft limit on open descriptors raised to the hard one: the daemon holds files, ledger
+/// connections and web connections at once, and a low soft limit (1024 is common) would turn a
+/// busy moment into refused work.
+fn raise_descriptor_limit() {
+    // SAFETY: reads and sets this process's own limit.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in every thread (spawned threads inherit the mask) so that
@@ -1101,8 +1135,19 @@ fn parse_time(flag: &str, t: &str) -> Result<chrono::DateTime<chrono::Utc>> {
 /// hidden folder of `spool/replay/`, which is then renamed into place whole: the daemon sees
 /// one complete folder, exactly as if an operator had copied it.
 fn replay(paths: &Paths, a: &ReplayArgs) -> Result<ExitCode> {
-    if let Some(ReplayCommand::Report { session, json }) = &a.report {
-        return replay_report(paths, session, *json);
+    match &a.report {
+        Some(ReplayCommand::Report { session, json }) => {
+            return replay_report(paths, session, *json);
+        }
+        Some(ReplayCommand::Cancel { session }) => {
+            return act(
+                paths,
+                &Action::CancelReplay {
+                    session: session.clone(),
+                },
+            );
+        }
+        None => {}
     }
     let (from, to) = (
         parse_time("--from", a.from.as_deref().unwrap_or_default())?,

@@ -38,8 +38,15 @@ use crate::spool::Spool;
 pub const SESSION_FILE: &str = "session.pom.toml";
 /// Where replay runs put their outputs back, under `spool/replay/`.
 pub const OUTPUTS: &str = ".outputs";
-/// How long a copied folder must stay unchanged before its session starts.
-const QUIET: Duration = Duration::from_millis(1000);
+/// How long a copied folder must stay unchanged (no file added, grown or touched anywhere below
+/// it) before its session starts, unless it holds [`READY`]: the default of `--replay-quiet`.
+pub const DEFAULT_QUIET: Duration = Duration::from_secs(10);
+/// A file an operator creates at the top of a copied folder once the copy is over: the session
+/// starts at once.
+pub const READY: &str = "READY";
+/// Written into the folder of a cancelled session: the folder keeps the files not released, and
+/// is not taken again while this file is there.
+pub const CANCELLED: &str = "CANCELLED";
 /// How often the replay folder is looked at.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 /// Claims per ledger transaction.
@@ -127,19 +134,24 @@ struct Active {
     folder: Option<PathBuf>,
     speed: Option<f64>,
     items: std::collections::VecDeque<Item>,
+    /// Files of the folder left out because the replay makes them again: removed with the
+    /// folder once the session has released everything.
+    remade: Vec<PathBuf>,
     released: usize,
     started: Instant,
     first_at: Option<DateTime<Utc>>,
 }
 
 impl Active {
-    fn new(id: String, folder: PathBuf, speed: Option<f64>, items: Vec<Item>) -> Active {
+    fn new(id: String, folder: PathBuf, speed: Option<f64>, found: Found) -> Active {
+        let Found { items, remade, .. } = found;
         Active {
             id,
             folder: Some(folder),
             speed,
             first_at: items.first().map(|i| i.at_time),
             items: items.into(),
+            remade,
             released: 0,
             started: Instant::now(),
         }
@@ -149,24 +161,38 @@ impl Active {
 /// Every file a folder's manifests describe as archived, in the order they first arrived, and
 /// how many files no manifest describes. Outputs of a model that runs in the replay are left
 /// out: the replay makes them again (`models`: the models that run; none: all).
-fn folder_items(
-    dir: &Path,
-    models: Option<&[String]>,
-    channels: &dyn Fn(&str) -> bool,
-) -> (Vec<Item>, usize) {
+fn folder_items(dir: &Path, models: Option<&[String]>, channels: &dyn Fn(&str) -> bool) -> Found {
     let mut items = Vec::new();
     let mut ignored = 0;
     manifest_items(dir, channels, &mut items, &mut ignored);
+    let mut remade = Vec::new();
     items.retain(|i| {
-        let remade = i
+        let again = i
             .produced_by
             .as_deref()
             .and_then(|run| run.rsplit_once('-'))
             .is_some_and(|(model, _)| models.is_none_or(|m| m.iter().any(|x| x == model)));
-        !remade
+        if again {
+            remade.push(i.path.clone());
+        }
+        !again
     });
     items.sort_by(|a, b| a.at.cmp(&b.at).then(a.origin.cmp(&b.origin)));
-    (items, ignored)
+    Found {
+        items,
+        remade,
+        ignored,
+    }
+}
+
+/// What a folder holds for a session.
+struct Found {
+    /// Files to release, in the order they first arrived.
+    items: Vec<Item>,
+    /// Files the replay makes again instead.
+    remade: Vec<PathBuf>,
+    /// Files no manifest describes as archived (or naming an unknown channel).
+    ignored: usize,
 }
 
 /// A folder seen, not yet quiet.
@@ -184,6 +210,7 @@ pub struct Replay {
     reader: Ledger,
     board: Arc<Board>,
     rules: crate::intake::Shared<crate::rules::RuleSet>,
+    quiet: Duration,
     seen: HashMap<PathBuf, Seen>,
     active: Vec<Active>,
     output_manifests: HashMap<PathBuf, u64>,
@@ -287,6 +314,85 @@ fn signature(dir: &Path) -> (usize, u64, i128) {
     acc
 }
 
+/// Cancels a session by id or name (the newest of that name) that is replaying or finishing:
+/// its state becomes `cancelled` (the replay loop then stops releasing its files, which stay in
+/// its folder) and its queued runs are cancelled.
+pub fn cancel(l: &mut Ledger, session: &str) -> Result<crate::control::Answer, LedgerError> {
+    use crate::control::{Answer, Refusal};
+    let path = l.path().to_path_buf();
+    let found: Option<(String, String)> = l
+        .conn
+        .query_row(
+            "SELECT id, state FROM sessions WHERE id = ?1 OR name = ?1
+             ORDER BY created_at DESC LIMIT 1",
+            [session],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(sq(&path, "find session"))?;
+    let Some((id, state)) = found else {
+        return Ok(Answer::refused(
+            Refusal::NotFound,
+            format!("no replay session `{session}`"),
+        ));
+    };
+    if state != "replaying" && state != "finishing" {
+        return Ok(Answer::refused(
+            Refusal::Conflict,
+            format!("session `{id}` is {state}: only a session in progress is cancelled"),
+        ));
+    }
+    let tx = l.conn.transaction().map_err(sq(&path, "begin"))?;
+    tx.execute(
+        "UPDATE sessions SET state = 'cancelled', ended_at = ?2 WHERE id = ?1",
+        params![id, timestamp(Utc::now())],
+    )
+    .map_err(sq(&path, "cancel session"))?;
+    let runs = tx
+        .execute(
+            "UPDATE runs SET state = 'cancelled', reason = 'its replay session was cancelled'
+             WHERE session = ?1 AND state = 'queued'",
+            [&id],
+        )
+        .map_err(sq(&path, "cancel the session's queued runs"))?;
+    tx.commit().map_err(sq(&path, "commit"))?;
+    Ok(Answer::done(format!(
+        "replay session `{id}` cancelled ({runs} queued run(s) cancelled; files not yet released stay in its folder)"
+    )))
+}
+
+/// Removes what a finished session took from its folder: its manifests, its session file and
+/// marker, and the folders left empty. Anything else (a file no manifest described, one that
+/// arrived after the session began) stays where it is. Returns how many files stay.
+fn tidy(dir: &Path) -> usize {
+    fn walk(dir: &Path, depth: usize) -> usize {
+        if depth > 32 {
+            return 0;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut left = 0;
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name();
+            if ft.is_dir() {
+                left += walk(&e.path(), depth + 1);
+                let _ = std::fs::remove_dir(e.path());
+            } else if name == MANIFEST || name == SESSION_FILE || name == READY || name == CANCELLED
+            {
+                let _ = std::fs::remove_file(e.path());
+            } else {
+                left += 1;
+            }
+        }
+        left
+    }
+    let left = walk(dir, 0);
+    let _ = std::fs::remove_dir(dir);
+    left
+}
+
 /// Whether a folder says it was put in place whole.
 fn whole(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join(SESSION_FILE))
@@ -297,6 +403,7 @@ fn whole(dir: &Path) -> bool {
 
 impl Replay {
     /// A replay loop over `spool/replay/`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         spool: Spool,
         writer: Writer,
@@ -305,10 +412,12 @@ impl Replay {
         db: &Path,
         board: Arc<Board>,
         rules: crate::intake::Shared<crate::rules::RuleSet>,
+        quiet: Duration,
     ) -> Result<Self, LedgerError> {
         Ok(Replay {
             reader: Ledger::open_readonly(db)?,
             rules,
+            quiet,
             spool,
             writer,
             work,
@@ -372,10 +481,9 @@ impl Replay {
                 .flatten()
                 .and_then(|m| serde_json::from_str(&m).ok());
             let rules = crate::intake::current(&self.rules);
-            let (items, _) =
-                folder_items(&dir, models.as_deref(), &|c| rules.channels.contains_key(c));
-            tracing::info!(session = %id, files = items.len(), "replay taken up again");
-            self.active.push(Active::new(id, dir, speed, items));
+            let found = folder_items(&dir, models.as_deref(), &|c| rules.channels.contains_key(c));
+            tracing::info!(session = %id, files = found.items.len(), "replay taken up again");
+            self.active.push(Active::new(id, dir, speed, found));
         }
         Ok(())
     }
@@ -385,6 +493,34 @@ impl Replay {
     fn look(&mut self) -> Result<bool, LedgerError> {
         self.discover()?;
         self.outputs()?;
+        // Sessions an operator cancelled: nothing more is released; their files stay.
+        let reader = &self.reader;
+        self.active.retain(|a| {
+            let state: Option<String> = reader
+                .conn
+                .query_row("SELECT state FROM sessions WHERE id = ?1", [&a.id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .ok()
+                .flatten();
+            if state.as_deref() == Some("cancelled") {
+                tracing::info!(session = %a.id, left = a.items.len(),
+                    "replay cancelled: the files not released stay in its folder");
+                if let Some(dir) = &a.folder {
+                    let _ = std::fs::write(
+                        dir.join(CANCELLED),
+                        format!(
+                            "session {} was cancelled; remove this file to replay what is left\n",
+                            a.id
+                        ),
+                    );
+                }
+                false
+            } else {
+                true
+            }
+        });
         let mut released = false;
         for i in 0..self.active.len() {
             released |= self.release(i)?;
@@ -394,7 +530,14 @@ impl Replay {
         for a in std::mem::take(&mut self.active) {
             if a.items.is_empty() && a.folder.is_some() {
                 if let Some(dir) = &a.folder {
-                    let _ = std::fs::remove_dir_all(dir);
+                    for f in &a.remade {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    let left = tidy(dir);
+                    if left > 0 {
+                        tracing::warn!(session = %a.id, folder = %dir.display(), files = left,
+                            "replay: files the session did not take are left in its folder");
+                    }
                 }
                 let id = a.id.clone();
                 self.writer.with(move |l| set_state(l, &id, "finishing"))?;
@@ -422,10 +565,12 @@ impl Replay {
             }
             let dir = e.path();
             present.push(dir.clone());
-            if self.active.iter().any(|a| a.folder.as_ref() == Some(&dir)) {
+            if self.active.iter().any(|a| a.folder.as_ref() == Some(&dir))
+                || dir.join(CANCELLED).exists()
+            {
                 continue;
             }
-            if whole(&dir) {
+            if whole(&dir) || dir.join(READY).is_file() {
                 self.seen.remove(&dir);
                 self.begin(&dir)?;
                 continue;
@@ -442,7 +587,7 @@ impl Replay {
                 };
                 continue;
             }
-            if now.duration_since(seen.since) >= QUIET {
+            if now.duration_since(seen.since) >= self.quiet {
                 self.seen.remove(&dir);
                 self.begin(&dir)?;
             }
@@ -465,9 +610,10 @@ impl Replay {
             Err(_) => SessionFile::default(),
         };
         let rules = crate::intake::current(&self.rules);
-        let (items, ignored) = folder_items(dir, file.models.as_deref(), &|c| {
+        let found = folder_items(dir, file.models.as_deref(), &|c| {
             rules.channels.contains_key(c)
         });
+        let (items, ignored) = (&found.items, found.ignored);
         if ignored > 0 {
             tracing::warn!(%folder, ignored, "replay: files no manifest describes as archived are left out");
         }
@@ -501,7 +647,7 @@ impl Replay {
         tracing::info!(session = %id, %name, files = total, speed = ?speed, "replay session begins");
         self.board.publish("replay", &id);
         self.active
-            .push(Active::new(id, dir.to_path_buf(), speed, items));
+            .push(Active::new(id, dir.to_path_buf(), speed, found));
         Ok(())
     }
 

@@ -34,6 +34,7 @@ use crate::clock::Clock;
 use crate::control::{Action, Answer, Control, Refusal};
 use crate::intake::{Shared, current};
 use crate::ledger::{FileFilter, Ledger, State as FileState};
+use crate::listen::Peer;
 use crate::rules::RuleSet;
 use crate::spool::Spool;
 use crate::track::RunState;
@@ -232,13 +233,31 @@ impl Web {
             .build()
             .map_err(WebError::Runtime)?;
         let listen = settings.listen;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(listen))
-            .map_err(|source| WebError::Listen {
-                addr: listen,
-                source,
-            })?;
+        // A deep accept queue: a burst of connections waits there for the accept loop instead
+        // of being dropped and retried a second later by the client's kernel.
+        let listener = {
+            let _in_runtime = runtime.enter();
+            let socket = if listen.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            };
+            socket
+                .and_then(|s| {
+                    s.set_reuseaddr(true)?;
+                    s.bind(listen)?;
+                    s.listen(4096)
+                })
+                .map_err(|source| WebError::Listen {
+                    addr: listen,
+                    source,
+                })?
+        };
         let addr = listener.local_addr().unwrap_or(listen);
+        let listener = {
+            let _in_runtime = runtime.enter();
+            crate::listen::Guarded::new(listener, crate::listen::Limits::default())
+        };
         let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
         let app = Arc::new(App {
             board,
@@ -257,7 +276,7 @@ impl Web {
         let server = runtime.spawn(async move {
             let served = axum::serve(
                 listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                router.into_make_service_with_connect_info::<Peer>(),
             )
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -326,18 +345,54 @@ fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
         .route("/api/whoami", get(whoami))
         .route("/api/actions", post(act))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(app)
+}
+
+/// Every error is JSON, also those axum answers itself (a query that does not parse, a body
+/// over the limit, a wrong method): `{"error": …}` with the same status.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let reason = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError(status, reason).into_response()
 }
 
 /// Reading is open on loopback; from elsewhere a token is needed.
 async fn read_access(
     State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if peer.ip().is_loopback() {
-        return next.run(request).await;
+    if peer.ip().is_loopback() && bearer(request.headers()).is_none() {
+        // Open to loopback, but only under a loopback name: a page of another site whose name
+        // was rebound to 127.0.0.1 (DNS rebinding) sends its own name as Host, and is refused.
+        if loopback_host(request.headers()) {
+            return next.run(request).await;
+        }
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "reading without a token is open to loopback names only (Host: localhost, 127.0.0.1, [::1])"
+                .into(),
+        )
+        .into_response();
     }
     match app.operator(request.headers(), Some(peer)) {
         Ok(_) => next.run(request).await,
@@ -348,6 +403,26 @@ async fn read_access(
         .into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Whether the request's `Host` names the loopback: `localhost`, `127.x.x.x` or `[::1]`, with
+/// any port. A request without `Host` (HTTP/1.0 tools) is taken as local.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// An API error: a status and a reason, as JSON.
@@ -584,7 +659,7 @@ async fn theme_json(State(app): State<Shared2>) -> Response {
 
 async fn whoami(
     State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> ApiResult {
     let who = app.operator(&headers, Some(peer))?;
@@ -816,7 +891,7 @@ async fn events(
 /// Control: a token, a JSON body, and no foreign origin.
 async fn act(
     State(app): State<Shared2>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {

@@ -211,3 +211,44 @@ fn no_descriptors_left_rejects_nothing_raises_an_alert_and_files_everything_once
     );
     gw.stop();
 }
+
+#[test]
+fn the_daemon_refuses_to_start_on_a_ledger_it_cannot_write() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let mut gw = Gateway::new();
+    let state = gw.dir.path().join("ledger");
+    let _fs = SmallFs::mount(&state, "8m");
+    let db = state.join("pom.sqlite");
+    gw.extra_args
+        .extend(["--db".into(), db.display().to_string()]);
+    gw.start();
+    gw.stop();
+    // Root ignores file permissions: the file system itself is made read-only.
+    let st = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = gw
+        .pom()
+        .args([
+            "--db",
+            &db.display().to_string(),
+            "serve",
+            "--listen",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // SQLite itself may refuse first (its WAL index cannot be made), or the write check.
+    assert!(
+        err.contains("cannot start: ledger") && err.contains("pom.sqlite"),
+        "{err}"
+    );
+}

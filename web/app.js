@@ -57,7 +57,7 @@ view.addEventListener("click", async (e) => {
   const a = b.dataset.action, t = b.dataset.target;
   const key = { pause_model: "model", resume_model: "model", trigger: "model", pause_channel: "channel",
     resume_channel: "channel", cancel: "run", retry: "run", rerun: "run", hold: "file", release: "file",
-    reinject: "file" }[a];
+    reinject: "file", cancel_replay: "session" }[a];
   const action = { action: a, [key]: t };
   if (a === "trigger") {
     const input = document.querySelector(`input[data-time0="${CSS.escape(t)}"]`);
@@ -246,16 +246,18 @@ async function replays() {
   const list = await api("/api/replays");
   view.innerHTML = `<h1>Replays</h1>
     <p class="muted small">Copy archived folders into <code>spool/replay/</code>, or run <code>pom replay --from … --to …</code>.</p>
-    <table id="replays"><thead><tr><th>Session</th><th>Name</th><th>State</th><th>Progress</th><th>Runs</th><th>Period</th><th>Speed</th></tr></thead><tbody>
+    <table id="replays"><thead><tr><th>Session</th><th>Name</th><th>State</th><th>Progress</th><th>Runs</th><th>Period</th><th>Speed</th><th></th></tr></thead><tbody>
     ${list.map((s) => `<tr data-session="${esc(s.id)}"><td><a href="#/replay/${encodeURIComponent(s.id)}">${esc(s.id)}</a></td><td>${esc(s.name)}</td>
       <td>${badge(s.state)}</td><td><progress max="${s.files_total}" value="${s.files_decided}"></progress> ${s.files_decided}/${s.files_total}</td>
-      <td class="num">${s.runs}</td><td class="small">${time(s.period_from)} → ${time(s.period_to)}</td><td>${s.speed ?? "max"}</td></tr>`).join("")}</tbody></table>`;
+      <td class="num">${s.runs}</td><td class="small">${time(s.period_from)} → ${time(s.period_to)}</td><td>${s.speed ?? "max"}</td>
+      <td>${s.state === "replaying" || s.state === "finishing" ? button("cancel_replay", s.id, "Cancel") : ""}</td></tr>`).join("")}</tbody></table>`;
 }
 
 async function replay(id) {
   const d = await api(`/api/replays/${encodeURIComponent(id)}`);
   const s = d.session, r = d.report;
-  const head = `<h1>Replay ${esc(s.name)} ${badge(s.state)}</h1>
+  const cancel = s.state === "replaying" || s.state === "finishing" ? button("cancel_replay", s.id, "Cancel this replay") : "";
+  const head = `<h1>Replay ${esc(s.name)} ${badge(s.state)} ${cancel}</h1>
     <dl class="facts"><dt>Session</dt><dd>${esc(s.id)}</dd><dt>Period</dt><dd>${time(s.period_from)} → ${time(s.period_to)}</dd>
       <dt>Files</dt><dd>${s.files_decided}/${s.files_total} decided</dd><dt>Runs</dt><dd>${s.runs}</dd><dt>Speed</dt><dd>${s.speed ?? "max"}</dd></dl>`;
   if (!r) { view.innerHTML = head + `<p class="muted">The comparison is made when the session is done.</p>`; return; }
