@@ -233,19 +233,7 @@ fn the_daemon_refuses_to_start_on_a_ledger_it_cannot_write() {
         .status()
         .unwrap();
     assert!(st.success());
-    let out = gw
-        .pom()
-        .args([
-            "--db",
-            &db.display().to_string(),
-            "serve",
-            "--listen",
-            "off",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = gw.serve_refused(&[]);
     // SQLite itself may refuse first (its WAL index cannot be made), or the write check.
     assert!(
         err.contains("cannot start: ledger") && err.contains("pom.sqlite"),

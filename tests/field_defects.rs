@@ -6,22 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Gateway, chain_gateway, chain_gateway_with, eventually, pi_series};
+use common::{Gateway, chain_gateway, chain_gateway_with, eventually, pi_series, wait_run};
 use pom::track::RunState;
 
 const TOKEN: &str = "alice-0123456789abcdef";
-
-fn wait_run(gw: &Gateway, model: &str, secs: u64) -> pom::track::RunRow {
-    let mut found = None;
-    eventually(secs, &format!("a finished run of {model}"), || {
-        let runs = gw.ledger().runs(Some(model), None, 10).unwrap_or_default();
-        found = runs
-            .into_iter()
-            .find(|r| !matches!(r.state, RunState::Queued | RunState::Running));
-        found.is_some()
-    });
-    found.unwrap()
-}
 
 fn process_alive(pid: i32) -> bool {
     // A zombie is dead for this purpose.
@@ -52,13 +40,7 @@ cp input/rel_1.xml output/rel_forecast.xml
     gw.drop_file("obs", "rel_1.xml", &pi_series(1, 1));
     let run = wait_run(&gw, "rel", 10);
     let took = t0.elapsed();
-    let dir = gw.spool().join(&run.run_dir);
-    assert_eq!(
-        run.state,
-        RunState::Succeeded,
-        "{run:?}\n{}",
-        std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default()
-    );
+    let dir = common::assert_succeeded(&gw, &run);
     assert!(
         took < Duration::from_secs(5),
         "drop to run took {took:?}: events were lost"
@@ -197,13 +179,7 @@ fn the_theme_logo_is_confined_to_the_theme_folder_and_never_follows_a_link() {
 fn a_second_daemon_on_the_same_spool_is_refused() {
     let mut gw = Gateway::new();
     gw.start();
-    let out = gw
-        .pom()
-        .args(["serve", "--listen", "off"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = gw.serve_refused(&[]);
     assert!(err.contains("another pom serve holds it"), "{err}");
 }
 
@@ -212,16 +188,7 @@ fn a_ledger_deleted_under_the_running_daemon_stops_it_with_an_error() {
     let mut gw = Gateway::new();
     gw.start();
     std::fs::remove_file(gw.db()).unwrap();
-    let child = gw.child.as_mut().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "still running:\n{}", gw.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    gw.child = None;
+    let status = gw.wait_exit(5);
     assert!(!status.success());
     assert!(
         gw.log().contains("was deleted under the running daemon"),
@@ -234,27 +201,25 @@ fn health(gw: &Gateway) -> (u16, serde_json::Value) {
     gw.api("GET", "/api/health", None, None)
 }
 
-#[test]
-fn a_dead_stage_gives_health_503_and_a_non_zero_exit() {
+/// A started gateway whose faults are injected by writing `panic STAGE` or `stall STAGE` into
+/// the returned file (test builds only).
+fn faulty_gateway() -> (Gateway, std::path::PathBuf) {
     let mut gw = Gateway::new();
     let fault = gw.dir.path().join("fault");
     gw.extra_env
         .push(("POM_FAULT_FILE".into(), fault.display().to_string()));
     gw.start();
+    (gw, fault)
+}
+
+#[test]
+fn a_dead_stage_gives_health_503_and_a_non_zero_exit() {
+    let (mut gw, fault) = faulty_gateway();
     let (s, v) = health(&gw);
     assert_eq!(s, 200, "{v}");
     assert!(v["stages"].as_array().unwrap().len() >= 7, "{v}");
     std::fs::write(&fault, "panic filer").unwrap();
-    let t0 = Instant::now();
-    let child = gw.child.as_mut().unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(5), "still running");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    gw.child = None;
+    let status = gw.wait_exit(5);
     assert!(!status.success(), "{status}");
     let log = gw.log();
     assert!(
@@ -265,11 +230,7 @@ fn a_dead_stage_gives_health_503_and_a_non_zero_exit() {
 
 #[test]
 fn a_stuck_stage_gives_health_503_within_5_s() {
-    let mut gw = Gateway::new();
-    let fault = gw.dir.path().join("fault");
-    gw.extra_env
-        .push(("POM_FAULT_FILE".into(), fault.display().to_string()));
-    gw.start();
+    let (gw, fault) = faulty_gateway();
     assert_eq!(health(&gw).0, 200);
     std::fs::write(&fault, "stall dispatch").unwrap();
     let t0 = Instant::now();
@@ -342,13 +303,7 @@ fn pom_check_refuses_overflowing_durations_a_cron_that_never_fires_and_a_missing
 fn a_simulated_clock_of_infinite_speed_is_refused() {
     let gw = Gateway::new();
     for clock in ["2026-03-28T00:00:00Z@inf", "2026-03-28T00:00:00Z@NaN"] {
-        let out = gw
-            .pom()
-            .args(["serve", "--listen", "off", "--clock", clock])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{clock}: {err}");
+        let err = gw.serve_refused(&["--clock", clock]);
         assert!(err.contains("--clock"), "{err}");
     }
 }
@@ -373,13 +328,7 @@ test $((end - start)) -le 4 || { echo "timeout took $((end - start)) s" >&2; exi
     });
     gw.drop_file("obs", "clean_1.xml", &pi_series(1, 1));
     let run = wait_run(&gw, "clean", 30);
-    let dir = gw.spool().join(&run.run_dir);
-    assert_eq!(
-        run.state,
-        RunState::Succeeded,
-        "{run:?}\n{}",
-        std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default()
-    );
+    common::assert_succeeded(&gw, &run);
 }
 
 #[test]

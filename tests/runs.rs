@@ -5,21 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{Gateway, chain_gateway as gateway, eventually, pi_series};
+use common::{Gateway, chain_gateway as gateway, eventually, pi_series, wait_run};
 use pom::ledger::State;
 use pom::track::RunState;
-
-fn wait_run(gw: &Gateway, model: &str, secs: u64) -> pom::track::RunRow {
-    let mut found = None;
-    eventually(secs, &format!("a finished run of {model}"), || {
-        let runs = gw.ledger().runs(Some(model), None, 10).unwrap_or_default();
-        found = runs
-            .into_iter()
-            .find(|r| !matches!(r.state, RunState::Queued | RunState::Running));
-        found.is_some()
-    });
-    found.unwrap()
-}
 
 #[test]
 fn a_model_run_follows_the_contract_and_its_output_comes_back_with_lineage() {
@@ -35,13 +23,7 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
     let mut gw = gateway(&[("fc", script, "1m")]);
     gw.drop_file("obs", "fc_1.xml", &pi_series(1, 2));
     let run = wait_run(&gw, "fc", 30);
-    let dir = gw.spool().join(&run.run_dir);
-    assert_eq!(
-        run.state,
-        RunState::Succeeded,
-        "{run:?}\n{}",
-        std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default()
-    );
+    let dir = common::assert_succeeded(&gw, &run);
     assert_eq!(run.exit_code, Some(0));
     assert_eq!(run.diag[0].description, "done");
     assert!(dir.join("input/fc_1.xml").exists());

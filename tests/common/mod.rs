@@ -220,6 +220,37 @@ impl Gateway {
         unsafe { libc::kill(pid, sig) };
     }
 
+    /// Waits up to `secs` for the running daemon to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let child = self.child.as_mut().expect("running");
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "still running after {secs} s");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.child = None;
+        status
+    }
+
+    /// `pom serve` with these arguments (and the gateway's own) must refuse to start; what it
+    /// said.
+    pub fn serve_refused(&self, args: &[&str]) -> String {
+        let out = self
+            .pom()
+            .arg("serve")
+            .args(["--listen", "off"])
+            .args(&self.extra_args)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "pom serve started: {err}");
+        err
+    }
+
     /// SIGTERM, and wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -408,6 +439,34 @@ pub fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Waits for a finished run of `model` (neither queued nor running) and returns it.
+pub fn wait_run(gw: &Gateway, model: &str, secs: u64) -> pom::track::RunRow {
+    let mut found = None;
+    eventually(secs, &format!("a finished run of {model}"), || {
+        let runs = gw.ledger().runs(Some(model), None, 10).unwrap_or_default();
+        found = runs.into_iter().find(|r| {
+            !matches!(
+                r.state,
+                pom::track::RunState::Queued | pom::track::RunState::Running
+            )
+        });
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// Asserts that a run succeeded, showing its stderr otherwise; its run folder.
+pub fn assert_succeeded(gw: &Gateway, run: &pom::track::RunRow) -> PathBuf {
+    let dir = gw.spool().join(&run.run_dir);
+    assert_eq!(
+        run.state,
+        pom::track::RunState::Succeeded,
+        "{run:?}\n{}",
+        std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default()
+    );
+    dir
 }
 
 /// Channels of a chain under test: observations in, forecasts out.
