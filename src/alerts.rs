@@ -303,8 +303,8 @@ pub fn spawn(
         "alerts",
         (settings.every * 2 + Duration::from_secs(1)).max(crate::health::STUCK_AFTER),
     );
-    let b = Arc::clone(&board);
-    crate::health::spawn("alerts", b, move || {
+    let health = Arc::clone(board.health());
+    crate::health::spawn("alerts", health, move || {
         let started = Utc::now();
         let reader = match Ledger::open_readonly(&db) {
             Ok(r) => r,

@@ -63,7 +63,7 @@ pub struct Board {
     decided: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     operational_claim: std::sync::atomic::AtomicI64,
     events: tokio::sync::broadcast::Sender<Event>,
-    health: crate::health::Health,
+    health: std::sync::Arc<crate::health::Health>,
 }
 
 impl Default for Board {
@@ -79,7 +79,7 @@ impl Default for Board {
             decided: Mutex::default(),
             operational_claim: std::sync::atomic::AtomicI64::new(0),
             events: tokio::sync::broadcast::channel(1024).0,
-            health: crate::health::Health::default(),
+            health: std::sync::Arc::default(),
         }
     }
 }
@@ -96,7 +96,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Board {
     /// The stages' health.
-    pub fn health(&self) -> &crate::health::Health {
+    pub fn health(&self) -> &std::sync::Arc<crate::health::Health> {
         &self.health
     }
 

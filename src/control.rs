@@ -344,9 +344,22 @@ impl Control {
             }
             Action::Reinject { file, content } => self.reinject(file, content.as_deref(), &rules),
             Action::CancelReplay { session } => {
+                use crate::replay::Cancelled;
                 let s = session.clone();
                 match self.writer.with(move |l| crate::replay::cancel(l, &s)) {
-                    Ok(a) => a,
+                    Ok(Cancelled::Done { id, runs }) => Answer::done(format!(
+                        "replay session `{id}` cancelled ({runs} queued run(s) cancelled; \
+                         files not yet released stay in its folder)"
+                    )),
+                    Ok(Cancelled::NotFound) => {
+                        Answer::refused(Refusal::NotFound, format!("no replay session `{session}`"))
+                    }
+                    Ok(Cancelled::Over(state)) => Answer::refused(
+                        Refusal::Conflict,
+                        format!(
+                            "session `{session}` is {state}: only a session in progress is cancelled"
+                        ),
+                    ),
                     Err(e) => Answer::failed(e),
                 }
             }

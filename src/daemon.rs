@@ -184,7 +184,8 @@ impl Daemon {
             }
         }
         let (filed_tx, filed_rx) = sync_channel::<Vec<Submission>>(4);
-        let (writer, writer_thread) = Writer::spawn(ledger, 4096, filed_tx, Arc::clone(&board));
+        let (writer, writer_thread) =
+            Writer::spawn(ledger, 4096, filed_tx, Arc::clone(board.health()));
         // The filer wakes the dispatcher when a file delivered to a model is in the archive.
         let (wake_tx, wake_rx) = sync_channel::<Wake>(64);
         let filer = {
@@ -193,7 +194,7 @@ impl Daemon {
             let wake = wake_tx.clone();
             let b = Arc::clone(&board);
             board.health().expect("filer", crate::health::STUCK_AFTER);
-            crate::health::spawn("filer", Arc::clone(&board), move || {
+            crate::health::spawn("filer", Arc::clone(board.health()), move || {
                 filer_loop(&spool, filed_rx, sync, &wake, &b)
             })
         };
@@ -213,9 +214,11 @@ impl Daemon {
                 let b = Arc::clone(&board);
                 let pool = Arc::clone(&pool);
                 board.health().expect(&pool.names[i], EXAMINE_STUCK_AFTER);
-                crate::health::spawn(&pool.names[i].clone(), Arc::clone(&board), move || {
-                    worker_loop(&rx, &spool, &shared, &writer, limits, &b, &pool, i)
-                })
+                crate::health::spawn(
+                    &pool.names[i].clone(),
+                    Arc::clone(board.health()),
+                    move || worker_loop(&rx, &spool, &shared, &writer, limits, &b, &pool, i),
+                )
             })
             .collect();
         let stop_runs = Arc::new(AtomicBool::new(false));
@@ -309,8 +312,9 @@ impl Daemon {
         drop(work_tx);
         drop(writer);
         board.health().expect("intake", crate::health::STUCK_AFTER);
-        let intake =
-            crate::health::spawn("intake", Arc::clone(&board), move || intake.run(hints_rx));
+        let intake = crate::health::spawn("intake", Arc::clone(board.health()), move || {
+            intake.run(hints_rx)
+        });
         let stop_guard = Arc::new(AtomicBool::new(false));
         let guard = {
             let (db, stop, b) = (
@@ -321,7 +325,7 @@ impl Daemon {
             board
                 .health()
                 .expect("ledger-guard", crate::health::STUCK_AFTER);
-            crate::health::spawn("ledger-guard", Arc::clone(&board), move || {
+            crate::health::spawn("ledger-guard", Arc::clone(board.health()), move || {
                 guard_ledger(&db, ledger_identity, &stop, &b)
             })
         };

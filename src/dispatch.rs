@@ -911,9 +911,9 @@ pub fn spawn(
     board
         .health()
         .expect("dispatch", crate::health::STUCK_AFTER);
-    let b = Arc::clone(&board);
+    let health = Arc::clone(board.health());
     let d = Dispatcher::new(spool, rules, writer, db, stop, clock, wake, board)?;
-    Ok(crate::health::spawn("dispatch", b, move || d.run()))
+    Ok(crate::health::spawn("dispatch", health, move || d.run()))
 }
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ impl Health {
 /// daemon is not stopping is fatal, with the reason in the log.
 pub fn spawn<T: Ended + Send + 'static>(
     name: &str,
-    health: std::sync::Arc<crate::board::Board>,
+    health: std::sync::Arc<Health>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
     let stage = name.to_string();
@@ -193,9 +193,9 @@ pub fn spawn<T: Ended + Send + 'static>(
             match result {
                 Ok(v) => {
                     if let Some(why) = v.why() {
-                        health.health().ended(&stage, why);
+                        health.ended(&stage, why);
                     } else {
-                        health.health().ended(&stage, "ended unexpectedly".into());
+                        health.ended(&stage, "ended unexpectedly".into());
                     }
                     v
                 }
@@ -205,7 +205,7 @@ pub fn spawn<T: Ended + Send + 'static>(
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "a panic".into());
-                    health.health().ended(&stage, format!("panicked: {msg}"));
+                    health.ended(&stage, format!("panicked: {msg}"));
                     std::panic::resume_unwind(panic)
                 }
             }

@@ -1035,15 +1035,13 @@ impl Writer {
         mut ledger: Ledger,
         capacity: usize,
         filed: SyncSender<Vec<Submission>>,
-        board: std::sync::Arc<crate::board::Board>,
+        health: std::sync::Arc<crate::health::Health>,
     ) -> (Writer, JoinHandle<Result<(), LedgerError>>) {
         let (tx, rx) = sync_channel::<WriteOp>(capacity);
-        board
-            .health()
-            .expect("ledger-writer", crate::health::STUCK_AFTER);
-        let b = std::sync::Arc::clone(&board);
-        let handle = crate::health::spawn("ledger-writer", b, move || {
-            writer_loop(&mut ledger, rx, filed, board.health())
+        health.expect("ledger-writer", crate::health::STUCK_AFTER);
+        let h = std::sync::Arc::clone(&health);
+        let handle = crate::health::spawn("ledger-writer", health, move || {
+            writer_loop(&mut ledger, rx, filed, &h)
         });
         (Writer { tx }, handle)
     }

@@ -314,11 +314,26 @@ fn signature(dir: &Path) -> (usize, u64, i128) {
     acc
 }
 
+/// What cancelling a session came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// Done: the session's id, and how many queued runs were cancelled with it.
+    Done {
+        /// Session id.
+        id: String,
+        /// Its queued runs, now cancelled.
+        runs: usize,
+    },
+    /// No session of that id or name.
+    NotFound,
+    /// The session is not in progress (its state).
+    Over(String),
+}
+
 /// Cancels a session by id or name (the newest of that name) that is replaying or finishing:
 /// its state becomes `cancelled` (the replay loop then stops releasing its files, which stay in
 /// its folder) and its queued runs are cancelled.
-pub fn cancel(l: &mut Ledger, session: &str) -> Result<crate::control::Answer, LedgerError> {
-    use crate::control::{Answer, Refusal};
+pub fn cancel(l: &mut Ledger, session: &str) -> Result<Cancelled, LedgerError> {
     let path = l.path().to_path_buf();
     let found: Option<(String, String)> = l
         .conn
@@ -331,16 +346,10 @@ pub fn cancel(l: &mut Ledger, session: &str) -> Result<crate::control::Answer, L
         .optional()
         .map_err(sq(&path, "find session"))?;
     let Some((id, state)) = found else {
-        return Ok(Answer::refused(
-            Refusal::NotFound,
-            format!("no replay session `{session}`"),
-        ));
+        return Ok(Cancelled::NotFound);
     };
     if state != "replaying" && state != "finishing" {
-        return Ok(Answer::refused(
-            Refusal::Conflict,
-            format!("session `{id}` is {state}: only a session in progress is cancelled"),
-        ));
+        return Ok(Cancelled::Over(state));
     }
     let tx = l.conn.transaction().map_err(sq(&path, "begin"))?;
     tx.execute(
@@ -356,9 +365,7 @@ pub fn cancel(l: &mut Ledger, session: &str) -> Result<crate::control::Answer, L
         )
         .map_err(sq(&path, "cancel the session's queued runs"))?;
     tx.commit().map_err(sq(&path, "commit"))?;
-    Ok(Answer::done(format!(
-        "replay session `{id}` cancelled ({runs} queued run(s) cancelled; files not yet released stay in its folder)"
-    )))
+    Ok(Cancelled::Done { id, runs })
 }
 
 /// Removes what a finished session took from its folder: its manifests, its session file and
@@ -1007,8 +1014,8 @@ pub fn spawn(replay: Replay, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(
         .board
         .health()
         .expect("replay", Duration::from_secs(60));
-    let board = Arc::clone(&replay.board);
-    crate::health::spawn("replay", board, move || replay.run(&stop))
+    let health = Arc::clone(replay.board.health());
+    crate::health::spawn("replay", health, move || replay.run(&stop))
 }
 
 /// The files `pom replay` re-injects: operational submissions archived, received in
