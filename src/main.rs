@@ -424,6 +424,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long a daemon that cannot go on still answers `/api/health` (503, the dead stage named)
+/// before it exits.
+const FATAL_GRACE: Duration = Duration::from_secs(2);
+
 /// A number of seconds from the command line: finite, at least `min`, at most a day.
 fn seconds(v: f64, min: f64, what: &str) -> Result<Duration> {
     if !(0.0..=86_400.0).contains(&v) {
@@ -524,7 +528,10 @@ fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
             // A stage is dead or the ledger is gone: no clean stop can be promised. Files in
             // flight stay in queue/ with what the ledger says of them, running models are
             // adopted at the next start; systemd restarts the daemon on this exit.
-            tracing::error!(reason = %why, "pom stops: a stage cannot go on");
+            // Health answers 503 with the dead stage for a moment first, so that a monitor
+            // polling it sees why before the process goes.
+            tracing::error!(reason = %why, "pom stops in {FATAL_GRACE:?}: a stage cannot go on");
+            std::thread::sleep(FATAL_GRACE);
             std::process::exit(3);
         }
     };

@@ -219,6 +219,26 @@ fn a_dead_stage_gives_health_503_and_a_non_zero_exit() {
     assert_eq!(s, 200, "{v}");
     assert!(v["stages"].as_array().unwrap().len() >= 7, "{v}");
     std::fs::write(&fault, "panic filer").unwrap();
+    let t0 = Instant::now();
+    loop {
+        let (s, v) = health(&gw);
+        if s == 503 {
+            let filer = v["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["stage"] == "filer")
+                .cloned()
+                .unwrap();
+            assert_eq!(filer["state"], "dead", "{v}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "health still {s}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let status = gw.wait_exit(5);
     assert!(!status.success(), "{status}");
     let log = gw.log();
