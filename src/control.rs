@@ -511,12 +511,7 @@ fn reinject_into_replay(
         "received_at": row.original_at.clone().unwrap_or_else(|| timestamp(Utc::now())),
         "size": bytes.len(),
     });
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(crate::archive::MANIFEST))?
-        .write_all(format!("{line}\n").as_bytes())?;
+    crate::replay::describe(&dir, &line)?;
     Ok(Path::new(crate::replay::OUTPUTS)
         .join(session)
         .join(&row.channel)

@@ -629,6 +629,7 @@ fn examine_one(
         // A file that cannot be read for a passing reason (no descriptors, no memory, an I/O
         // error) is examined again, never refused for it.
         let mut pause = Duration::from_millis(50);
+        let mut faulted = false;
         let examined = loop {
             let catalog = current(&shared.catalog);
             let examined = examine_dropped(&queued, &work.original, &catalog, validator, limits);
@@ -637,11 +638,15 @@ fn examine_one(
                     if r.kind == crate::examine::RejectKind::Transient && !health.is_stopping() =>
                 {
                     health.fault(stage, Some(format!("file {}: {}", work.id, r.reason)));
+                    faulted = true;
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
                 _ => {
-                    health.fault(stage, None);
+                    // Cleared only after a fault: the health lock stays off the per-file path.
+                    if faulted {
+                        health.fault(stage, None);
+                    }
                     break examined;
                 }
             }

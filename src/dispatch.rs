@@ -869,12 +869,7 @@ impl Job {
                     "original": name, "state": "archived",
                     "received_at": crate::ledger::timestamp(self.time0), "size": bytes.len(),
                 });
-                use std::io::Write;
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(incoming.join(crate::archive::MANIFEST))?
-                    .write_all(format!("{line}\n").as_bytes())?;
+                crate::replay::describe(&incoming, &line)?;
             }
         }
         Ok(())

@@ -314,6 +314,18 @@ fn signature(dir: &Path) -> (usize, u64, i128) {
     acc
 }
 
+/// Describes a file put into a replay session's own folder (`.outputs/<session>/<channel>/`):
+/// its line is appended to the folder's manifest, where the replay loop takes it up. The one
+/// writer of such lines (outputs of replay runs, files re-injected into a replay).
+pub fn describe(dir: &Path, line: &serde_json::Value) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(MANIFEST))?
+        .write_all(format!("{line}\n").as_bytes())
+}
+
 /// What cancelling a session came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancelled {
