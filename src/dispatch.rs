@@ -828,6 +828,18 @@ impl Job {
             return Ok(());
         };
         // A replay run's outputs go back into its session, never into operational traffic.
+        // Session and channel come from the ledger and the rules: one plain component each.
+        if !crate::fs::safe_component(channel)
+            || self
+                .session
+                .as_deref()
+                .is_some_and(|s| !crate::fs::safe_component(s))
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the session or output channel is not a plain name",
+            ));
+        }
         let incoming = match &self.session {
             Some(s) => self
                 .spool
