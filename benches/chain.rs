@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pom::catalog::Catalog;
-use pom::route::{Facts, Routes};
+use pom::config::catalog::Catalog;
+use pom::config::routes::Routes;
+use pom::route::Facts;
 
 const RULES: usize = 1000;
 const DROPS: usize = 200;
@@ -60,20 +61,24 @@ fn routing(dir: &Path, repo: &Path) -> (f64, f64) {
     let t = Instant::now();
     for k in 0..n {
         let (path, name) = &files[k % files.len()];
-        let d = routes.decide(&Facts {
-            channel: "obs",
-            name: name.as_bytes(),
-            format: "pi-timeseries",
-            version: "1.2",
-            document: path,
-        });
+        // As the daemon does: the file is read once when a rule asks about content.
+        let content = std::fs::read(path).unwrap();
+        let d = routes.decide(
+            &Facts {
+                channel: "obs",
+                name: name.as_bytes(),
+                format: "pi-timeseries",
+                version: "1.2",
+            },
+            Some(&content),
+        );
         assert!(matches!(d, pom::route::Decision::Routed { .. }));
     }
     let decisions = n as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
     for k in 0..n {
         let bytes = std::fs::read(&files[k % files.len()].0).unwrap();
-        let id = pom::identify::identify(&bytes[..], &catalog, 100);
+        let id = pom::examine::identify::identify(&bytes[..], &catalog, 100);
         assert!(id.version.is_some());
     }
     let identify = n as f64 / t.elapsed().as_secs_f64();

@@ -28,7 +28,7 @@ pub struct Refused {
     pub problems: Vec<String>,
 }
 
-/// An alert raised by [`crate::alerts`].
+/// An alert raised by [`crate::supervise::alerts`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Alert {
     /// late_feed, failed_run, refused_rules, low_disk.

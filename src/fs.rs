@@ -6,8 +6,10 @@
 //! open regular file, or a refusal saying why. Never: a `..`, an absolute path or a symbolic link
 //! leading anywhere else.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -98,6 +100,51 @@ pub fn read_confined(root: &Path, rel: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+}
+
+/// Renames `from` to `to` atomically, failing with `AlreadyExists` rather than replacing `to`.
+/// Links are moved, never followed.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (f, t) = (cpath(from)?, cpath(to)?);
+    // SAFETY: both arguments are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EINVAL) || err.raw_os_error() == Some(libc::ENOSYS) {
+        // A file system without RENAME_NOREPLACE: link + unlink gives the same no-overwrite
+        // guarantee for regular files.
+        std::fs::hard_link(from, to)?;
+        return std::fs::remove_file(from);
+    }
+    Err(err)
+}
+
+/// Flushes the file system holding `dir` (one sync for a whole batch of renames).
+pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    let f = std::fs::File::open(dir)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: `f` is an open descriptor for the duration of the call.
+    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +187,16 @@ mod tests {
             b"<a/>"
         );
         assert!(read_confined(root, Path::new("rejected/ok.xml"), 2).is_err());
+    }
+
+    #[test]
+    fn a_rename_never_overwrites() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        std::fs::write(&a, "1").unwrap();
+        std::fs::write(&b, "2").unwrap();
+        let e = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&b).unwrap(), b"2");
     }
 }

@@ -1,49 +1,46 @@
 //! POM: the gateway and scheduler for chains of flood-forecasting models.
 //!
 //! ```text
-//! incoming/<channel>/ ─▶ settle ─▶ claim ─▶ identify ─▶ validate ─▶ archive | rejected
-//!                        (intake thread)     (worker threads)        (ledger writer, filer)
+//!            config (rules/, schemas/)                 control (operators' actions)
+//!                 │                                          │
+//! incoming/ ─▶ intake ─▶ examine ─▶ route ─▶ ledger ─▶ archive ─▶ archive/ | rejected/ | outgoing/
+//!           watch,settle, identify,   decide  (the only    filer,
+//!           claim         validate    (pure)   SQL)        manifest
+//!                                               │
+//!                                               ▼
+//!                                             chain ─▶ runs/<model>/<run>/ ─▶ outputs back to incoming/
+//!                                     trigger (pure), contract, dispatch, executor
+//!
+//! replay: archived folders back in spool/replay/   supervise: views, metrics, alerts   web: API, pages
+//! daemon: wires the stages, supervises them, reconciles the spool with the ledger at start
 //! ```
 //!
-//! Modules follow the pipeline. Decisions (settle) are pure functions with the clock passed in;
-//! I/O stays in the loops of [`intake`], [`examine`], [`ledger`] and [`archive`].
+//! Each folder opens with its role: what comes in, what goes out, what it must never do.
+//! Decisions (settle, route, trigger, retry) are pure functions with the clock passed in; I/O
+//! stays at the edges; SQL lives only in [`ledger`]. See `docs/architecture.md`.
 
+pub mod clock;
 pub mod fs;
 pub mod health;
-pub mod problems;
+pub mod id;
 pub mod spool;
 
-pub mod catalog;
-pub mod model;
+pub mod config;
+
+pub mod examine;
+pub mod intake;
 pub mod route;
-pub mod rules;
 
 pub mod archive;
-pub mod claim;
-pub mod examine;
-pub mod identify;
 pub mod ledger;
-pub mod settle;
-pub mod validate;
 
-pub mod alerts;
-pub mod board;
-pub mod client;
-pub mod clock;
-pub mod compare;
-pub mod control;
-pub mod daemon;
-pub mod dispatch;
-pub mod intake;
-pub mod pi;
-pub mod process;
+pub mod chain;
 pub mod replay;
-pub mod run;
-pub mod track;
-pub mod trigger;
 
-pub mod listen;
-pub mod metrics;
-pub mod view;
-pub mod watch;
+pub mod board;
+pub mod control;
+pub mod supervise;
+
+pub mod client;
+pub mod daemon;
 pub mod web;

@@ -7,16 +7,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use pom::alerts::MinFree;
-use pom::catalog::Catalog;
+use pom::config::catalog::Catalog;
+use pom::config::problems::Problem;
+use pom::config::rules::RuleSet;
 use pom::control::Action;
 use pom::daemon::{Config, Daemon};
+use pom::examine::validate::Validator;
 use pom::examine::{self, Limits, Verdict};
 use pom::ledger::{FileFilter, Ledger, State};
-use pom::problems::Problem;
-use pom::rules::RuleSet;
 use pom::spool::Spool;
-use pom::validate::Validator;
+use pom::supervise::alerts::MinFree;
 use pom::web::{Settings as WebSettings, Tokens, Web};
 
 /// POM: gateway and scheduler for chains of flood-forecasting models.
@@ -463,7 +463,7 @@ fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
             Some(c) => pom::clock::Clock::parse(c).map_err(|e| anyhow::anyhow!("--clock: {e}"))?,
             None => pom::clock::Clock::System,
         },
-        alerts: pom::alerts::Settings {
+        alerts: pom::supervise::alerts::Settings {
             min_free: MinFree::parse(&a.min_free_disk)
                 .map_err(|e| anyhow::anyhow!("--min-free-disk: {e}"))?,
             command: a.alert_command.clone(),
@@ -598,14 +598,14 @@ fn check(paths: &Paths) -> Result<ExitCode> {
             for m in r.models.values() {
                 let file = paths.rules.join("models").join(format!("{}.toml", m.name));
                 let program = m.command.first().map(String::as_str).unwrap_or_default();
-                if let Some(why) = pom::model::command_not_found(program, path.as_deref()) {
+                if let Some(why) = pom::config::model::command_not_found(program, path.as_deref()) {
                     problems.push(Problem {
                         file: file.clone(),
                         line: None,
                         message: why,
                     });
                 }
-                if let pom::model::Trigger::Schedule { pattern, .. } = &m.trigger
+                if let pom::config::model::Trigger::Schedule { pattern, .. } = &m.trigger
                     && m.trigger.next_after(chrono::Utc::now()).is_none()
                 {
                     problems.push(Problem {
@@ -838,13 +838,16 @@ fn route(paths: &Paths, a: &RouteArgs) -> Result<ExitCode> {
                     .file_name()
                     .map(|n| n.as_encoded_bytes().to_vec())
                     .unwrap_or_default();
-                let d = rules.routes.decide(&pom::route::Facts {
+                let facts = pom::route::Facts {
                     channel: &a.channel,
                     name: &name,
                     format,
                     version,
-                    document: f,
-                });
+                };
+                let content = pom::route::needs_content(&rules.routes, &rules.models, &facts)
+                    .then(|| std::fs::read(f).ok())
+                    .flatten();
+                let d = rules.routes.decide(&facts, content.as_deref());
                 serde_json::to_value(&d)?
             }
         };
@@ -947,7 +950,8 @@ fn models(paths: &Paths, json: bool) -> Result<ExitCode> {
 fn runs(paths: &Paths, a: &RunsArgs) -> Result<ExitCode> {
     let state = match &a.state {
         Some(s) => Some(
-            pom::track::RunState::parse(s).with_context(|| format!("unknown run state `{s}`"))?,
+            pom::ledger::runs::RunState::parse(s)
+                .with_context(|| format!("unknown run state `{s}`"))?,
         ),
         None => None,
     };

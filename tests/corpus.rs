@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Gateway, repo};
-use pom::catalog::{Catalog, Check};
+use pom::config::catalog::{Catalog, Check};
 use pom::ledger::State;
 
 fn corpus_files() -> Vec<PathBuf> {
@@ -100,7 +100,7 @@ fn pom_validate_gives_the_same_verdicts_and_exits_non_zero_on_any_invalid_file()
         // For refused files the format is not in the output: recompute it from the identity.
         let check = check.cloned().or_else(|| {
             let text = std::fs::read(f).unwrap();
-            let id = pom::identify::identify(&text[..], &catalog, 100);
+            let id = pom::examine::identify::identify(&text[..], &catalog, 100);
             let root = id.root?;
             catalog
                 .recognise(&root.local, &root.namespace)?

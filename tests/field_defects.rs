@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Gateway, chain_gateway, chain_gateway_with, eventually, pi_series, wait_run};
-use pom::track::RunState;
+use pom::ledger::runs::RunState;
 
 const TOKEN: &str = "alice-0123456789abcdef";
 
@@ -387,7 +387,7 @@ echo ERR >&2
     let dir = gw.spool().join(&run.run_dir);
     let out = std::fs::read(dir.join("stdout.txt")).unwrap();
     assert!(
-        out.len() <= pom::process::OUTPUT_CAP + 200,
+        out.len() <= pom::chain::process::OUTPUT_CAP + 200,
         "{} bytes kept",
         out.len()
     );

@@ -59,7 +59,7 @@ fn ended_runs(gw: &Gateway, session: Option<&str>) -> std::collections::BTreeMap
     l.runs(Some("fc"), None, 100_000)
         .unwrap()
         .into_iter()
-        .filter(|r| r.state == pom::track::RunState::Succeeded)
+        .filter(|r| r.state == pom::ledger::runs::RunState::Succeeded)
         .filter(|r| {
             let s: Option<String> = session_of(gw, &r.id);
             s.as_deref() == session

@@ -65,7 +65,9 @@ fn every_accepted_file_is_routed_and_the_decision_recorded() {
     let decided = gw.wait_for_decided(6, 20);
     let by = |n: &str| decided.iter().find(|s| s.original == n.as_bytes()).unwrap();
 
-    let version = pom::rules::RuleSet::load(&gw.rules()).unwrap().version;
+    let version = pom::config::rules::RuleSet::load(&gw.rules())
+        .unwrap()
+        .version;
     for (name, route, rule) in [
         ("rain_1.xml", "routed", Some("rain-to-rr")),
         ("discharge_1.xml", "routed", Some("discharge-to-web")),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::{Gateway, chain_gateway as gateway, eventually, pi_series, wait_run};
 use pom::ledger::State;
-use pom::track::RunState;
+use pom::ledger::runs::RunState;
 
 #[test]
 fn a_model_run_follows_the_contract_and_its_output_comes_back_with_lineage() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use common::{Gateway, eventually, repo};
 use pom::ledger::State;
-use pom::track::RunState;
+use pom::ledger::runs::RunState;
 
 /// Where cargo puts the example programs (`cargo build --examples`, which scripts/test runs).
 fn examples_dir() -> PathBuf {

@@ -442,14 +442,14 @@ pub fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Waits for a finished run of `model` (neither queued nor running) and returns it.
-pub fn wait_run(gw: &Gateway, model: &str, secs: u64) -> pom::track::RunRow {
+pub fn wait_run(gw: &Gateway, model: &str, secs: u64) -> pom::ledger::runs::RunRow {
     let mut found = None;
     eventually(secs, &format!("a finished run of {model}"), || {
         let runs = gw.ledger().runs(Some(model), None, 10).unwrap_or_default();
         found = runs.into_iter().find(|r| {
             !matches!(
                 r.state,
-                pom::track::RunState::Queued | pom::track::RunState::Running
+                pom::ledger::runs::RunState::Queued | pom::ledger::runs::RunState::Running
             )
         });
         found.is_some()
@@ -458,11 +458,11 @@ pub fn wait_run(gw: &Gateway, model: &str, secs: u64) -> pom::track::RunRow {
 }
 
 /// Asserts that a run succeeded, showing its stderr otherwise; its run folder.
-pub fn assert_succeeded(gw: &Gateway, run: &pom::track::RunRow) -> PathBuf {
+pub fn assert_succeeded(gw: &Gateway, run: &pom::ledger::runs::RunRow) -> PathBuf {
     let dir = gw.spool().join(&run.run_dir);
     assert_eq!(
         run.state,
-        pom::track::RunState::Succeeded,
+        pom::ledger::runs::RunState::Succeeded,
         "{run:?}\n{}",
         std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default()
     );

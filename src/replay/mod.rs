@@ -16,6 +16,8 @@
 //! there. Folders consumed whole are removed; the session is done when every file is decided and
 //! no run of it is in progress.
 
+pub mod compare;
+
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,8 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::archive::MANIFEST;
 use crate::board::Board;
-use crate::claim::{IdGenerator, rename_noreplace};
+use crate::fs::rename_noreplace;
+use crate::id::IdGenerator;
 use crate::intake::Work;
 use crate::ledger::{Ledger, LedgerError, NewClaim, ReplayOf, Writer, sq, timestamp};
 use crate::spool::Spool;
@@ -209,7 +212,7 @@ pub struct Replay {
     ids: Arc<IdGenerator>,
     reader: Ledger,
     board: Arc<Board>,
-    rules: crate::intake::Shared<crate::rules::RuleSet>,
+    rules: crate::config::Shared<crate::config::rules::RuleSet>,
     quiet: Duration,
     seen: HashMap<PathBuf, Seen>,
     active: Vec<Active>,
@@ -430,7 +433,7 @@ impl Replay {
         ids: Arc<IdGenerator>,
         db: &Path,
         board: Arc<Board>,
-        rules: crate::intake::Shared<crate::rules::RuleSet>,
+        rules: crate::config::Shared<crate::config::rules::RuleSet>,
         quiet: Duration,
     ) -> Result<Self, LedgerError> {
         Ok(Replay {
@@ -499,7 +502,7 @@ impl Replay {
                 .ok()
                 .flatten()
                 .and_then(|m| serde_json::from_str(&m).ok());
-            let rules = crate::intake::current(&self.rules);
+            let rules = crate::config::current(&self.rules);
             let found = folder_items(&dir, models.as_deref(), &|c| rules.channels.contains_key(c));
             tracing::info!(session = %id, files = found.items.len(), "replay taken up again");
             self.active.push(Active::new(id, dir, speed, found));
@@ -628,7 +631,7 @@ impl Replay {
             }),
             Err(_) => SessionFile::default(),
         };
-        let rules = crate::intake::current(&self.rules);
+        let rules = crate::config::current(&self.rules);
         let found = folder_items(dir, file.models.as_deref(), &|c| {
             rules.channels.contains_key(c)
         });
@@ -691,7 +694,7 @@ impl Replay {
                 }
                 let mut items = Vec::new();
                 let mut ignored = 0;
-                let rules = crate::intake::current(&self.rules);
+                let rules = crate::config::current(&self.rules);
                 manifest_items(
                     &dir,
                     &|c| rules.channels.contains_key(c),
@@ -835,10 +838,10 @@ impl Replay {
             }
             self.settling.remove(&id);
             // The comparison with the original runs, then the session is done.
-            let report = crate::compare::compare(&self.reader, self.spool.root(), &id)
+            let report = crate::replay::compare::compare(&self.reader, self.spool.root(), &id)
                 .map_err(|e| e.to_string())
                 .and_then(|rep| {
-                    crate::compare::write(self.spool.root(), &rep)
+                    crate::replay::compare::write(self.spool.root(), &rep)
                         .map(|path| (path, rep))
                         .map_err(|e| e.to_string())
                 });
@@ -1039,8 +1042,8 @@ pub fn archived_between(
     channel: Option<&str>,
 ) -> Result<Vec<crate::ledger::Submission>, LedgerError> {
     reader.archived_between(
-        &crate::claim::ClaimId(from.timestamp_micros()).text(),
-        &crate::claim::ClaimId(to.timestamp_micros()).text(),
+        &crate::id::ClaimId(from.timestamp_micros()).text(),
+        &crate::id::ClaimId(to.timestamp_micros()).text(),
         channel,
     )
 }

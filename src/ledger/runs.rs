@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
+use crate::chain::contract::DiagLine;
 use crate::ledger::{Ledger, LedgerError, sq, timestamp};
-use crate::run::DiagLine;
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::model::Model;
-use crate::problems::{Problem, Problems};
-use crate::route::{ROUTES_FILE, Routes};
+use crate::config::model::Model;
+use crate::config::problems::{Problem, Problems};
+use crate::config::routes::{ROUTES_FILE, Routes};
 
 /// File that declares the channels.
 pub const CHANNELS_FILE: &str = "channels.toml";
@@ -291,8 +291,8 @@ impl RuleSet {
             }
             let ignore = builder.build().unwrap_or_else(|_| GlobSet::empty());
             let mut duration = |v: &Option<Spanned<String>>, what: &str| {
-                v.as_ref()
-                    .and_then(|v| match crate::model::parse_duration(v.get_ref()) {
+                v.as_ref().and_then(
+                    |v| match crate::config::model::parse_duration(v.get_ref()) {
                         Ok(d) => Some(d),
                         Err(e) => {
                             problems.push(Problem::at(
@@ -303,7 +303,8 @@ impl RuleSet {
                             ));
                             None
                         }
-                    })
+                    },
+                )
             };
             let cadence = duration(&raw.cadence, "cadence");
             let grace = duration(&raw.grace, "grace");

@@ -11,6 +11,8 @@
 //! It runs on its own small tokio runtime; every ledger read happens on the blocking pool with a
 //! read-only connection, so the daemon's threads never wait for a page.
 
+pub mod listen;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,13 +33,13 @@ use serde_json::json;
 
 use crate::board::Board;
 use crate::clock::Clock;
+use crate::config::rules::RuleSet;
+use crate::config::{Shared, current};
 use crate::control::{Action, Answer, Control, Refusal};
-use crate::intake::{Shared, current};
+use crate::ledger::runs::RunState;
 use crate::ledger::{FileFilter, Ledger, State as FileState};
-use crate::listen::Peer;
-use crate::rules::RuleSet;
 use crate::spool::Spool;
-use crate::track::RunState;
+use crate::web::listen::Peer;
 
 #[derive(RustEmbed)]
 #[folder = "web/"]
@@ -256,7 +258,7 @@ impl Web {
         let addr = listener.local_addr().unwrap_or(listen);
         let listener = {
             let _in_runtime = runtime.enter();
-            crate::listen::Guarded::new(listener, crate::listen::Limits::default())
+            crate::web::listen::Guarded::new(listener, crate::web::listen::Limits::default())
         };
         let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
         let app = Arc::new(App {
@@ -669,7 +671,7 @@ async fn whoami(
 async fn overview(State(app): State<Shared2>) -> ApiResult {
     let v = app
         .read(|app, r| {
-            crate::view::overview(
+            crate::supervise::view::overview(
                 r,
                 &current(&app.rules),
                 &app.board,
@@ -709,7 +711,7 @@ async fn runs(State(app): State<Shared2>, Query(q): Query<RunsQuery>) -> ApiResu
 async fn run(State(app): State<Shared2>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let v = app
         .read(move |app, r| {
-            crate::view::run_detail(r, app.spool.root(), &id)
+            crate::supervise::view::run_detail(r, app.spool.root(), &id)
                 .map_err(internal)?
                 .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no run `{id}`")))
         })
@@ -727,7 +729,7 @@ async fn timeline(State(app): State<Shared2>, Query(q): Query<TimelineQuery>) ->
     let v = app
         .read(move |app, r| {
             let now = app.settings.clock.now();
-            let models = crate::view::timeline(r, now, hours).map_err(internal)?;
+            let models = crate::supervise::view::timeline(r, now, hours).map_err(internal)?;
             Ok(json!({
                 "from": crate::ledger::timestamp(now - chrono::Duration::hours(hours)),
                 "to": crate::ledger::timestamp(now),
@@ -770,7 +772,7 @@ async fn files(State(app): State<Shared2>, Query(q): Query<FilesQuery>) -> ApiRe
         limit: q.limit.unwrap_or(100).min(1000),
     };
     let v = app
-        .read(move |_, r| crate::view::files(r, &filter).map_err(internal))
+        .read(move |_, r| crate::supervise::view::files(r, &filter).map_err(internal))
         .await?;
     Ok(json_response(&v))
 }
@@ -778,7 +780,7 @@ async fn files(State(app): State<Shared2>, Query(q): Query<FilesQuery>) -> ApiRe
 async fn file(State(app): State<Shared2>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let v = app
         .read(move |_, r| {
-            crate::view::file_detail(r, &id)
+            crate::supervise::view::file_detail(r, &id)
                 .map_err(internal)?
                 .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no file `{id}`")))
         })
@@ -787,7 +789,8 @@ async fn file(State(app): State<Shared2>, UrlPath(id): UrlPath<String>) -> ApiRe
 }
 
 async fn rules(State(app): State<Shared2>) -> ApiResult {
-    let v = crate::view::rules(&current(&app.rules), &app.board, &app.settings.rules_dir);
+    let v =
+        crate::supervise::view::rules(&current(&app.rules), &app.board, &app.settings.rules_dir);
     Ok(json_response(&v))
 }
 
@@ -956,7 +959,7 @@ async fn act(
 async fn metrics(State(app): State<Shared2>) -> ApiResult {
     let text = app
         .read(|app, r| {
-            crate::metrics::render(r, &current(&app.rules), &app.board, Utc::now())
+            crate::supervise::metrics::render(r, &current(&app.rules), &app.board, Utc::now())
                 .map_err(internal)
         })
         .await?;

@@ -1,40 +1,35 @@
 //! Intake: from hints and scans to claimed files, on one thread.
 //!
-//! In: hints from [`crate::watch`] (or none, in poll mode) and the channels of the rule set. Out:
+//! In: hints from [`crate::intake::watch`] (or none, in poll mode) and the channels of the rule set. Out:
 //! complete files claimed into `queue/` (ledger first, then the rename) and handed to the workers
 //! over a bounded channel, which is the back-pressure: while the workers are busy, files wait in
 //! `incoming/`. A full scan runs at start, after every lost event, on every new folder, and
 //! periodically; it is what makes pickup complete, the events only make it fast.
+
+pub mod settle;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use crate::board::Board;
-use crate::claim::{IdGenerator, rename_noreplace};
+use crate::config::rules::{Channel, Completion, RuleSet};
+use crate::config::{Shared, current};
+use crate::fs::rename_noreplace;
+use crate::id::IdGenerator;
 use crate::ledger::{LedgerError, NewClaim, Writer};
-use crate::rules::{Channel, Completion, RuleSet};
-use crate::settle::{self, Decision, Kind, Look, Stat};
 use crate::spool::Spool;
-use crate::watch::Hint;
-
-/// A value shared between threads and swapped whole on reload.
-pub type Shared<T> = Arc<RwLock<Arc<T>>>;
-
-/// Reads the current value of a shared, swappable value.
-pub fn current<T>(s: &Shared<T>) -> Arc<T> {
-    s.read()
-        .map(|g| Arc::clone(&g))
-        .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
-}
+use settle::{Decision, Kind, Look, Stat};
+use watch::Hint;
 
 /// A claimed file for the workers (it is `queue/<id>`).
 pub type Work = NewClaim;

@@ -183,7 +183,7 @@ pub fn read_diag(path: &Path) -> Vec<DiagLine> {
     let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };
-    if let Ok(diag) = crate::pi::read::<crate::pi::Diag>(&bytes) {
+    if let Ok(diag) = crate::chain::pi::read::<crate::chain::pi::Diag>(&bytes) {
         return diag
             .content
             .line
@@ -257,8 +257,11 @@ mod tests {
         let f = d.path().join("run.xml");
         std::fs::write(&f, run_file(&plan(), Path::new("/spool/runs/rr/1"))).unwrap();
         let xsd = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/pi-xml/pi_run.xsd");
-        let mut v = crate::validate::Validator::new();
-        assert_eq!(v.check(&f, &crate::catalog::Check::Xsd(xsd)), Ok(()));
+        let mut v = crate::examine::validate::Validator::new();
+        assert_eq!(
+            v.check(&f, &crate::config::catalog::Check::Xsd(xsd)),
+            Ok(())
+        );
         let text = std::fs::read_to_string(&f).unwrap();
         assert!(text.contains("<time0 date=\"2026-11-28\" time=\"12:00:00\"/>"));
         assert!(text.contains("rain &amp; more.xml"));
@@ -268,7 +271,8 @@ mod tests {
     #[test]
     fn the_run_file_reads_back_with_the_types_generated_from_pi_run_xsd() {
         let text = run_file(&plan(), Path::new("/spool/runs/rr/1"));
-        let run: crate::pi::Run = crate::pi::read(text.as_bytes()).expect("typed read");
+        let run: crate::chain::pi::Run =
+            crate::chain::pi::read(text.as_bytes()).expect("typed read");
         assert_eq!(run.content.time_0.date, "2026-11-28");
         assert_eq!(run.content.work_dir, "/spool/runs/rr/1");
         assert_eq!(run.content.input_time_series_file.len(), 1);
@@ -284,7 +288,8 @@ mod tests {
         )
         .unwrap();
         // Read by the types generated from pi_diag.xsd.
-        let typed: crate::pi::Diag = crate::pi::read(&std::fs::read(&f).unwrap()).unwrap();
+        let typed: crate::chain::pi::Diag =
+            crate::chain::pi::read(&std::fs::read(&f).unwrap()).unwrap();
         assert_eq!(typed.content.line.len(), 2);
         let lines = read_diag(&f);
         assert_eq!(lines.len(), 2);

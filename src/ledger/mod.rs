@@ -5,6 +5,8 @@
 //! before the file move that depends on it, so that after a crash the files and the ledger can
 //! always be brought back into agreement (see [`crate::daemon`]'s start-up reconcile).
 
+pub mod runs;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
@@ -12,10 +14,11 @@ use std::thread::JoinHandle;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::claim::ClaimId;
+use crate::config::routes::Action;
+use crate::examine::validate::XmlError;
 use crate::examine::{Examined, RejectKind, Verdict};
-use crate::route::{self, Action};
-use crate::validate::XmlError;
+use crate::id::ClaimId;
+use crate::route;
 
 /// Ledger failures: the gateway itself is in trouble (disk, database), not a file.
 #[derive(Debug, thiserror::Error)]

@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::claim::ClaimId;
-use crate::model::{Model, Trigger};
-use crate::track::Pending;
+use crate::config::model::{Model, Trigger};
+use crate::id::ClaimId;
+use crate::ledger::runs::Pending;
 
 /// What to do with waiting deliveries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +119,7 @@ mod tests {
 
     fn pending(slot: &str, s: i64) -> Pending {
         Pending {
-            submission: crate::claim::ClaimId(at(s).timestamp_micros()).text(),
+            submission: crate::id::ClaimId(at(s).timestamp_micros()).text(),
             slot: slot.into(),
             stored: String::new(),
             original: b"x.xml".to_vec(),

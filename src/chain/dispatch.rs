@@ -18,17 +18,17 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::board::Board;
-use crate::claim::IdGenerator;
+use crate::chain::contract::{self, Mode, RunPlan};
+use crate::chain::trigger::{self, Plan};
 use crate::clock::Clock;
+use crate::config::model::{Executor, Model, Trigger};
+use crate::config::rules::{Completion, RuleSet};
+use crate::config::{Shared, current};
 use crate::control::{Action, Answer, Refusal, RunCommand, Wake};
-use crate::intake::{Shared, current};
+use crate::id::IdGenerator;
+use crate::ledger::runs::{NewRun, RunCopy, RunState};
 use crate::ledger::{Ledger, LedgerError, Writer};
-use crate::model::{Executor, Model, Trigger};
-use crate::rules::{Completion, RuleSet};
-use crate::run::{self, Mode, RunPlan};
 use crate::spool::Spool;
-use crate::track::{NewRun, RunCopy, RunState};
-use crate::trigger::{self, Plan};
 
 /// How often the dispatcher looks for work.
 const TICK: Duration = Duration::from_millis(100);
@@ -351,7 +351,7 @@ impl Dispatcher {
             return Ok(());
         };
         self.last_fired.insert(key, time0);
-        let inputs: Vec<crate::track::Pending> = self
+        let inputs: Vec<crate::ledger::runs::Pending> = self
             .reader
             .latest_inputs_at(&model.name, session, time0)?
             .into_iter()
@@ -385,7 +385,7 @@ impl Dispatcher {
         model: &Model,
         rules: &RuleSet,
         session: &str,
-        inputs: Vec<crate::track::Pending>,
+        inputs: Vec<crate::ledger::runs::Pending>,
     ) -> Result<(), LedgerError> {
         if !self.archived(&inputs) {
             return Ok(());
@@ -408,7 +408,7 @@ impl Dispatcher {
         &mut self,
         model: &Model,
         rules: &RuleSet,
-        inputs: Vec<crate::track::Pending>,
+        inputs: Vec<crate::ledger::runs::Pending>,
     ) -> Result<(), LedgerError> {
         if !self.archived(&inputs) {
             return Ok(());
@@ -475,8 +475,8 @@ impl Dispatcher {
     fn latest_inputs<'m>(
         &self,
         model: &'m Model,
-    ) -> Result<(Vec<crate::track::Pending>, Vec<&'m str>), LedgerError> {
-        let inputs: Vec<crate::track::Pending> = self
+    ) -> Result<(Vec<crate::ledger::runs::Pending>, Vec<&'m str>), LedgerError> {
+        let inputs: Vec<crate::ledger::runs::Pending> = self
             .reader
             .latest_inputs(&model.name, None)?
             .into_iter()
@@ -496,7 +496,7 @@ impl Dispatcher {
         &mut self,
         model: &Model,
         time0: chrono::DateTime<Utc>,
-        inputs: &[crate::track::Pending],
+        inputs: &[crate::ledger::runs::Pending],
     ) -> NewRun {
         let id = format!("{}-{}", model.name, self.ids.next(self.clock.now()));
         NewRun {
@@ -517,7 +517,7 @@ impl Dispatcher {
 
     /// Whether every input is in the archive already: a delivery is recorded before its file is
     /// moved there, and a run waits for the move.
-    fn archived(&self, inputs: &[crate::track::Pending]) -> bool {
+    fn archived(&self, inputs: &[crate::ledger::runs::Pending]) -> bool {
         inputs
             .iter()
             .all(|p| self.spool.root().join(&p.stored).exists())
@@ -529,7 +529,7 @@ impl Dispatcher {
         &mut self,
         model: &Model,
         time0: chrono::DateTime<Utc>,
-        inputs: &[crate::track::Pending],
+        inputs: &[crate::ledger::runs::Pending],
         session: &str,
         mirrors: Option<String>,
     ) -> NewRun {
@@ -560,7 +560,7 @@ impl Dispatcher {
         rules: &RuleSet,
         id: String,
         run_dir_rel: String,
-        inputs: Vec<crate::track::Pending>,
+        inputs: Vec<crate::ledger::runs::Pending>,
         time0: chrono::DateTime<Utc>,
     ) {
         self.launch_in(model, rules, id, run_dir_rel, inputs, time0, None);
@@ -588,7 +588,7 @@ impl Dispatcher {
         rules: &RuleSet,
         id: String,
         run_dir_rel: String,
-        inputs: Vec<crate::track::Pending>,
+        inputs: Vec<crate::ledger::runs::Pending>,
         time0: chrono::DateTime<Utc>,
         replay: Option<(&str, Option<&str>)>,
     ) {
@@ -698,19 +698,26 @@ impl Job {
         self.board.publish("run", &id);
     }
 
-    fn run_process(&self) -> (RunState, Option<i32>, Option<String>, Vec<run::DiagLine>) {
+    fn run_process(
+        &self,
+    ) -> (
+        RunState,
+        Option<i32>,
+        Option<String>,
+        Vec<contract::DiagLine>,
+    ) {
         let failed = |why: String| (RunState::Failed, None, Some(why), Vec::new());
-        if let Err(e) = run::lay_out(&self.plan, &self.dir) {
+        if let Err(e) = contract::lay_out(&self.plan, &self.dir) {
             return failed(format!("cannot lay out the run folder: {e}"));
         }
-        let argv = run::command(&self.model.command, &self.dir);
+        let argv = contract::command(&self.model.command, &self.dir);
         let env = self
             .model
             .env
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
-            .chain(run::environment(&self.plan, &self.dir));
-        let mut cmd = crate::process::model_command(&argv, &self.dir, env);
+            .chain(contract::environment(&self.plan, &self.dir));
+        let mut cmd = crate::chain::process::model_command(&argv, &self.dir, env);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return failed(format!("cannot start `{}`: {e}", argv[0])),
@@ -719,11 +726,11 @@ impl Job {
             child
                 .stdout
                 .take()
-                .map(|s| crate::process::capture(s, &self.dir.join("stdout.txt"))),
+                .map(|s| crate::chain::process::capture(s, &self.dir.join("stdout.txt"))),
             child
                 .stderr
                 .take()
-                .map(|s| crate::process::capture(s, &self.dir.join("stderr.txt"))),
+                .map(|s| crate::chain::process::capture(s, &self.dir.join("stderr.txt"))),
         ];
         let pid = child.id();
         let id = self.plan.id.clone();
@@ -764,7 +771,7 @@ impl Job {
         };
         // Whatever the model left running goes too: its group, its descendants (also those
         // that called setsid), anything carrying its run id.
-        let left = crate::process::kill_tree(pid, &self.plan.id);
+        let left = crate::chain::process::kill_tree(pid, &self.plan.id);
         if left > 0 {
             tracing::info!(run.id = %self.plan.id, processes = left, "processes the model left behind are stopped");
         }
@@ -786,7 +793,7 @@ impl Job {
                 }
             }
         }
-        let diag = run::read_diag(&self.dir.join(run::DIAG_FILE));
+        let diag = contract::read_diag(&self.dir.join(contract::DIAG_FILE));
         if interrupted {
             let why = "the daemon stopped while it ran".to_string();
             return (RunState::Interrupted, None, Some(why), diag);
@@ -814,7 +821,7 @@ impl Job {
             };
             return (RunState::Failed, code, Some(why), diag);
         }
-        if let Some(f) = run::fatal(&diag) {
+        if let Some(f) = contract::fatal(&diag) {
             let why = format!("fatal diagnostic: {}", f.description);
             return (RunState::Failed, code, Some(why), diag);
         }
@@ -889,14 +896,14 @@ impl Job {
 }
 
 /// When a failed run's attempt `attempt` is retried: `backoff` doubled at each attempt after
-/// the first, never more than [`crate::model::MAX_DURATION`] after `now`, and never an overflow
+/// the first, never more than [`crate::config::model::MAX_DURATION`] after `now`, and never an overflow
 /// whatever the rules say.
 pub fn retry_at(now: DateTime<Utc>, backoff: Duration, attempt: u32) -> DateTime<Utc> {
     let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
     let wait = backoff
         .checked_mul(factor)
-        .unwrap_or(crate::model::MAX_DURATION)
-        .min(crate::model::MAX_DURATION);
+        .unwrap_or(crate::config::model::MAX_DURATION)
+        .min(crate::config::model::MAX_DURATION);
     chrono::Duration::from_std(wait)
         .ok()
         .and_then(|w| now.checked_add_signed(w))
@@ -937,7 +944,7 @@ mod tests {
             retry_at(now, m(30), 3),
             now + chrono::Duration::seconds(120)
         );
-        let far = retry_at(now, crate::model::MAX_DURATION, 40);
+        let far = retry_at(now, crate::config::model::MAX_DURATION, 40);
         assert_eq!(far, now + chrono::Duration::days(366));
         assert_eq!(
             retry_at(DateTime::<Utc>::MAX_UTC, m(1), 1),

@@ -5,15 +5,18 @@
 //! never opens a pipe for a blocking read, never reads more than the size limit allows into
 //! memory: memory per file is a fixed buffer whatever the file's size.
 
+pub mod identify;
+pub mod validate;
+
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, Check};
-use crate::identify::{Guard, Root, identify};
-use crate::validate::{Failure, Source, Validator, XmlError, well_formed_source};
+use crate::config::catalog::{Catalog, Check};
+use crate::examine::identify::{Guard, Root, identify};
+use crate::examine::validate::{Failure, Source, Validator, XmlError, well_formed_source};
 
 /// Files up to this size are read once into memory; larger ones are streamed.
 const INLINE_MAX: u64 = 1024 * 1024;
@@ -398,8 +401,10 @@ pub fn examine(
     };
     let Some(version) = identity.version.clone() else {
         let place = match &format.version_at {
-            crate::catalog::VersionAt::Attribute(a) => format!("attribute `{a}` of the root"),
-            crate::catalog::VersionAt::Element(p) => format!("element `{}`", p.join("/")),
+            crate::config::catalog::VersionAt::Attribute(a) => {
+                format!("attribute `{a}` of the root")
+            }
+            crate::config::catalog::VersionAt::Element(p) => format!("element `{}`", p.join("/")),
         };
         return reject(Rejection::new(
             RejectKind::NoVersion,

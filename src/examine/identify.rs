@@ -12,7 +12,7 @@ use std::io::BufRead;
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
-use crate::catalog::{Catalog, VersionAt};
+use crate::config::catalog::{Catalog, VersionAt};
 
 /// The root element of a document.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

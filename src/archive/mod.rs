@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::claim::rename_noreplace;
+use crate::config::routes::Action;
+use crate::fs::rename_noreplace;
 use crate::ledger::{State, Submission};
-use crate::route::Action;
 use crate::spool::Spool;
 
 /// The metadata file of an archive folder: one JSON object per line, one line per file.

@@ -15,12 +15,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use crate::board::{Board, Pause};
-use crate::claim::rename_noreplace;
-use crate::intake::{Shared, current};
+use crate::config::rules::{Completion, RuleSet};
+use crate::config::{Shared, current};
+use crate::fs::rename_noreplace;
+use crate::intake::watch::Hint;
 use crate::ledger::{Ledger, LedgerError, State, Writer, sq, timestamp};
-use crate::rules::{Completion, RuleSet};
 use crate::spool::Spool;
-use crate::watch::Hint;
 
 /// An operator's action.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::rules::{Channel, Completion};
+use crate::config::rules::{Channel, Completion};
 
 /// What kind of directory entry was seen (never following symlinks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ pub fn quiet(period: Duration, look: Option<Look>, previous: Option<Look>) -> De
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::RuleSet;
+    use crate::config::rules::RuleSet;
     use std::path::Path;
 
     fn channel(completion: &str) -> Channel {

@@ -14,10 +14,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::board::{Alert, Board, Refused};
-use crate::claim::ClaimId;
-use crate::intake::{Shared, current};
+use crate::config::rules::RuleSet;
+use crate::config::{Shared, current};
+use crate::id::ClaimId;
 use crate::ledger::{Ledger, timestamp};
-use crate::rules::RuleSet;
 
 /// When free space is too low: below a share of the file system or below a size.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,8 +7,8 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 
 use crate::board::Board;
+use crate::config::rules::RuleSet;
 use crate::ledger::{Ledger, LedgerError};
-use crate::rules::RuleSet;
 
 /// Upper bounds of the run-duration histogram, seconds.
 pub const DURATION_BUCKETS: [f64; 10] = [
@@ -51,7 +51,7 @@ pub fn render(
             );
         }
     }
-    let overview = crate::view::overview(reader, rules, board, now)?;
+    let overview = crate::supervise::view::overview(reader, rules, board, now)?;
     head(
         &mut out,
         "pom_queue_depth",
@@ -106,7 +106,7 @@ pub fn render(
         "counter",
         "Model runs, by model and state.",
     );
-    for (model, state, n) in crate::view::run_counts(reader)? {
+    for (model, state, n) in crate::supervise::view::run_counts(reader)? {
         let _ = writeln!(
             out,
             "pom_runs_total{{model=\"{}\",state=\"{}\"}} {n}",
@@ -162,7 +162,9 @@ pub fn render(
         "histogram",
         "Duration of ended runs, per model.",
     );
-    for (model, (count, sum, buckets)) in crate::view::run_durations(reader, &DURATION_BUCKETS)? {
+    for (model, (count, sum, buckets)) in
+        crate::supervise::view::run_durations(reader, &DURATION_BUCKETS)?
+    {
         let m = label(&model);
         for (b, n) in DURATION_BUCKETS.iter().zip(&buckets) {
             let _ = writeln!(

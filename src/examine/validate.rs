@@ -18,7 +18,7 @@ use libxml::bindings;
 use libxml::error::StructuredError;
 use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
 
-use crate::catalog::Check;
+use crate::config::catalog::Check;
 
 /// Errors kept per document; the rest are counted.
 pub const MAX_ERRORS: usize = 50;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::problems::{Problem, Problems};
+use crate::config::problems::{Problem, Problems};
 
 /// File name of the catalog inside the schemas folder.
 pub const CATALOG_FILE: &str = "catalog.toml";

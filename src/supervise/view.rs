@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 
 use crate::board::{Alert, Board, Pause, Refused};
+use crate::config::model::Trigger;
+use crate::config::rules::{Completion, RuleSet};
+use crate::ledger::runs::RunRow;
 use crate::ledger::{FileFilter, Ledger, LedgerError, Submission, sq, timestamp};
-use crate::model::Trigger;
-use crate::rules::{Completion, RuleSet};
-use crate::track::RunRow;
 
 /// The overview page.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -131,7 +131,7 @@ pub fn overview(
         .channels
         .values()
         .map(|c| {
-            let last = crate::alerts::last_arrival(reader, &c.name);
+            let last = crate::supervise::alerts::last_arrival(reader, &c.name);
             let w = waiting.get(&c.name).copied().unwrap_or(0);
             let p = in_progress.get(&c.name).copied().unwrap_or(0);
             ChannelView {

@@ -1,14 +1,6 @@
-//! Claim: take a complete file out of `incoming/` into `queue/` under a fresh id.
-//!
-//! In: a settled file. Out: the same bytes at `queue/<id>`, moved by an atomic rename that never
-//! overwrites. Ids are time-sortable (`20261128T153613123456Z`, UTC to the microsecond) and never
-//! reused: each is later than the last one issued, across restarts too (the generator starts
-//! after the newest id in the ledger).
-
-use std::ffi::CString;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+//! Ids: what names a claimed file (and a run) — UTC to the microsecond, written so that text
+//! order is time order (`20261128T153613123456Z`), and never reused: each is later than the
+//! last one issued, across restarts too (the generator starts after the newest id in the ledger).
 
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -78,51 +70,6 @@ impl IdGenerator {
     }
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
-}
-
-/// Renames `from` to `to` atomically, failing with `AlreadyExists` rather than replacing `to`.
-/// Links are moved, never followed.
-pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let (f, t) = (cpath(from)?, cpath(to)?);
-    // SAFETY: both arguments are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EINVAL) || err.raw_os_error() == Some(libc::ENOSYS) {
-        // A file system without RENAME_NOREPLACE: link + unlink gives the same no-overwrite
-        // guarantee for regular files.
-        std::fs::hard_link(from, to)?;
-        return std::fs::remove_file(from);
-    }
-    Err(err)
-}
-
-/// Flushes the file system holding `dir` (one sync for a whole batch of renames).
-pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
-    let f = std::fs::File::open(dir)?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: `f` is an open descriptor for the duration of the call.
-    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,16 +87,5 @@ mod tests {
         assert_eq!(ClaimId::parse(&b.text()), Some(b));
         let after_restart = IdGenerator::after(Some(c));
         assert!(after_restart.next(t) > c);
-    }
-
-    #[test]
-    fn a_claim_never_overwrites() {
-        let d = tempfile::tempdir().unwrap();
-        let (a, b) = (d.path().join("a"), d.path().join("b"));
-        std::fs::write(&a, "1").unwrap();
-        std::fs::write(&b, "2").unwrap();
-        let e = rename_noreplace(&a, &b).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-        assert_eq!(std::fs::read(&b).unwrap(), b"2");
     }
 }

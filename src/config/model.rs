@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::problems::Problem;
-use crate::route::{ContentFilter, compile_filter};
+use crate::config::content::{ContentFilter, compile_filter};
+use crate::config::problems::Problem;
 
 /// Placeholders a command may use; each is replaced by a path when the run starts.
 pub const PLACEHOLDERS: &[&str] = &["{run_dir}", "{run_file}", "{input_dir}", "{output_dir}"];
@@ -154,7 +154,9 @@ pub struct Slot {
 
 impl Slot {
     /// Whether a file fits this slot: its format and version, and the content the slot asks for.
-    pub fn accepts(&self, format: &str, version: &str, document: &Path) -> bool {
+    /// Pure: `content` is the file's bytes, read by the caller when the slot asks about content
+    /// (a content test without them is not satisfied).
+    pub fn accepts(&self, format: &str, version: &str, content: Option<&[u8]>) -> bool {
         if !self.formats.iter().any(|f| f == format) {
             return false;
         }
@@ -165,13 +167,11 @@ impl Slot {
             return true;
         }
         let filters: Vec<&ContentFilter> = self.filter.iter().collect();
-        std::fs::read(document)
-            .map(|bytes| {
-                crate::route::content_matches(&bytes, &filters)
-                    .iter()
-                    .all(|&f| f)
-            })
-            .unwrap_or(false)
+        content.is_some_and(|bytes| {
+            crate::config::content::content_matches(bytes, &filters)
+                .iter()
+                .all(|&f| f)
+        })
     }
 }
 

@@ -18,18 +18,19 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::board::{Board, Pause, Refused};
-use crate::catalog::Catalog;
-use crate::claim::sync_filesystem;
+use crate::config::catalog::Catalog;
+use crate::config::problems::Problems;
+use crate::config::rules::RuleSet;
+use crate::config::{Shared, current};
 use crate::control::{Control, Wake};
+use crate::examine::validate::{self, Validator};
 use crate::examine::{Limits, Verdict, examine_dropped};
-use crate::intake::{Intake, Shared, Work, current};
+use crate::fs::sync_filesystem;
+use crate::intake::watch::{self, Hint};
+use crate::intake::{Intake, Work};
 use crate::ledger::{Decision, Ledger, LedgerError, State, Submission, Writer};
-use crate::problems::Problems;
 use crate::route::Facts;
-use crate::rules::RuleSet;
 use crate::spool::Spool;
-use crate::validate::{self, Validator};
-use crate::watch::{self, Hint};
 
 /// Where and how much: everything that is not a rule.
 #[derive(Debug, Clone)]
@@ -55,7 +56,7 @@ pub struct Config {
     /// Where the time of decisions comes from.
     pub clock: crate::clock::Clock,
     /// Alert thresholds and the operator's alert command.
-    pub alerts: crate::alerts::Settings,
+    pub alerts: crate::supervise::alerts::Settings,
     /// How long a folder copied into `replay/` must stay unchanged before its session starts
     /// (unless it holds a `READY` file).
     pub replay_quiet: Duration,
@@ -156,7 +157,7 @@ impl Daemon {
             op: "look at the ledger file",
             source,
         })?;
-        let ids = Arc::new(crate::claim::IdGenerator::after(ledger.last_id()?));
+        let ids = Arc::new(crate::id::IdGenerator::after(ledger.last_id()?));
         for (id, pid) in ledger.unfinished_runs()? {
             if let Some(pid) = pid {
                 stop_orphan(&id, pid);
@@ -222,7 +223,7 @@ impl Daemon {
             })
             .collect();
         let stop_runs = Arc::new(AtomicBool::new(false));
-        let dispatcher = crate::dispatch::spawn(
+        let dispatcher = crate::chain::dispatch::spawn(
             spool.clone(),
             Arc::clone(&rules),
             writer.clone(),
@@ -233,7 +234,7 @@ impl Daemon {
             Arc::clone(&board),
         )?;
         let stop_alerts = Arc::new(AtomicBool::new(false));
-        let alerts = crate::alerts::spawn(
+        let alerts = crate::supervise::alerts::spawn(
             config.db.clone(),
             config.spool.clone(),
             Arc::clone(&rules),
@@ -485,7 +486,7 @@ fn reconcile(
                     .channel(&s.channel)
                     .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(marker));
                 if std::fs::symlink_metadata(&queued_marker).is_err() && left.exists() {
-                    let _ = crate::claim::rename_noreplace(&left, &queued_marker);
+                    let _ = crate::fs::rename_noreplace(&left, &queued_marker);
                 }
             }
             redrive.push(s);
@@ -672,7 +673,8 @@ fn examine_one(
     }
 }
 
-/// The routing decision for an accepted file, deliveries limited to the slots it fits.
+/// The routing decision for an accepted file, deliveries limited to the slots it fits: the file
+/// is read (once) only if a rule or a slot asks about its content.
 fn route_of(
     work: &Work,
     queued: &Path,
@@ -685,27 +687,15 @@ fn route_of(
         name: &work.original,
         format,
         version,
-        document: queued,
     };
-    let mut decision = rules.routes.decide(&facts);
-    if let crate::route::Decision::Routed { actions, .. } = &mut decision {
-        // A delivery happens only if the file fits the slot (format, version, content);
-        // otherwise it is left out, and said.
-        actions.retain(|a| match a {
-            crate::route::Action::Deliver { model, slot } => {
-                let fits = rules
-                    .models
-                    .get(model)
-                    .and_then(|m| m.inputs.get(slot))
-                    .is_some_and(|s| s.accepts(format, version, queued));
-                if !fits {
-                    tracing::warn!(file.id = %work.id, %model, %slot,
-                        "routed to a slot it does not fit: not delivered");
-                }
-                fits
-            }
-            _ => true,
-        });
+    let content = crate::route::needs_content(&rules.routes, &rules.models, &facts)
+        .then(|| std::fs::read(queued).ok())
+        .flatten();
+    let (decision, misfits) =
+        crate::route::route(&rules.routes, &rules.models, &facts, content.as_deref());
+    for m in misfits {
+        tracing::warn!(file.id = %work.id, model = %m.model, slot = %m.slot,
+            "routed to a slot it does not fit: not delivered");
     }
     (decision, rules.version.clone())
 }
@@ -790,7 +780,7 @@ fn filer_loop(
         let delivered = filed.iter().any(|s| {
             s.route_actions
                 .iter()
-                .any(|a| matches!(a, crate::route::Action::Deliver { .. }))
+                .any(|a| matches!(a, crate::config::routes::Action::Deliver { .. }))
         });
         let mut counts: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
         for s in &filed {

@@ -1,0 +1,266 @@
+//! Route: where an accepted file goes, decided by the operators' rules.
+//!
+//! In: the compiled routes and models ([`crate::config`]), the facts of one file (channel, name,
+//! format, version) and, when a rule or a slot asks about content, the file's bytes, read once by
+//! the caller. Out: the rules that matched and their actions (deliver to model input slots,
+//! publish to `outgoing/<target>/`, hold, drop with a reason), or `unrouted`: a file no rule
+//! matches is never silently dropped; and the deliveries left out because the file does not fit
+//! their slot. Whether the first matching rule applies or all of them is written in the rules.
+//! Never: reading a file, the clock or anything else than its arguments. Everything here is pure.
+
+use std::collections::BTreeMap;
+
+use crate::config::content::{ContentFilter, content_matches};
+use crate::config::model::Model;
+use crate::config::routes::{Action, Apply, Route, Routes};
+
+/// What routing knows of a file.
+pub struct Facts<'a> {
+    /// Channel it came in on.
+    pub channel: &'a str,
+    /// Name it was dropped under (relative to the channel folder).
+    pub name: &'a [u8],
+    /// Format.
+    pub format: &'a str,
+    /// Version.
+    pub version: &'a str,
+}
+
+/// The routing decision for a file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum Decision {
+    /// Rules matched: their names and actions, in order.
+    Routed {
+        /// Names of the rules that matched.
+        rules: Vec<String>,
+        /// Their actions.
+        actions: Vec<Action>,
+    },
+    /// No rule matched.
+    Unrouted,
+}
+
+/// A delivery a rule asked for that the file does not fit (format, version or content of the
+/// slot): left out of the decision, and said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misfit {
+    /// Model.
+    pub model: String,
+    /// Its input slot.
+    pub slot: String,
+}
+
+/// Whether deciding for this file needs its content: a rule that could match it, or a slot it
+/// could be delivered to, asks about content. The caller reads the bytes only then.
+pub fn needs_content(routes: &Routes, models: &BTreeMap<String, Model>, facts: &Facts<'_>) -> bool {
+    routes.candidates(facts).iter().any(|r| {
+        !r.filter.is_empty()
+            || r.actions.iter().any(|a| match a {
+                Action::Deliver { model, slot } => models
+                    .get(model)
+                    .and_then(|m| m.inputs.get(slot))
+                    .is_some_and(|s| !s.filter.is_empty()),
+                _ => false,
+            })
+    })
+}
+
+/// The whole routing of one accepted file: the rules' decision, then each delivery kept only if
+/// the file fits its slot. `content` is the file's bytes when [`needs_content`] said so (a
+/// content test without them is not satisfied).
+pub fn route(
+    routes: &Routes,
+    models: &BTreeMap<String, Model>,
+    facts: &Facts<'_>,
+    content: Option<&[u8]>,
+) -> (Decision, Vec<Misfit>) {
+    let mut decision = routes.decide(facts, content);
+    let misfits = fit(&mut decision, models, facts, content);
+    (decision, misfits)
+}
+
+/// Keeps a decision's deliveries to the slots the file fits (format, version, content); returns
+/// those left out.
+pub fn fit(
+    decision: &mut Decision,
+    models: &BTreeMap<String, Model>,
+    facts: &Facts<'_>,
+    content: Option<&[u8]>,
+) -> Vec<Misfit> {
+    let mut out = Vec::new();
+    if let Decision::Routed { actions, .. } = decision {
+        actions.retain(|a| match a {
+            Action::Deliver { model, slot } => {
+                let fits = models
+                    .get(model)
+                    .and_then(|m| m.inputs.get(slot))
+                    .is_some_and(|s| s.accepts(facts.format, facts.version, content));
+                if !fits {
+                    out.push(Misfit {
+                        model: model.clone(),
+                        slot: slot.clone(),
+                    });
+                }
+                fits
+            }
+            _ => true,
+        });
+    }
+    out
+}
+
+impl Routes {
+    /// The rules whose channel, name, format and version match (content not yet looked at), in
+    /// file order.
+    fn candidates(&self, facts: &Facts<'_>) -> Vec<&Route> {
+        let name = String::from_utf8_lossy(facts.name);
+        let base = name.rsplit('/').next().unwrap_or(&name);
+        let mut by_name: Vec<usize> = self.names.unconditional.clone();
+        for m in self
+            .names
+            .set
+            .matches(base)
+            .into_iter()
+            .chain(self.names.set.matches(name.as_ref()))
+        {
+            by_name.push(self.names.rule_of[m]);
+        }
+        by_name.sort_unstable();
+        by_name.dedup();
+        by_name
+            .into_iter()
+            .map(|i| &self.routes[i])
+            .filter(|r| r.matches_facts(facts))
+            .collect()
+    }
+
+    /// Decides for one file, from its facts and, when a rule asks about content, its bytes.
+    pub fn decide(&self, facts: &Facts<'_>, content: Option<&[u8]>) -> Decision {
+        let candidates = self.candidates(facts);
+        let filters: Vec<&ContentFilter> = candidates.iter().flat_map(|r| &r.filter).collect();
+        let found = match content {
+            _ if filters.is_empty() => Vec::new(),
+            Some(bytes) => content_matches(bytes, &filters),
+            None => vec![false; filters.len()],
+        };
+        let mut k = 0;
+        let mut rules = Vec::new();
+        let mut actions = Vec::new();
+        for r in candidates {
+            let n = r.filter.len();
+            let ok = found[k..k + n].iter().all(|&f| f);
+            k += n;
+            if ok {
+                rules.push(r.name.clone());
+                actions.extend(r.actions.iter().cloned());
+                if self.apply == Apply::First {
+                    break;
+                }
+            }
+        }
+        if rules.is_empty() {
+            Decision::Unrouted
+        } else {
+            Decision::Routed { rules, actions }
+        }
+    }
+}
+
+impl Route {
+    /// Channel, format and version (the file name is matched by the routes' name index).
+    fn matches_facts(&self, f: &Facts<'_>) -> bool {
+        self.channel.as_deref().is_none_or(|c| c == f.channel)
+            && self.format.as_deref().is_none_or(|x| x == f.format)
+            && (self.versions.is_empty() || self.versions.iter().any(|v| v == f.version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const PI: &[u8] = br#"<TimeSeries xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><series><header><type>instantaneous</type><locationId> Y1232010 </locationId><parameterId>P.obs</parameterId><timeStep unit="second" multiplier="3600"/></header></series></TimeSeries>"#;
+
+    fn routes(text: &str) -> Routes {
+        let mut p = Vec::new();
+        let r = Routes::compile(Path::new("routes.toml"), text, &BTreeMap::new(), &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        r
+    }
+
+    fn facts<'a>(channel: &'a str, name: &'a [u8]) -> Facts<'a> {
+        Facts {
+            channel,
+            name,
+            format: "pi-timeseries",
+            version: "1.2",
+        }
+    }
+
+    #[test]
+    fn the_first_matching_rule_applies_unless_all_are_asked_for() {
+        let text = r#"
+[[route]]
+name = "rain"
+channel = "obs"
+where = { "series/header/parameterId" = "P.obs" }
+publish = ["rain"]
+
+[[route]]
+name = "everything"
+publish = ["all"]
+"#;
+        let first = routes(text);
+        let d = first.decide(&facts("obs", b"a.xml"), Some(PI));
+        assert_eq!(
+            d,
+            Decision::Routed {
+                rules: vec!["rain".into()],
+                actions: vec![Action::Publish {
+                    target: "rain".into()
+                }]
+            }
+        );
+        let all = routes(&format!("apply = \"all\"\n{text}"));
+        let Decision::Routed { rules, .. } = all.decide(&facts("obs", b"a.xml"), Some(PI)) else {
+            panic!()
+        };
+        assert_eq!(rules, vec!["rain", "everything"]);
+        // Another channel: only the catch-all.
+        let Decision::Routed { rules, .. } = first.decide(&facts("other", b"a.xml"), Some(PI))
+        else {
+            panic!()
+        };
+        assert_eq!(rules, vec!["everything"]);
+    }
+
+    #[test]
+    fn a_file_no_rule_matches_is_unrouted() {
+        let r = routes("[[route]]\nname = \"x\"\nfile = \"rain_*.xml\"\ndrop = \"not wanted\"\n");
+        assert_eq!(
+            r.decide(&facts("obs", b"q.xml"), Some(PI)),
+            Decision::Unrouted
+        );
+        assert!(matches!(
+            r.decide(&facts("obs", b"d/rain_1.xml"), Some(PI)),
+            Decision::Routed { .. }
+        ));
+    }
+
+    #[test]
+    fn a_deliver_to_an_unknown_model_or_slot_is_a_problem_with_its_line() {
+        let mut p = Vec::new();
+        Routes::compile(
+            Path::new("routes.toml"),
+            "[[route]]\nname = \"a\"\ndeliver = [\"nowhere.rain\"]\n\n[[route]]\nname = \"b\"\nhold = \"x\"\ndrop = \"y\"\n",
+            &BTreeMap::new(),
+            &mut p,
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0].line, Some(1));
+        assert_eq!(p[1].line, Some(5));
+        assert!(p[0].message.contains("no model `nowhere`"));
+    }
+}
