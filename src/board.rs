@@ -10,14 +10,7 @@ use std::sync::{Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 
-/// Who paused something, and when.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Pause {
-    /// The operator.
-    pub by: String,
-    /// When.
-    pub at: String,
-}
+pub use crate::ledger::audit::Pause;
 
 /// A rule edit that was refused, kept until a good edit is read.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -19,61 +19,24 @@ use std::path::{Path, PathBuf};
 use crate::config::routes::Action;
 use crate::fs::rename_noreplace;
 use crate::ledger::{State, Submission};
-use crate::spool::Spool;
+use crate::spool::{Spool, Stored};
 
 /// The metadata file of an archive folder: one JSON object per line, one line per file.
 pub const MANIFEST: &str = "manifest.pom.jsonl";
 /// Suffix of the reason file beside a rejected file.
 pub const REASON: &str = ".reason";
 
-/// Longest safe-name part of a stored file name, in bytes (leaves room for the id and suffixes).
-const NAME_BUDGET: usize = 180;
+pub use crate::spool::stored_name;
 
-/// The name a submission is stored under: `<id>_<original, made safe>`. The original name stays
-/// byte for byte in the sidecar and the ledger; on disk only `[A-Za-z0-9._-]` are kept, so that no
-/// stored name starts with `-`, holds a newline or a `/`, or is not UTF-8.
-pub fn stored_name(id: &str, original: &[u8]) -> String {
-    let mut safe = String::with_capacity(original.len().min(NAME_BUDGET));
-    for &b in original {
-        if safe.len() >= NAME_BUDGET {
-            break;
-        }
-        let c = b as char;
-        safe.push(
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            },
-        );
-    }
-    format!("{id}_{safe}")
-}
-
-/// Where a decided submission is stored, relative to the spool.
+/// Where a decided submission is stored, relative to the spool ([`crate::spool::destination`]).
 pub fn destination(s: &Submission) -> String {
-    let t = s.claim_id().map(|c| c.time()).unwrap_or_default();
-    let name = stored_name(&s.id, &s.original);
-    // Channel and session become folder names: one safe component each, whatever the ledger
-    // (or a manifest before it) says.
-    let channel = component(&s.channel);
-    let session = s.session.as_deref().map(component);
-    match (&session, s.state) {
-        (None, State::Rejected) => format!("rejected/{}/{name}", t.format("%Y-%m-%d")),
-        (None, _) => format!("archive/{}/{}/{name}", t.format("%Y/%m/%d"), channel),
-        // A replay's files stay apart from the operational history.
-        (Some(session), State::Rejected) => format!("rejected/replay/{session}/{name}"),
-        (Some(session), _) => format!("archive/replay/{session}/{channel}/{name}"),
-    }
-}
-
-/// `name` if it is one safe path component, otherwise a made-safe stand-in.
-fn component(name: &str) -> String {
-    if crate::fs::safe_component(name) {
-        name.to_string()
-    } else {
-        stored_name("unsafe", name.as_bytes())
-    }
+    crate::spool::destination(&Stored {
+        id: &s.id,
+        original: &s.original,
+        channel: &s.channel,
+        session: s.session.as_deref(),
+        rejected: s.state == State::Rejected,
+    })
 }
 
 /// Folders known to exist, so that filing does not ask the file system again for each file.
@@ -364,7 +327,7 @@ mod tests {
     fn stored_names_are_safe_whatever_the_original() {
         assert_eq!(stored_name("I", b"obs.xml"), "I_obs.xml");
         assert_eq!(stored_name("I", b"-rf\n../x\xff.xml"), "I_-rf_.._x_.xml");
-        assert!(stored_name("I", &[b'a'; 255]).len() <= NAME_BUDGET + 2);
+        assert!(stored_name("I", &[b'a'; 255]).len() <= crate::spool::NAME_BUDGET + 2);
     }
 
     #[test]

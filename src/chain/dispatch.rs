@@ -281,7 +281,7 @@ impl Dispatcher {
             }
         }
         // Replay sessions get what operational traffic left free.
-        for (session, only) in crate::replay::open_sessions(&self.reader)? {
+        for (session, only) in crate::ledger::sessions::open_sessions(&self.reader)? {
             let mut models: Vec<&Model> = rules
                 .models
                 .values()

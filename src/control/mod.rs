@@ -12,14 +12,14 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
 
 use crate::board::{Board, Pause};
 use crate::config::rules::{Completion, RuleSet};
 use crate::config::{Shared, current};
 use crate::fs::rename_noreplace;
 use crate::intake::watch::Hint;
-use crate::ledger::{Ledger, LedgerError, State, Writer, sq, timestamp};
+use crate::ledger::audit::{Hold, Release};
+use crate::ledger::{State, Writer, timestamp};
 use crate::spool::Spool;
 
 /// An operator's action.
@@ -328,25 +328,45 @@ impl Control {
             Action::Hold { file } => {
                 let (id, by) = (file.clone(), who.to_string());
                 match self.writer.with(move |l| l.hold(&id, &by)) {
-                    Ok(a) => a,
+                    Ok(Hold::NotFound) => {
+                        Answer::refused(Refusal::NotFound, format!("no file `{file}`"))
+                    }
+                    Ok(Hold::AlreadyHeld(holder)) => Answer::refused(
+                        Refusal::Conflict,
+                        format!("file `{file}` is already held ({holder})"),
+                    ),
+                    Ok(Hold::NotArchived(state)) => Answer::refused(
+                        Refusal::Conflict,
+                        format!("file `{file}` is {state}: only an archived file is held"),
+                    ),
+                    Ok(Hold::Held { waiting }) => Answer::done(format!(
+                        "file `{file}` held: {waiting} delivery(ies) wait for its release"
+                    )),
                     Err(e) => Answer::failed(e),
                 }
             }
             Action::Release { file } => {
                 let id = file.clone();
                 match self.writer.with(move |l| l.release(&id)) {
-                    Ok(a) => {
+                    Ok(Release::NotFound) => {
+                        Answer::refused(Refusal::NotFound, format!("no file `{file}`"))
+                    }
+                    Ok(Release::NotHeld) => {
+                        Answer::refused(Refusal::Conflict, format!("file `{file}` is not held"))
+                    }
+                    Ok(Release::Released { holder }) => {
                         let _ = self.wake.try_send(Wake::Kick);
-                        a
+                        Answer::done(format!("file `{file}` released (it was held by {holder})"))
                     }
                     Err(e) => Answer::failed(e),
                 }
             }
             Action::Reinject { file, content } => self.reinject(file, content.as_deref(), &rules),
             Action::CancelReplay { session } => {
-                use crate::replay::Cancelled;
+                use crate::ledger::sessions::Cancelled;
                 let s = session.clone();
-                match self.writer.with(move |l| crate::replay::cancel(l, &s)) {
+                let now = Utc::now();
+                match self.writer.with(move |l| l.cancel_session(&s, now)) {
                     Ok(Cancelled::Done { id, runs }) => Answer::done(format!(
                         "replay session `{id}` cancelled ({runs} queued run(s) cancelled; \
                          files not yet released stay in its folder)"
@@ -576,191 +596,6 @@ pub fn drop_into(
         std::fs::write(format!("{}.{s}", at.display()), b"")?;
     }
     Ok(at.strip_prefix(dir).unwrap_or(&at).to_path_buf())
-}
-
-/// A line of the audit log.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AuditEntry {
-    /// Sequence number.
-    pub id: i64,
-    /// When.
-    pub at: String,
-    /// Who.
-    pub who: String,
-    /// Action name.
-    pub action: String,
-    /// What it acted on.
-    pub target: String,
-    /// Details.
-    pub detail: Option<String>,
-    /// done, or why it was refused.
-    pub outcome: String,
-}
-
-impl Ledger {
-    /// Writes a line of the audit log.
-    pub fn audit(
-        &mut self,
-        who: &str,
-        action: &str,
-        target: &str,
-        detail: Option<&str>,
-        outcome: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "INSERT INTO audit (at, who, action, target, detail, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![timestamp(now), who, action, target, detail, outcome],
-            )
-            .map_err(sq(self.path(), "write audit log"))?;
-        Ok(())
-    }
-
-    /// The audit log, newest first.
-    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
-        self.conn
-            .prepare_cached(
-                "SELECT id, at, who, action, target, detail, outcome FROM audit
-                 ORDER BY id DESC LIMIT ?1",
-            )
-            .and_then(|mut st| {
-                st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                    Ok(AuditEntry {
-                        id: r.get(0)?,
-                        at: r.get(1)?,
-                        who: r.get(2)?,
-                        action: r.get(3)?,
-                        target: r.get(4)?,
-                        detail: r.get(5)?,
-                        outcome: r.get(6)?,
-                    })
-                })?
-                .collect()
-            })
-            .map_err(sq(self.path(), "read audit log"))
-    }
-
-    /// Records a pause (`Some`) or its end (`None`).
-    pub fn set_pause(
-        &mut self,
-        kind: &str,
-        name: &str,
-        pause: Option<&Pause>,
-    ) -> Result<(), LedgerError> {
-        match pause {
-            Some(p) => self.conn.execute(
-                "INSERT OR REPLACE INTO pauses (kind, name, by, at) VALUES (?1, ?2, ?3, ?4)",
-                params![kind, name, p.by, p.at],
-            ),
-            None => self.conn.execute(
-                "DELETE FROM pauses WHERE kind = ?1 AND name = ?2",
-                params![kind, name],
-            ),
-        }
-        .map_err(sq(self.path(), "record pause"))?;
-        Ok(())
-    }
-
-    /// Pauses in force: (kind, name, pause).
-    pub fn pauses(&self) -> Result<Vec<(String, String, Pause)>, LedgerError> {
-        self.conn
-            .prepare("SELECT kind, name, by, at FROM pauses ORDER BY kind, name")
-            .and_then(|mut st| {
-                st.query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        Pause {
-                            by: r.get(2)?,
-                            at: r.get(3)?,
-                        },
-                    ))
-                })?
-                .collect()
-            })
-            .map_err(sq(self.path(), "read pauses"))
-    }
-
-    /// Holds an archived file back from its models.
-    pub fn hold(&mut self, id: &str, by: &str) -> Result<Answer, LedgerError> {
-        let row: Option<(String, Option<String>)> = self
-            .conn
-            .query_row(
-                "SELECT state, held_by FROM submissions WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(sq(self.path(), "read file"))?;
-        Ok(match row {
-            None => Answer::refused(Refusal::NotFound, format!("no file `{id}`")),
-            Some((_, Some(holder))) => Answer::refused(
-                Refusal::Conflict,
-                format!("file `{id}` is already held ({holder})"),
-            ),
-            Some((state, None)) if state != "archived" => Answer::refused(
-                Refusal::Conflict,
-                format!("file `{id}` is {state}: only an archived file is held"),
-            ),
-            Some(_) => {
-                self.conn
-                    .execute(
-                        "UPDATE submissions SET held_by = ?2 WHERE id = ?1",
-                        params![id, by],
-                    )
-                    .map_err(sq(self.path(), "hold file"))?;
-                let waiting: i64 = self
-                    .conn
-                    .query_row(
-                        "SELECT count(*) FROM deliveries WHERE submission = ?1 AND state = 'pending'",
-                        [id],
-                        |r| r.get(0),
-                    )
-                    .map_err(sq(self.path(), "read deliveries"))?;
-                Answer::done(format!(
-                    "file `{id}` held: {waiting} delivery(ies) wait for its release"
-                ))
-            }
-        })
-    }
-
-    /// Cancels the retry due of a run; false if none was due.
-    pub fn cancel_retry(&mut self, id: &str) -> Result<bool, LedgerError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE runs SET retry_state = 'none' WHERE id = ?1 AND retry_state = 'due'",
-                [id],
-            )
-            .map_err(sq(self.path(), "cancel retry"))?;
-        Ok(n == 1)
-    }
-
-    /// Releases a held file.
-    pub fn release(&mut self, id: &str) -> Result<Answer, LedgerError> {
-        let row: Option<Option<String>> = self
-            .conn
-            .query_row("SELECT held_by FROM submissions WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sq(self.path(), "read file"))?;
-        Ok(match row {
-            None => Answer::refused(Refusal::NotFound, format!("no file `{id}`")),
-            Some(None) => Answer::refused(Refusal::Conflict, format!("file `{id}` is not held")),
-            Some(Some(holder)) => {
-                self.conn
-                    .execute(
-                        "UPDATE submissions SET held_by = NULL WHERE id = ?1",
-                        params![id],
-                    )
-                    .map_err(sq(self.path(), "release file"))?;
-                Answer::done(format!("file `{id}` released (it was held by {holder})"))
-            }
-        })
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@
 //! before the file move that depends on it, so that after a crash the files and the ledger can
 //! always be brought back into agreement (see [`crate::daemon`]'s start-up reconcile).
 
+pub mod audit;
+pub mod reads;
 pub mod runs;
+pub mod sessions;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
@@ -397,16 +400,13 @@ pub struct FileFilter {
 
 /// A connection to the ledger.
 pub struct Ledger {
-    pub(crate) conn: Connection,
+    conn: Connection,
     path: PathBuf,
     /// Re-injected files are expected: claims look up their origin (see [`Ledger::expect_origin`]).
     expecting: bool,
 }
 
-pub(crate) fn sq<'a>(
-    path: &'a Path,
-    op: &'static str,
-) -> impl FnOnce(rusqlite::Error) -> LedgerError + 'a {
+fn sq<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError + 'a {
     move |source| LedgerError::Sqlite {
         path: path.to_path_buf(),
         op,
@@ -736,7 +736,13 @@ impl Ledger {
                     decided.errors = r.errors.clone();
                 }
             }
-            decided.stored = Some(crate::archive::destination(&decided));
+            decided.stored = Some(crate::spool::destination(&crate::spool::Stored {
+                id: &decided.id,
+                original: &decided.original,
+                channel: &decided.channel,
+                session: decided.session.as_deref(),
+                rejected: decided.state == State::Rejected,
+            }));
             let errors = match &e.verdict {
                 Verdict::Rejected(r) => Some(serde_json::to_string(&r.errors).unwrap_or_default()),
                 Verdict::Accepted { .. } => None,

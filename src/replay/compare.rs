@@ -14,9 +14,8 @@ use std::path::Path;
 
 use quick_xml::Reader;
 use quick_xml::events::Event;
-use rusqlite::params;
 
-use crate::ledger::{Ledger, LedgerError, sq, timestamp};
+use crate::ledger::{Ledger, LedgerError, timestamp};
 
 /// A PI time series: its key and its values by time (`date time`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -271,30 +270,13 @@ pub struct Report {
 }
 
 fn outputs(reader: &Ledger, run: &str) -> Result<Vec<(String, String, String)>, LedgerError> {
-    reader
-        .conn
-        .prepare_cached(
-            "SELECT o.name, s.id, s.stored FROM run_outputs o JOIN submissions s ON s.id = o.submission
-             WHERE o.run = ?1 AND s.stored IS NOT NULL ORDER BY o.name",
-        )
-        .and_then(|mut st| {
-            st.query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect()
-        })
-        .map_err(sq(reader.path(), "read run outputs"))
+    reader.stored_outputs(run)
 }
 
 /// Observed series in the session's files: `location → series` for parameters ending in `.obs`
 /// (`Q.obs` is observed discharge, against which `Q.fcst` or `Q.sim` are judged).
 fn observed(reader: &Ledger, spool: &Path, session: &str) -> Result<Vec<Series>, LedgerError> {
-    let stored: Vec<String> = reader
-        .conn
-        .prepare(
-            "SELECT stored FROM submissions WHERE session = ?1 AND state = 'archived'
-             AND produced_by IS NULL AND format LIKE 'pi-timeseries%'",
-        )
-        .and_then(|mut st| st.query_map([session], |r| r.get(0))?.collect())
-        .map_err(sq(reader.path(), "read observed series"))?;
+    let stored = reader.session_observations(session)?;
     let mut out = Vec::new();
     for s in stored.iter().take(10_000) {
         if let Ok(bytes) = std::fs::read(spool.join(s)) {
@@ -310,25 +292,8 @@ fn observed(reader: &Ledger, spool: &Path, session: &str) -> Result<Vec<Series>,
 
 /// Compares a session's outputs with the original ones.
 pub fn compare(reader: &Ledger, spool: &Path, session: &str) -> Result<Report, LedgerError> {
-    let name: String = reader
-        .conn
-        .query_row("SELECT name FROM sessions WHERE id = ?1", [session], |r| {
-            r.get(0)
-        })
-        .map_err(sq(reader.path(), "read session"))?;
-    let runs: Vec<(String, String, String, Option<String>, String)> = reader
-        .conn
-        .prepare(
-            "SELECT id, model, time0, mirrors, state FROM runs WHERE session = ?1
-             ORDER BY time0, model",
-        )
-        .and_then(|mut st| {
-            st.query_map(params![session], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect()
-        })
-        .map_err(sq(reader.path(), "read replay runs"))?;
+    let name = reader.session_name(session)?;
+    let runs = reader.session_runs(session)?;
     let observed = observed(reader, spool, session)?;
     let read = |stored: &str| std::fs::read(spool.join(stored)).unwrap_or_default();
     let mut report = Report {

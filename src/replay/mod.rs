@@ -27,14 +27,15 @@ use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
 
 use crate::archive::MANIFEST;
 use crate::board::Board;
 use crate::fs::rename_noreplace;
 use crate::id::IdGenerator;
 use crate::intake::Work;
-use crate::ledger::{Ledger, LedgerError, NewClaim, ReplayOf, Writer, sq, timestamp};
+use crate::ledger::sessions::NewSession;
+pub use crate::ledger::sessions::{Cancelled, OpenSession, Session, Span};
+use crate::ledger::{Ledger, LedgerError, NewClaim, ReplayOf, Writer};
 use crate::spool::Spool;
 
 /// The optional description of a session, beside the files.
@@ -82,41 +83,6 @@ pub struct SessionFile {
     /// copy to end.
     #[serde(default)]
     pub whole: bool,
-}
-
-/// A session as the ledger knows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Session {
-    /// Id (also the folder of its outputs and runs).
-    pub id: String,
-    /// Name.
-    pub name: String,
-    /// Folder under `spool/replay/`.
-    pub folder: String,
-    /// When it began.
-    pub created_at: String,
-    /// Speed (none: as fast as possible).
-    pub speed: Option<f64>,
-    /// Models that run (none: all).
-    pub models: Option<Vec<String>>,
-    /// First original arrival.
-    pub period_from: Option<String>,
-    /// Last original arrival.
-    pub period_to: Option<String>,
-    /// Files to replay.
-    pub files_total: i64,
-    /// Files released so far.
-    pub files_released: i64,
-    /// Replayed files decided so far (outputs of its runs aside).
-    pub files_decided: i64,
-    /// Runs so far.
-    pub runs: i64,
-    /// replaying, finishing or done.
-    pub state: String,
-    /// When it was done.
-    pub ended_at: Option<String>,
-    /// The comparison report, relative to the spool.
-    pub report: Option<String>,
 }
 
 /// A file waiting to be released.
@@ -329,60 +295,6 @@ pub fn describe(dir: &Path, line: &serde_json::Value) -> std::io::Result<()> {
         .write_all(format!("{line}\n").as_bytes())
 }
 
-/// What cancelling a session came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cancelled {
-    /// Done: the session's id, and how many queued runs were cancelled with it.
-    Done {
-        /// Session id.
-        id: String,
-        /// Its queued runs, now cancelled.
-        runs: usize,
-    },
-    /// No session of that id or name.
-    NotFound,
-    /// The session is not in progress (its state).
-    Over(String),
-}
-
-/// Cancels a session by id or name (the newest of that name) that is replaying or finishing:
-/// its state becomes `cancelled` (the replay loop then stops releasing its files, which stay in
-/// its folder) and its queued runs are cancelled.
-pub fn cancel(l: &mut Ledger, session: &str) -> Result<Cancelled, LedgerError> {
-    let path = l.path().to_path_buf();
-    let found: Option<(String, String)> = l
-        .conn
-        .query_row(
-            "SELECT id, state FROM sessions WHERE id = ?1 OR name = ?1
-             ORDER BY created_at DESC LIMIT 1",
-            [session],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(sq(&path, "find session"))?;
-    let Some((id, state)) = found else {
-        return Ok(Cancelled::NotFound);
-    };
-    if state != "replaying" && state != "finishing" {
-        return Ok(Cancelled::Over(state));
-    }
-    let tx = l.conn.transaction().map_err(sq(&path, "begin"))?;
-    tx.execute(
-        "UPDATE sessions SET state = 'cancelled', ended_at = ?2 WHERE id = ?1",
-        params![id, timestamp(Utc::now())],
-    )
-    .map_err(sq(&path, "cancel session"))?;
-    let runs = tx
-        .execute(
-            "UPDATE runs SET state = 'cancelled', reason = 'its replay session was cancelled'
-             WHERE session = ?1 AND state = 'queued'",
-            [&id],
-        )
-        .map_err(sq(&path, "cancel the session's queued runs"))?;
-    tx.commit().map_err(sq(&path, "commit"))?;
-    Ok(Cancelled::Done { id, runs })
-}
-
 /// Removes what a finished session took from its folder: its manifests, its session file and
 /// marker, and the folders left empty. Anything else (a file no manifest described, one that
 /// arrived after the session began) stays where it is. Returns how many files stay.
@@ -479,29 +391,13 @@ impl Replay {
     /// Sessions left replaying by a stopped daemon: their folders are still there (files not
     /// yet released stay in them), and are taken up again.
     fn resume(&mut self) -> Result<(), LedgerError> {
-        let open: Vec<(String, String, Option<f64>)> = self
-            .reader
-            .conn
-            .prepare("SELECT id, folder, speed FROM sessions WHERE state = 'replaying'")
-            .and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect()
-            })
-            .map_err(sq(self.reader.path(), "read sessions"))?;
+        let open = self.reader.replaying_sessions()?;
         for (id, folder, speed) in open {
             let Some(dir) = crate::fs::confined(&self.spool.replay(), Path::new(&folder)) else {
                 tracing::error!(session = %id, ?folder, "replay: the session's folder is not a plain name: not taken up");
                 continue;
             };
-            let models: Option<Vec<String>> = self
-                .reader
-                .conn
-                .query_row("SELECT models FROM sessions WHERE id = ?1", [&id], |r| {
-                    r.get::<_, Option<String>>(0)
-                })
-                .ok()
-                .flatten()
-                .and_then(|m| serde_json::from_str(&m).ok());
+            let models = self.reader.session_models(&id).ok().flatten();
             let rules = crate::config::current(&self.rules);
             let found = folder_items(&dir, models.as_deref(), &|c| rules.channels.contains_key(c));
             tracing::info!(session = %id, files = found.items.len(), "replay taken up again");
@@ -518,14 +414,7 @@ impl Replay {
         // Sessions an operator cancelled: nothing more is released; their files stay.
         let reader = &self.reader;
         self.active.retain(|a| {
-            let state: Option<String> = reader
-                .conn
-                .query_row("SELECT state FROM sessions WHERE id = ?1", [&a.id], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .ok()
-                .flatten();
+            let state = reader.session_state(&a.id).ok().flatten();
             if state.as_deref() == Some("cancelled") {
                 tracing::info!(session = %a.id, left = a.items.len(),
                     "replay cancelled: the files not released stay in its folder");
@@ -562,7 +451,8 @@ impl Replay {
                     }
                 }
                 let id = a.id.clone();
-                self.writer.with(move |l| set_state(l, &id, "finishing"))?;
+                self.writer
+                    .with(move |l| l.set_session_state(&id, "finishing", None))?;
                 self.board.publish("replay", &a.id);
             } else if !a.items.is_empty() {
                 still.push(a);
@@ -655,17 +545,18 @@ impl Replay {
             .as_ref()
             .map(|m| serde_json::to_string(m).unwrap_or_default());
         let total = items.len() as i64;
-        let (id2, folder2, name2) = (id.clone(), folder.clone(), name.clone());
-        self.writer.with(move |l| {
-            l.conn
-                .execute(
-                    "INSERT INTO sessions (id, name, folder, created_at, speed, models, period_from,
-                     period_to, files_total, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'replaying')",
-                    params![id2, name2, folder2, timestamp(Utc::now()), speed, models, from, to, total],
-                )
-                .map(|_| ())
-                .map_err(sq(l.path(), "create session"))
-        })?;
+        let new = NewSession {
+            id: id.clone(),
+            name: name.clone(),
+            folder: folder.clone(),
+            speed,
+            models,
+            from,
+            to,
+            total,
+        };
+        let now = Utc::now();
+        self.writer.with(move |l| l.create_session(&new, now))?;
         tracing::info!(session = %id, %name, files = total, speed = ?speed, "replay session begins");
         self.board.publish("replay", &id);
         self.active
@@ -746,15 +637,8 @@ impl Replay {
         let (id, released) = (a.id.clone(), a.released as i64);
         let released_to = due.last().map(|i| i.at.clone());
         self.claim(&id, due)?;
-        self.writer.with(move |l| {
-            l.conn
-                .execute(
-                    "UPDATE sessions SET files_released = ?2, released_to = ?3 WHERE id = ?1",
-                    params![id, released, released_to],
-                )
-                .map(|_| ())
-                .map_err(sq(l.path(), "record replay progress"))
-        })?;
+        self.writer
+            .with(move |l| l.record_replay_progress(&id, released, released_to.as_deref()))?;
         // Giving way, the next look waits.
         Ok(batch == BATCH)
     }
@@ -801,25 +685,9 @@ impl Replay {
     /// Sessions whose files are all released and decided, with no run in progress, for a
     /// moment: done.
     fn finish(&mut self) -> Result<(), LedgerError> {
-        let finishing: Vec<String> = self
-            .reader
-            .conn
-            .prepare_cached("SELECT id FROM sessions WHERE state = 'finishing'")
-            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-            .map_err(sq(self.reader.path(), "read sessions"))?;
+        let finishing = self.reader.finishing_sessions()?;
         for id in finishing {
-            let (open, changes): (i64, i64) = self
-                .reader
-                .conn
-                .query_row(
-                    "SELECT (SELECT count(*) FROM submissions WHERE session = ?1 AND state = 'claimed')
-                          + (SELECT count(*) FROM runs WHERE session = ?1 AND state IN ('queued', 'running')),
-                            (SELECT count(*) FROM submissions WHERE session = ?1)
-                          + (SELECT count(*) FROM runs WHERE session = ?1)",
-                    [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(sq(self.reader.path(), "read session progress"))?;
+            let (open, changes) = self.reader.session_progress(&id)?;
             let outputs_waiting = self.outputs_waiting(&id);
             if open > 0 || outputs_waiting {
                 self.settling.remove(&id);
@@ -857,15 +725,9 @@ impl Replay {
                 }
             };
             let id2 = id.clone();
-            self.writer.with(move |l| {
-                l.conn
-                    .execute(
-                        "UPDATE sessions SET report = ?2 WHERE id = ?1",
-                        params![id2, path],
-                    )
-                    .map_err(sq(l.path(), "record report"))?;
-                set_state(l, &id2, "done")
-            })?;
+            let now = Utc::now();
+            self.writer
+                .with(move |l| l.end_session(&id2, path.as_deref(), now))?;
             tracing::info!(session = %id, "replay session done");
             self.board.publish("replay", &id);
         }
@@ -889,137 +751,6 @@ impl Replay {
             })
         })
     }
-}
-
-fn set_state(l: &mut Ledger, id: &str, state: &str) -> Result<(), LedgerError> {
-    let ended = (state == "done").then(|| timestamp(Utc::now()));
-    l.conn
-        .execute(
-            "UPDATE sessions SET state = ?2, ended_at = coalesce(?3, ended_at) WHERE id = ?1",
-            params![id, state, ended],
-        )
-        .map(|_| ())
-        .map_err(sq(l.path(), "record session state"))
-}
-
-impl Ledger {
-    /// Replay sessions, newest first, with their progress.
-    pub fn sessions(&self) -> Result<Vec<Session>, LedgerError> {
-        self.conn
-            .prepare(
-                "SELECT id, name, folder, created_at, speed, models, period_from, period_to,
-                 files_total, files_released, state, ended_at, report,
-                 (SELECT count(*) FROM submissions s WHERE s.session = x.id AND s.state <> 'claimed'
-                  AND s.origin IS NOT NULL),
-                 (SELECT count(*) FROM runs r WHERE r.session = x.id)
-                 FROM sessions x ORDER BY created_at DESC",
-            )
-            .and_then(|mut st| st.query_map([], session_row)?.collect())
-            .map_err(sq(self.path(), "read sessions"))
-    }
-
-    /// One session, by id or name (the newest of that name).
-    pub fn session(&self, key: &str) -> Result<Option<Session>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT id, name, folder, created_at, speed, models, period_from, period_to,
-                 files_total, files_released, state, ended_at, report,
-                 (SELECT count(*) FROM submissions s WHERE s.session = x.id AND s.state <> 'claimed'
-                  AND s.origin IS NOT NULL),
-                 (SELECT count(*) FROM runs r WHERE r.session = x.id)
-                 FROM sessions x WHERE id = ?1 OR name = ?1 ORDER BY created_at DESC LIMIT 1",
-                [key],
-                session_row,
-            )
-            .optional()
-            .map_err(sq(self.path(), "read session"))
-    }
-}
-
-fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
-    Ok(Session {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        folder: r.get(2)?,
-        created_at: r.get(3)?,
-        speed: r.get(4)?,
-        models: r
-            .get::<_, Option<String>>(5)?
-            .and_then(|m| serde_json::from_str(&m).ok()),
-        period_from: r.get(6)?,
-        period_to: r.get(7)?,
-        files_total: r.get(8)?,
-        files_released: r.get(9)?,
-        state: r.get(10)?,
-        ended_at: r.get(11)?,
-        report: r.get(12)?,
-        files_decided: r.get(13)?,
-        runs: r.get(14)?,
-    })
-}
-
-/// A period of original time: (from, to).
-pub type Span = (DateTime<Utc>, DateTime<Utc>);
-
-impl Ledger {
-    /// The simulated clock of a replay session: the original time up to which the past has been
-    /// replayed, every file that arrived by then released and decided (so that a scheduled
-    /// model sees its inputs as they had arrived). Once every file is released, the end of the
-    /// period. With the start of the period: (from, now).
-    pub fn replay_clock(&self, session: &str) -> Result<Option<Span>, LedgerError> {
-        #[allow(clippy::type_complexity)]
-        let row: Option<(Option<String>, Option<String>, Option<String>, String, Option<String>)> =
-            self.conn
-                .query_row(
-                    "SELECT period_from, period_to, released_to, state,
-                     (SELECT min(original_at) FROM submissions WHERE session = ?1 AND state = 'claimed')
-                     FROM sessions WHERE id = ?1",
-                    [session],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .optional()
-                .map_err(sq(self.path(), "read the replay clock"))?;
-        let Some((from, to, released, state, undecided)) = row else {
-            return Ok(None);
-        };
-        let t = |s: Option<String>| {
-            s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-                .map(|t| t.with_timezone(&Utc))
-        };
-        let (Some(from), to, released) = (t(from), t(to), t(released)) else {
-            return Ok(None);
-        };
-        let mut now = if state == "replaying" {
-            released.unwrap_or(from)
-        } else {
-            to.max(released).unwrap_or(from)
-        };
-        if let Some(u) = t(undecided) {
-            now = now.min(u - chrono::Duration::microseconds(1));
-        }
-        Ok(Some((from, now)))
-    }
-}
-
-/// A session not done yet: its id, and the only models it runs (none: all).
-pub type OpenSession = (String, Option<Vec<String>>);
-
-/// Active sessions' ids and the models they run, for the dispatcher.
-pub fn open_sessions(reader: &Ledger) -> Result<Vec<OpenSession>, LedgerError> {
-    reader
-        .conn
-        .prepare_cached("SELECT id, models FROM sessions WHERE state <> 'done'")
-        .and_then(|mut st| {
-            st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<String>>(1)?
-                        .and_then(|m| serde_json::from_str(&m).ok()),
-                ))
-            })?
-            .collect()
-        })
-        .map_err(sq(reader.path(), "read sessions"))
 }
 
 /// Starts the replay loop; raise `stop` to end it.

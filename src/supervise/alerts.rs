@@ -278,12 +278,7 @@ pub fn gather(
 /// The time of the last file received on a channel.
 pub fn last_arrival(reader: &Ledger, channel: &str) -> Option<DateTime<Utc>> {
     reader
-        .conn
-        .query_row(
-            "SELECT max(id) FROM submissions WHERE channel = ?1",
-            [channel],
-            |r| r.get::<_, Option<String>>(0),
-        )
+        .last_id_on(channel)
         .ok()
         .flatten()
         .and_then(|id| ClaimId::parse(&id))

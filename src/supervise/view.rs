@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 use crate::board::{Alert, Board, Pause, Refused};
 use crate::config::model::Trigger;
 use crate::config::rules::{Completion, RuleSet};
 use crate::ledger::runs::RunRow;
-use crate::ledger::{FileFilter, Ledger, LedgerError, Submission, sq, timestamp};
+use crate::ledger::{FileFilter, Ledger, LedgerError, Submission, timestamp};
 
 /// The overview page.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -120,13 +119,7 @@ pub fn overview(
     let paused_models = board.paused_models();
     let running = board.running();
     let decided = board.decided();
-    let in_progress: BTreeMap<String, i64> = reader
-        .conn
-        .prepare_cached(
-            "SELECT channel, count(*) FROM submissions WHERE state = 'claimed' GROUP BY channel",
-        )
-        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-        .map_err(sq(reader.path(), "count files in progress"))?;
+    let in_progress = reader.in_progress_by_channel()?;
     let channels = rules
         .channels
         .values()
@@ -160,13 +153,7 @@ pub fn overview(
     let mut models = Vec::new();
     for m in rules.models.values() {
         let last = reader.last_run(&m.name)?;
-        let pending: i64 = reader
-            .conn
-            .prepare_cached(
-                "SELECT count(*) FROM deliveries WHERE model = ?1 AND state = 'pending'",
-            )
-            .and_then(|mut st| st.query_row([&m.name], |r| r.get(0)))
-            .map_err(sq(reader.path(), "count pending inputs"))?;
+        let pending = reader.pending_count(&m.name)?;
         let busy = running.get(&m.name).copied().unwrap_or(0);
         let paused = paused_models.get(&m.name).cloned();
         let state = if m.paused || paused.is_some() {
@@ -343,11 +330,7 @@ pub fn run_detail(
             state,
         });
     }
-    let copies: Vec<String> = reader
-        .conn
-        .prepare_cached("SELECT id FROM runs WHERE retry_of = ?1 ORDER BY queued_at")
-        .and_then(|mut st| st.query_map([id], |r| r.get(0))?.collect())
-        .map_err(sq(reader.path(), "read retries"))?;
+    let copies = reader.retries_of(id)?;
     let dir = spool.join(&run.run_dir);
     Ok(Some(RunDetail {
         stdout_tail: tail(&dir.join("stdout.txt")),
@@ -380,21 +363,8 @@ pub fn file_detail(reader: &Ledger, id: &str) -> Result<Option<FileDetail>, Ledg
         return Ok(None);
     };
     let produced_by = file.produced_by.clone();
-    let deliveries = reader
-        .conn
-        .prepare_cached(
-            "SELECT model, slot, state, run FROM deliveries WHERE submission = ?1 ORDER BY model",
-        )
-        .and_then(|mut st| {
-            st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect()
-        })
-        .map_err(sq(reader.path(), "read deliveries"))?;
-    let reinjected_as = reader
-        .conn
-        .prepare_cached("SELECT id FROM submissions WHERE origin = ?1 ORDER BY id")
-        .and_then(|mut st| st.query_map([id], |r| r.get(0))?.collect())
-        .map_err(sq(reader.path(), "read re-injections"))?;
+    let deliveries = reader.deliveries_of(id)?;
+    let reinjected_as = reader.reinjections_of(id)?;
     Ok(Some(FileDetail {
         file,
         produced_by,
@@ -521,20 +491,7 @@ pub fn run_durations(
     buckets: &[f64],
 ) -> Result<BTreeMap<String, Durations>, LedgerError> {
     let mut out: BTreeMap<String, Durations> = BTreeMap::new();
-    let mut st = reader
-        .conn
-        .prepare_cached(
-            "SELECT model, (julianday(ended_at) - julianday(started_at)) * 86400.0 FROM runs
-             WHERE ended_at IS NOT NULL AND started_at IS NOT NULL",
-        )
-        .map_err(sq(reader.path(), "read run durations"))?;
-    let rows = st
-        .query_map(params![], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?))
-        })
-        .map_err(sq(reader.path(), "read run durations"))?;
-    for row in rows {
-        let (model, d) = row.map_err(sq(reader.path(), "read run durations"))?;
+    for (model, d) in reader.run_durations()? {
         let e = out
             .entry(model)
             .or_insert_with(|| (0, 0.0, vec![0; buckets.len()]));

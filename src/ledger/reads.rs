@@ -1,0 +1,142 @@
+//! Reads for the views, the alerts, `/metrics` and the replay comparison: each a bounded,
+//! indexed query, so that a page answers in milliseconds with millions of files in the ledger.
+
+use std::collections::BTreeMap;
+
+use rusqlite::params;
+
+use super::{Ledger, LedgerError, sq};
+
+/// A file's delivery: (model, slot, state, run).
+pub type DeliveryRow = (String, String, String, Option<String>);
+
+/// A replay run: (id, model, time0, the run it mirrors, state).
+pub type ReplayRunRow = (String, String, String, Option<String>, String);
+
+impl Ledger {
+    /// Files claimed and not yet decided, per channel.
+    pub fn in_progress_by_channel(&self) -> Result<BTreeMap<String, i64>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT channel, count(*) FROM submissions WHERE state = 'claimed' GROUP BY channel",
+            )
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(sq(self.path(), "count files in progress"))
+    }
+
+    /// Deliveries waiting for a model.
+    pub fn pending_count(&self, model: &str) -> Result<i64, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM deliveries WHERE model = ?1 AND state = 'pending'",
+            )
+            .and_then(|mut st| st.query_row([model], |r| r.get(0)))
+            .map_err(sq(self.path(), "count pending inputs"))
+    }
+
+    /// The runs that retry a run, oldest first.
+    pub fn retries_of(&self, run: &str) -> Result<Vec<String>, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT id FROM runs WHERE retry_of = ?1 ORDER BY queued_at")
+            .and_then(|mut st| st.query_map([run], |r| r.get(0))?.collect())
+            .map_err(sq(self.path(), "read retries"))
+    }
+
+    /// A file's deliveries, by model.
+    pub fn deliveries_of(&self, file: &str) -> Result<Vec<DeliveryRow>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT model, slot, state, run FROM deliveries WHERE submission = ?1 ORDER BY model",
+            )
+            .and_then(|mut st| {
+                st.query_map([file], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read deliveries"))
+    }
+
+    /// The submissions that re-inject a file.
+    pub fn reinjections_of(&self, file: &str) -> Result<Vec<String>, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT id FROM submissions WHERE origin = ?1 ORDER BY id")
+            .and_then(|mut st| st.query_map([file], |r| r.get(0))?.collect())
+            .map_err(sq(self.path(), "read re-injections"))
+    }
+
+    /// Every ended run's duration in seconds, with its model.
+    pub fn run_durations(&self) -> Result<Vec<(String, f64)>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT model, (julianday(ended_at) - julianday(started_at)) * 86400.0 FROM runs
+                 WHERE ended_at IS NOT NULL AND started_at IS NOT NULL",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?))
+                })?
+                .collect()
+            })
+            .map_err(sq(self.path(), "read run durations"))
+    }
+
+    /// The id of the last file received on a channel.
+    pub fn last_id_on(&self, channel: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT max(id) FROM submissions WHERE channel = ?1",
+                [channel],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .map_err(sq(self.path(), "read last arrival"))
+    }
+
+    /// A run's outputs still stored: (output name, submission id, stored path).
+    pub fn stored_outputs(&self, run: &str) -> Result<Vec<(String, String, String)>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT o.name, s.id, s.stored FROM run_outputs o JOIN submissions s ON s.id = o.submission
+                 WHERE o.run = ?1 AND s.stored IS NOT NULL ORDER BY o.name",
+            )
+            .and_then(|mut st| {
+                st.query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read run outputs"))
+    }
+
+    /// Where a session's archived PI time series that no run produced are stored.
+    pub fn session_observations(&self, session: &str) -> Result<Vec<String>, LedgerError> {
+        self.conn
+            .prepare(
+                "SELECT stored FROM submissions WHERE session = ?1 AND state = 'archived'
+                 AND produced_by IS NULL AND format LIKE 'pi-timeseries%'",
+            )
+            .and_then(|mut st| st.query_map([session], |r| r.get(0))?.collect())
+            .map_err(sq(self.path(), "read observed series"))
+    }
+
+    /// A session's name.
+    pub fn session_name(&self, session: &str) -> Result<String, LedgerError> {
+        self.conn
+            .query_row("SELECT name FROM sessions WHERE id = ?1", [session], |r| {
+                r.get(0)
+            })
+            .map_err(sq(self.path(), "read session"))
+    }
+
+    /// A session's runs, by time0 and model.
+    pub fn session_runs(&self, session: &str) -> Result<Vec<ReplayRunRow>, LedgerError> {
+        self.conn
+            .prepare(
+                "SELECT id, model, time0, mirrors, state FROM runs WHERE session = ?1
+                 ORDER BY time0, model",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![session], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect()
+            })
+            .map_err(sq(self.path(), "read replay runs"))
+    }
+}
