@@ -320,6 +320,23 @@ fn pom_check_refuses_overflowing_durations_a_cron_that_never_fires_and_a_missing
 }
 
 #[test]
+fn pom_check_refuses_a_slurm_executor_until_it_exists() {
+    let arrival = "[inputs.obs]\nformats = [\"pi-timeseries\"]\n[trigger]\nkind = \"arrival\"\n";
+    let (code, text) = check_model(&format!(
+        "command = [\"/bin/true\"]\nexecutor = \"slurm\"\n{arrival}"
+    ));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("m.toml:2") && text.contains("executor `slurm` is not available"),
+        "{text}"
+    );
+    let (code, text) = check_model(&format!(
+        "command = [\"/bin/true\"]\nexecutor = \"local\"\n{arrival}"
+    ));
+    assert_eq!(code, Some(0), "{text}");
+}
+
+#[test]
 fn a_simulated_clock_of_infinite_speed_is_refused() {
     let gw = Gateway::new();
     for clock in ["2026-03-28T00:00:00Z@inf", "2026-03-28T00:00:00Z@NaN"] {

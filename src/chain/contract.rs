@@ -167,14 +167,8 @@ pub fn command(argv: &[String], dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// One line of a PI diagnostics file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DiagLine {
-    /// 0 fatal, 1 error, 2 warning, 3 info (4 debug).
-    pub level: u8,
-    /// The message.
-    pub description: String,
-}
+/// One line of a PI diagnostics file, as the ledger keeps it.
+pub use crate::ledger::runs::DiagLine;
 
 /// Reads a PI diagnostics file (`<Diag><line level=".." description=".."/>…`) with the types
 /// generated from `pi_diag.xsd`; a file that does not fit them (a newer PI revision, prefixed

@@ -1,4 +1,4 @@
-//! Dispatch: from deliveries to model runs, on the local executor.
+//! Dispatch: from deliveries to model runs, on the model's executor.
 //!
 //! In: files delivered to model input slots (recorded by routing), the models of the rule set.
 //! Out: runs — created in the ledger together with the deliveries they consume (so a delivery
@@ -12,16 +12,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use crate::board::Board;
 use crate::chain::contract::{self, Mode, RunPlan};
+use crate::chain::executor::{self, Ending, Execution};
 use crate::chain::trigger::{self, Plan};
 use crate::clock::Clock;
-use crate::config::model::{Executor, Model, Trigger};
+use crate::config::model::{Model, Trigger};
 use crate::config::rules::{Completion, RuleSet};
 use crate::config::{Shared, current};
 use crate::control::{Action, Answer, Refusal, RunCommand, Wake};
@@ -233,10 +234,10 @@ impl Dispatcher {
         let now = self.clock.now();
         // Failed runs: retry by policy, the wait doubling at each attempt.
         for (id, model, attempt) in self.reader.undecided_failures()? {
-            let at = rules.models.get(&model).and_then(|m| {
-                let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
-                (attempt <= m.retries.max).then(|| retry_at(now, m.retries.backoff, attempt))
-            });
+            let at = rules
+                .models
+                .get(&model)
+                .and_then(|m| trigger::retry(&m.retries, attempt, now));
             self.writer.with(move |l| l.decide_retry(&id, at))?;
         }
         for (of, model, _) in self.reader.retries_due(now)? {
@@ -321,10 +322,9 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Whether runs of a model may start here now: not paused (in its rules or by an
-    /// operator), and on the local executor.
+    /// Whether runs of a model may start now: not paused (in its rules or by an operator).
     fn may_start(&self, model: &Model) -> bool {
-        !model.paused && !self.board.model_paused(&model.name) && model.executor == Executor::Local
+        !model.paused && !self.board.model_paused(&model.name)
     }
 
     /// A scheduled model in a replay: it fires at the scheduled times of the replayed period, in
@@ -717,104 +717,41 @@ impl Job {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .chain(contract::environment(&self.plan, &self.dir));
-        let mut cmd = crate::chain::process::model_command(&argv, &self.dir, env);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return failed(format!("cannot start `{}`: {e}", argv[0])),
+        let env: Vec<(String, String)> = env.collect();
+        let run = Execution {
+            run_id: &self.plan.id,
+            dir: &self.dir,
+            argv: &argv,
+            env: &env,
+            timeout: self.model.timeout,
+            stop: &self.stop,
+            cancel: &self.cancel,
         };
-        let captures = [
-            child
-                .stdout
-                .take()
-                .map(|s| crate::chain::process::capture(s, &self.dir.join("stdout.txt"))),
-            child
-                .stderr
-                .take()
-                .map(|s| crate::chain::process::capture(s, &self.dir.join("stderr.txt"))),
-        ];
-        let pid = child.id();
-        let id = self.plan.id.clone();
-        let _ = self
-            .writer
-            .with(move |l| l.run_started(&id, pid, Utc::now()));
-        self.board.publish("run", &self.plan.id);
-        let deadline = Instant::now() + self.model.timeout;
-        let mut interrupted = false;
-        let mut cancelled = false;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if self.stop.load(Ordering::Relaxed) => {
-                    // SAFETY: signals our own child's process group.
-                    unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
-                    let _ = child.wait();
-                    interrupted = true;
-                    break None;
-                }
-                Ok(None) if self.cancel.load(Ordering::Relaxed) => {
-                    // SAFETY: signals our own child's process group.
-                    unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
-                    let _ = child.wait();
-                    cancelled = true;
-                    break None;
-                }
-                Ok(None) if Instant::now() >= deadline => {
-                    // The whole process group: a model's own children die with it.
-                    // SAFETY: signals our own child's process group.
-                    unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
-                    let _ = child.wait();
-                    break None;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => break None,
-            }
-        };
-        // Whatever the model left running goes too: its group, its descendants (also those
-        // that called setsid), anything carrying its run id.
-        let left = crate::chain::process::kill_tree(pid, &self.plan.id);
-        if left > 0 {
-            tracing::info!(run.id = %self.plan.id, processes = left, "processes the model left behind are stopped");
-        }
-        // Its output, once every writer is gone (bounded wait: a survivor that escaped
-        // every check keeps its pipe, not the run).
-        let until = Instant::now() + Duration::from_secs(5);
-        for c in captures.into_iter().flatten() {
-            match c {
-                Ok(h) => {
-                    while !h.is_finished() && Instant::now() < until {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    if h.is_finished() {
-                        let _ = h.join();
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(run.id = %self.plan.id, error = %e, "cannot keep the model's output")
-                }
-            }
-        }
+        let ending = executor::for_kind(self.model.executor).execute(&run, &mut |pid| {
+            let id = self.plan.id.clone();
+            let _ = self
+                .writer
+                .with(move |l| l.run_started(&id, pid, Utc::now()));
+            self.board.publish("run", &self.plan.id);
+        });
         let diag = contract::read_diag(&self.dir.join(contract::DIAG_FILE));
-        if interrupted {
-            let why = "the daemon stopped while it ran".to_string();
-            return (RunState::Interrupted, None, Some(why), diag);
-        }
-        if cancelled {
-            let why = "cancelled by an operator".to_string();
-            return (RunState::Cancelled, None, Some(why), diag);
-        }
-        let Some(status) = status else {
-            return (
-                RunState::TimedOut,
-                None,
-                Some(format!(
-                    "killed after its timeout of {:?}",
-                    self.model.timeout
-                )),
-                diag,
-            );
+        let code = match ending {
+            Ending::NotStarted(why) => return (RunState::Failed, None, Some(why), Vec::new()),
+            Ending::Interrupted => {
+                let why = "the daemon stopped while it ran".to_string();
+                return (RunState::Interrupted, None, Some(why), diag);
+            }
+            Ending::Cancelled => {
+                let why = "cancelled by an operator".to_string();
+                return (RunState::Cancelled, None, Some(why), diag);
+            }
+            Ending::TimedOut => {
+                let why = format!("killed after its timeout of {:?}", self.model.timeout);
+                return (RunState::TimedOut, None, Some(why), diag);
+            }
+            Ending::Exited(code) => code,
         };
-        let code = status.code();
-        if !status.success() {
+        if code != Some(0) {
             let why = match code {
                 Some(c) => format!("exit code {c}"),
                 None => "killed by a signal".into(),
@@ -895,21 +832,6 @@ impl Job {
     }
 }
 
-/// When a failed run's attempt `attempt` is retried: `backoff` doubled at each attempt after
-/// the first, never more than [`crate::config::model::MAX_DURATION`] after `now`, and never an overflow
-/// whatever the rules say.
-pub fn retry_at(now: DateTime<Utc>, backoff: Duration, attempt: u32) -> DateTime<Utc> {
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-    let wait = backoff
-        .checked_mul(factor)
-        .unwrap_or(crate::config::model::MAX_DURATION)
-        .min(crate::config::model::MAX_DURATION);
-    chrono::Duration::from_std(wait)
-        .ok()
-        .and_then(|w| now.checked_add_signed(w))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
 /// Starts the dispatcher thread; raise `stop` to end it.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
@@ -928,27 +850,4 @@ pub fn spawn(
     let health = Arc::clone(board.health());
     let d = Dispatcher::new(spool, rules, writer, db, stop, clock, wake, board)?;
     Ok(crate::health::spawn("dispatch", health, move || d.run()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn a_retry_backoff_doubles_and_never_overflows() {
-        let now = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
-        let m = |s| Duration::from_secs(s);
-        assert_eq!(retry_at(now, m(30), 1), now + chrono::Duration::seconds(30));
-        assert_eq!(
-            retry_at(now, m(30), 3),
-            now + chrono::Duration::seconds(120)
-        );
-        let far = retry_at(now, crate::config::model::MAX_DURATION, 40);
-        assert_eq!(far, now + chrono::Duration::days(366));
-        assert_eq!(
-            retry_at(DateTime::<Utc>::MAX_UTC, m(1), 1),
-            DateTime::<Utc>::MAX_UTC
-        );
-    }
 }

@@ -10,7 +10,7 @@
 
 pub mod contract;
 pub mod dispatch;
-// executor: next
+pub mod executor;
 pub mod pi;
 pub mod process;
 pub mod trigger;

@@ -1,6 +1,8 @@
 //! Trigger: which runs to start now, from the deliveries waiting for a model. Pure: the waiting
 //! deliveries and the clock come in, decisions go out; the dispatcher carries them out.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use crate::config::model::{Model, Trigger};
@@ -95,6 +97,32 @@ pub fn plan(model: &Model, pending: &[Pending], now: DateTime<Utc>, free: usize)
         Trigger::Schedule { .. } => {}
     }
     plans
+}
+
+/// Whether a failed run whose attempt was `attempt` (1 for the first) is retried, and when: not
+/// once the model's retries are spent; otherwise after the backoff, doubled at each attempt.
+pub fn retry(
+    retries: &crate::config::model::Retries,
+    attempt: i64,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let attempt = u32::try_from(attempt.max(0)).unwrap_or(u32::MAX);
+    (attempt <= retries.max).then(|| retry_at(now, retries.backoff, attempt))
+}
+
+/// When a failed run's attempt `attempt` is retried: `backoff` doubled at each attempt after
+/// the first, never more than [`crate::config::model::MAX_DURATION`] after `now`, and never an overflow
+/// whatever the rules say.
+pub fn retry_at(now: DateTime<Utc>, backoff: Duration, attempt: u32) -> DateTime<Utc> {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+    let wait = backoff
+        .checked_mul(factor)
+        .unwrap_or(crate::config::model::MAX_DURATION)
+        .min(crate::config::model::MAX_DURATION);
+    chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|w| now.checked_add_signed(w))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]
@@ -252,5 +280,46 @@ mod schedule_tests {
             Some((Utc.with_ymd_and_hms(2026, 11, 28, 13, 0, 0).unwrap(), 5))
         );
         assert_eq!(schedule_due(&m, now, now), None);
+    }
+
+    #[test]
+    fn a_retry_backoff_doubles_and_never_overflows() {
+        let now = chrono::Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        let m = |s| std::time::Duration::from_secs(s);
+        assert_eq!(retry_at(now, m(30), 1), now + chrono::Duration::seconds(30));
+        assert_eq!(
+            retry_at(now, m(30), 3),
+            now + chrono::Duration::seconds(120)
+        );
+        let far = retry_at(now, crate::config::model::MAX_DURATION, 40);
+        assert_eq!(far, now + chrono::Duration::days(366));
+        assert_eq!(
+            retry_at(DateTime::<Utc>::MAX_UTC, m(1), 1),
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
+
+    #[test]
+    fn a_failed_run_is_retried_by_its_policy_and_then_no_more() {
+        let now = chrono::Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        let policy = crate::config::model::Retries {
+            max: 2,
+            backoff: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(
+            retry(&policy, 1, now),
+            Some(now + chrono::Duration::seconds(60))
+        );
+        assert_eq!(
+            retry(&policy, 2, now),
+            Some(now + chrono::Duration::seconds(120))
+        );
+        assert_eq!(retry(&policy, 3, now), None);
+        let none = crate::config::model::Retries {
+            max: 0,
+            backoff: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(retry(&none, 1, now), None);
+        assert_eq!(retry(&policy, i64::MAX, now), None);
     }
 }

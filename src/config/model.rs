@@ -184,13 +184,13 @@ pub struct Retries {
     pub backoff: Duration,
 }
 
-/// Where a run executes.
+/// Where a run executes. Each kind is an implementation of [`crate::chain::executor::Executor`];
+/// a kind without one is refused when the rules are compiled, so that no model is accepted that
+/// would then never run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Executor {
     /// A process group on this machine.
     Local,
-    /// A Slurm cluster (sbatch, squeue, sacct, scancel).
-    Slurm,
 }
 
 /// A compiled model declaration.
@@ -460,13 +460,19 @@ impl Model {
         };
         let executor = match raw.executor.as_ref().map(|e| e.get_ref().as_str()) {
             None | Some("local") => Executor::Local,
-            Some("slurm") => Executor::Slurm,
-            Some(other) => {
+            Some("slurm") => {
                 let span = raw.executor.as_ref().map_or(0, |e| e.span().start);
                 at(
                     span,
-                    format!("executor `{other}` is not one of local, slurm"),
+                    "executor `slurm` is not available in this version of POM: its models would \
+                     never run (use `local`, or leave `executor` out)"
+                        .into(),
                 );
+                Executor::Local
+            }
+            Some(other) => {
+                let span = raw.executor.as_ref().map_or(0, |e| e.span().start);
+                at(span, format!("executor `{other}` is not `local`"));
                 Executor::Local
             }
         };
@@ -550,5 +556,19 @@ mod tests {
         assert_eq!(p.len(), 4, "{text:#?}");
         assert!(text.iter().any(|t| t.contains("{nowhere}")));
         assert!(text.iter().any(|t| t.contains("count")));
+    }
+
+    #[test]
+    fn a_slurm_executor_is_refused_until_it_exists() {
+        let p =
+            compile("command = [\"run\"]\nexecutor = \"slurm\"\n[trigger]\nkind = \"arrival\"\n")
+                .unwrap_err();
+        let text: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 1, "{text:#?}");
+        assert!(
+            text[0].contains("executor `slurm` is not available"),
+            "{text:#?}"
+        );
+        assert_eq!(p[0].line, Some(2));
     }
 }

@@ -4,7 +4,15 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use crate::chain::contract::DiagLine;
+/// One line of a PI diagnostics file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiagLine {
+    /// 0 fatal, 1 error, 2 warning, 3 info (4 debug).
+    pub level: u8,
+    /// The message.
+    pub description: String,
+}
+
 use crate::ledger::{Ledger, LedgerError, sq, timestamp};
 
 /// Where a run stands.

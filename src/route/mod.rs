@@ -263,4 +263,104 @@ publish = ["all"]
         assert_eq!(p[1].line, Some(5));
         assert!(p[0].message.contains("no model `nowhere`"));
     }
+
+    fn models() -> BTreeMap<String, Model> {
+        let mut p = Vec::new();
+        let m = Model::compile(
+            "flow",
+            Path::new("flow.toml"),
+            r#"
+command = ["run"]
+[inputs.rain]
+formats = ["pi-timeseries"]
+versions = ["1.2"]
+where = { "series/header/parameterId" = "P.obs" }
+[inputs.any]
+formats = ["pi-timeseries", "sandre"]
+[trigger]
+kind = "arrival"
+"#,
+            &mut p,
+        )
+        .unwrap_or_else(|| panic!("{p:?}"));
+        BTreeMap::from([("flow".to_string(), m)])
+    }
+
+    fn deliver(slots: &[&str]) -> Decision {
+        Decision::Routed {
+            rules: vec!["r".into()],
+            actions: slots
+                .iter()
+                .map(|s| Action::Deliver {
+                    model: "flow".into(),
+                    slot: s.to_string(),
+                })
+                .chain([Action::Publish {
+                    target: "out".into(),
+                }])
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_kept_only_to_a_slot_the_file_fits() {
+        let models = models();
+        // Fits both: format, version and content.
+        let mut d = deliver(&["rain", "any"]);
+        let misfits = fit(&mut d, &models, &facts("obs", b"a.xml"), Some(PI));
+        assert!(misfits.is_empty());
+        assert_eq!(d, deliver(&["rain", "any"]));
+        // Content that does not hold what the slot asks: left out of that slot only, and said.
+        let other = String::from_utf8_lossy(PI).replace("P.obs", "Q.obs");
+        let other = other.as_bytes();
+        let mut d = deliver(&["rain", "any"]);
+        let misfits = fit(&mut d, &models, &facts("obs", b"a.xml"), Some(other));
+        assert_eq!(
+            misfits,
+            vec![Misfit {
+                model: "flow".into(),
+                slot: "rain".into()
+            }]
+        );
+        assert_eq!(d, deliver(&["any"]));
+        // A version the slot does not take; a slot that asks about content, no content read.
+        let mut f = facts("obs", b"a.xml");
+        f.version = "1.10";
+        let mut d = deliver(&["rain"]);
+        assert_eq!(fit(&mut d, &models, &f, Some(PI)).len(), 1);
+        let mut d = deliver(&["rain"]);
+        assert_eq!(fit(&mut d, &models, &facts("obs", b"a.xml"), None).len(), 1);
+        // Publishing is never filtered by slots; an unknown slot is never fitted.
+        assert_eq!(d, deliver(&[]));
+        let mut d = deliver(&["nothing"]);
+        assert_eq!(
+            fit(&mut d, &models, &facts("obs", b"a.xml"), Some(PI)).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn content_is_read_only_when_a_rule_or_a_slot_asks_about_it() {
+        let models = models();
+        let plain = routes("[[route]]\nname = \"p\"\npublish = [\"out\"]\n");
+        assert!(!needs_content(&plain, &models, &facts("obs", b"a.xml")));
+        let by_content = routes(
+            "[[route]]\nname = \"p\"\nwhere = { \"series/header/locationId\" = \"X\" }\npublish = [\"out\"]\n",
+        );
+        assert!(needs_content(&by_content, &models, &facts("obs", b"a.xml")));
+        // A rule that cannot match this file (another channel) does not ask.
+        let elsewhere = routes(
+            "[[route]]\nname = \"p\"\nchannel = \"x\"\nwhere = { \"series/header/locationId\" = \"X\" }\npublish = [\"out\"]\n",
+        );
+        assert!(!needs_content(&elsewhere, &models, &facts("obs", b"a.xml")));
+        let mut p = Vec::new();
+        let to_slot = Routes::compile(
+            Path::new("routes.toml"),
+            "[[route]]\nname = \"d\"\ndeliver = [\"flow.rain\"]\n",
+            &models,
+            &mut p,
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert!(needs_content(&to_slot, &models, &facts("obs", b"a.xml")));
+    }
 }
