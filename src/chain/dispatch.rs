@@ -56,7 +56,10 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher reading the ledger at `db` and writing through `writer`.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the dispatcher is built from each channel and shared handle it works with"
+    )]
     pub fn new(
         spool: Spool,
         rules: Shared<RuleSet>,
@@ -471,7 +474,10 @@ impl Dispatcher {
     }
 
     /// The latest file delivered to each slot of a model, and the required slots that have none.
-    #[allow(clippy::type_complexity)]
+    #[allow(
+        clippy::type_complexity,
+        reason = "a pair of lists read together, named where it is used"
+    )]
     fn latest_inputs<'m>(
         &self,
         model: &'m Model,
@@ -581,7 +587,10 @@ impl Dispatcher {
     }
 
     /// Launches a run, operational (`session` none) or of a replay session.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a run is launched from its model, inputs, session and time0, each its own value"
+    )]
     fn launch_in(
         &mut self,
         model: &Model,
@@ -833,7 +842,10 @@ impl Job {
 }
 
 /// Starts the dispatcher thread; raise `stop` to end it.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the dispatcher thread is built from each channel and shared handle it works with"
+)]
 pub fn spawn(
     spool: Spool,
     rules: Shared<RuleSet>,

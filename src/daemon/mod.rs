@@ -566,7 +566,10 @@ impl Pool {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a stage's loop takes each channel and shared handle it works with"
+)]
 fn worker_loop(
     rx: &Mutex<Receiver<Work>>,
     spool: &Spool,
@@ -614,7 +617,10 @@ fn worker_loop(
 }
 
 /// Examines one claimed file and hands its decision to the ledger writer.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one file's examination takes the handles of the stage it runs in"
+)]
 fn examine_one(
     work: Work,
     spool: &Spool,

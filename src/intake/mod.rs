@@ -80,7 +80,10 @@ pub struct Intake {
 
 impl Intake {
     /// A new intake loop.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the intake is built from each channel and shared handle it works with"
+    )]
     pub fn new(
         spool: Spool,
         rules: Shared<RuleSet>,

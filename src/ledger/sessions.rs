@@ -307,7 +307,7 @@ impl Ledger {
     /// model sees its inputs as they had arrived). Once every file is released, the end of the
     /// period. With the start of the period: (from, now).
     pub fn replay_clock(&self, session: &str) -> Result<Option<Span>, LedgerError> {
-        #[allow(clippy::type_complexity)]
+        #[allow(clippy::type_complexity, reason = "one row of five columns, read once")]
         let row: Option<(Option<String>, Option<String>, Option<String>, String, Option<String>)> =
             self.conn
                 .query_row(

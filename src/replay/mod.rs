@@ -337,7 +337,10 @@ fn whole(dir: &Path) -> bool {
 
 impl Replay {
     /// A replay loop over `spool/replay/`.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the replay loop is built from each channel and shared handle it works with"
+    )]
     pub fn new(
         spool: Spool,
         writer: Writer,

@@ -1,7 +1,7 @@
 //! Model runs on the local executor: the contract (run folder, run file, environment), exit codes,
 //! fatal diagnostics, timeouts, and outputs that re-enter the spool with their lineage.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

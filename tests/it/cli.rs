@@ -1,6 +1,6 @@
 //! The operator's commands: `pom check`, `pom status`, `pom files`.
 
-mod common;
+use crate::common;
 
 use common::{Gateway, pi_series};
 

@@ -1,7 +1,7 @@
 //! The repository's own sample chain, end to end: observed rainfall and discharge → the
 //! rainfall-runoff model → the propagation model → a forecast published in `outgoing/`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -1,6 +1,9 @@
 //! The test harness: the real `pom` daemon in a temporary folder, with helpers named in the
 //! spool's own words.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "the benchmarks share this harness and use a part of it"
+)]
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

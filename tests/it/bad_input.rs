@@ -1,7 +1,7 @@
 //! Bad input gets a readable reason in `rejected/` and costs bounded time and memory, while good
 //! files keep flowing.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};

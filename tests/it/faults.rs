@@ -5,7 +5,7 @@
 //!
 //! The small file system is a tmpfs the test mounts: it needs root (CI runs as root).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

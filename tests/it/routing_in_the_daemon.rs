@@ -1,7 +1,7 @@
 //! The running gateway routes every accepted file by the rules in force, records the decision with
 //! the rule and the rule-set version, publishes, holds, drops, and keeps unrouted files visible.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::MetadataExt;
 

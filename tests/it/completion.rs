@@ -1,6 +1,6 @@
 //! Each completion policy, with the real daemon: a file is taken when it is complete, never before.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Routing rules and model declarations, from the command line (the daemon's routing comes next).
 
-mod common;
+use crate::common;
 
 use common::{Gateway, pi_series};
 

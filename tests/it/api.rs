@@ -1,7 +1,7 @@
 //! The JSON API under `/api/`, `/metrics`, the pages and the event stream: every endpoint, the
 //! refusals without a token, every control action and its audit line, and the alerts.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

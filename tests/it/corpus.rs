@@ -1,7 +1,7 @@
 //! Every file of the real-world corpus gets, from the running gateway, the verdict that
 //! `xmllint` gives against the same XSD (or for well-formedness, where the catalog has no XSD).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! would: each test is named after the finding it holds down (the README's own chain, escapes
 //! from the spool, silent stalls, bounded children).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -532,7 +532,7 @@ fn twenty_thousand_idle_connections_leave_health_control_and_intake_working() {
             std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
                     "--exact",
-                    "hold_idle_connections",
+                    "field_defects::hold_idle_connections",
                     "--ignored",
                     "--nocapture",
                 ])

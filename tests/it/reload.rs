@@ -1,7 +1,7 @@
 //! Edits of `rules/` and `schemas/` while the gateway runs: a good edit is applied, a broken one
 //! is refused whole and the previous set stays in force; a changed XSD is recompiled.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! makes a run appear live without a reload, pausing a model from the page makes its next input
 //! wait and resuming releases it. The screenshots of the main pages land in `docs/screenshots/`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

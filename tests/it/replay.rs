@@ -2,7 +2,7 @@
 //! `pom replay`, give the same runs as the original day, in replay mode, apart from the
 //! operational history: nothing reaches operational `outgoing/`, nothing is a duplicate.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

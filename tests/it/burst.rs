@@ -1,7 +1,7 @@
 //! Events are hints, scans are truth: a burst that overflows the kernel's event queue, and files
 //! written into folders created a moment before, are all picked up.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! kill -9 at random instants under a steady load, again and again: afterwards every dropped file
 //! is archived or rejected exactly once, `queue/` is empty and the ledger is sound.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

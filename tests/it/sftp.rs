@@ -1,7 +1,7 @@
 //! Real uploads over SFTP, against OpenSSH's sshd started on 127.0.0.1 by the test: in place,
 //! `.part` then rename, and an upload killed half-way.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
