@@ -45,99 +45,140 @@ pub struct Identity {
     pub guard: Option<Guard>,
 }
 
-/// Reads a whole document (or up to a guard) and identifies it.
+/// Reads a whole document (or up to a guard) and identifies it, streaming: memory stays bounded
+/// whatever the size of the document.
 pub fn identify<R: BufRead>(input: R, catalog: &Catalog, max_depth: usize) -> Identity {
     let mut reader = Reader::from_reader(input);
     reader.config_mut().check_end_names = true;
     let mut buf = Vec::with_capacity(4096);
-    let mut id = Identity::default();
-    let mut depth = 0usize;
-    // Where to look for the version as an element path, and how far along it we are.
-    let mut version_path: Option<Vec<String>> = None;
-    let mut path: Vec<Vec<u8>> = Vec::new();
-    let mut capturing = false;
-    let mut text = String::new();
+    let mut pass = Pass::new(catalog, max_depth);
     loop {
-        let event = match reader.read_event_into(&mut buf) {
+        let event = reader.read_event_into(&mut buf);
+        if let Some(id) = pass.step(event) {
+            return id;
+        }
+        buf.clear();
+    }
+}
+
+/// The same pass over a document already in memory, without copying its events.
+pub fn identify_bytes(input: &[u8], catalog: &Catalog, max_depth: usize) -> Identity {
+    let mut reader = Reader::from_reader(input);
+    reader.config_mut().check_end_names = true;
+    let mut pass = Pass::new(catalog, max_depth);
+    loop {
+        if let Some(id) = pass.step(reader.read_event()) {
+            return id;
+        }
+    }
+}
+
+/// The identifying pass, one event at a time.
+struct Pass<'c> {
+    catalog: &'c Catalog,
+    max_depth: usize,
+    id: Identity,
+    depth: usize,
+    /// Where to look for the version as an element path, and how far along it we are.
+    version_path: Option<Vec<String>>,
+    path: Vec<Vec<u8>>,
+    capturing: bool,
+    text: String,
+}
+
+impl<'c> Pass<'c> {
+    fn new(catalog: &'c Catalog, max_depth: usize) -> Self {
+        Pass {
+            catalog,
+            max_depth,
+            id: Identity::default(),
+            depth: 0,
+            version_path: None,
+            path: Vec::new(),
+            capturing: false,
+            text: String::new(),
+        }
+    }
+
+    /// Takes one event; the identity once the pass is over.
+    fn step(&mut self, event: Result<Event<'_>, quick_xml::Error>) -> Option<Identity> {
+        let event = match event {
             Ok(e) => e,
-            Err(e) => {
-                id.guard = Some(Guard::Syntax(e.to_string()));
-                return id;
-            }
+            Err(e) => return self.stop(Guard::Syntax(e.to_string())),
         };
         match event {
-            Event::DocType(_) => {
-                id.guard = Some(Guard::Doctype);
-                return id;
-            }
+            Event::DocType(_) => return self.stop(Guard::Doctype),
             Event::Start(ref start) | Event::Empty(ref start) => {
                 let empty = matches!(event, Event::Empty(_));
-                if depth + 1 > max_depth {
-                    id.guard = Some(Guard::TooDeep(max_depth));
-                    return id;
+                if self.depth + 1 > self.max_depth {
+                    return self.stop(Guard::TooDeep(self.max_depth));
                 }
-                if depth == 0 {
-                    if id.root.is_some() {
-                        id.guard = Some(Guard::Syntax("a second root element".into()));
-                        return id;
+                if self.depth == 0 {
+                    if self.id.root.is_some() {
+                        return self.stop(Guard::Syntax("a second root element".into()));
                     }
                     let root = root_of(start);
-                    if let Some(format) = catalog.recognise(&root.local, &root.namespace) {
+                    if let Some(format) = self.catalog.recognise(&root.local, &root.namespace) {
                         match &format.version_at {
                             VersionAt::Attribute(name) => {
-                                id.version = attribute(start, name.as_bytes());
+                                self.id.version = attribute(start, name.as_bytes());
                             }
-                            VersionAt::Element(p) => version_path = Some(p.clone()),
+                            VersionAt::Element(p) => self.version_path = Some(p.clone()),
                         }
                     }
-                    id.root = Some(root);
-                } else if let Some(want) = &version_path
-                    && id.version.is_none()
+                    self.id.root = Some(root);
+                } else if let Some(want) = &self.version_path
+                    && self.id.version.is_none()
                 {
-                    path.push(start.local_name().as_ref().to_vec());
-                    capturing = path.len() == want.len()
-                        && path.iter().zip(want).all(|(a, b)| a == b.as_bytes());
+                    self.path.push(start.local_name().as_ref().to_vec());
+                    self.capturing = self.path.len() == want.len()
+                        && self.path.iter().zip(want).all(|(a, b)| a == b.as_bytes());
                     if empty {
-                        if capturing {
-                            id.version = Some(String::new());
-                            capturing = false;
+                        if self.capturing {
+                            self.id.version = Some(String::new());
+                            self.capturing = false;
                         }
-                        path.pop();
+                        self.path.pop();
                     }
                 }
                 if !empty {
-                    depth += 1;
+                    self.depth += 1;
                 }
             }
             Event::End(_) => {
-                depth = depth.saturating_sub(1);
-                if version_path.is_some() && id.version.is_none() && depth > 0 {
-                    if capturing {
-                        id.version = Some(text.trim().to_string());
-                        capturing = false;
+                self.depth = self.depth.saturating_sub(1);
+                if self.version_path.is_some() && self.id.version.is_none() && self.depth > 0 {
+                    if self.capturing {
+                        self.id.version = Some(self.text.trim().to_string());
+                        self.capturing = false;
                     }
-                    path.pop();
+                    self.path.pop();
                 }
             }
-            Event::Text(t) if capturing => {
-                text.push_str(&String::from_utf8_lossy(t.as_ref()));
+            Event::Text(t) if self.capturing => {
+                self.text.push_str(&String::from_utf8_lossy(t.as_ref()));
             }
-            Event::CData(t) if capturing => {
-                text.push_str(&String::from_utf8_lossy(t.as_ref()));
+            Event::CData(t) if self.capturing => {
+                self.text.push_str(&String::from_utf8_lossy(t.as_ref()));
             }
             Event::Eof => {
-                if id.root.is_none() {
-                    id.guard = Some(Guard::Syntax("no root element".into()));
-                } else if depth > 0 {
-                    id.guard = Some(Guard::Syntax(
+                if self.id.root.is_none() {
+                    return self.stop(Guard::Syntax("no root element".into()));
+                } else if self.depth > 0 {
+                    return self.stop(Guard::Syntax(
                         "the document ends before its root closes".into(),
                     ));
                 }
-                return id;
+                return Some(std::mem::take(&mut self.id));
             }
             _ => {}
         }
-        buf.clear();
+        None
+    }
+
+    fn stop(&mut self, guard: Guard) -> Option<Identity> {
+        self.id.guard = Some(guard);
+        Some(std::mem::take(&mut self.id))
     }
 }
 
@@ -186,7 +227,9 @@ mod tests {
     }
 
     fn id(text: &str) -> Identity {
-        identify(text.as_bytes(), &catalog(), 100)
+        let streamed = identify(text.as_bytes(), &catalog(), 100);
+        assert_eq!(identify_bytes(text.as_bytes(), &catalog(), 100), streamed);
+        streamed
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::config::catalog::{Catalog, Check};
-use crate::examine::identify::{Guard, Root, identify};
+use crate::examine::identify::{Guard, Root, identify, identify_bytes};
 use crate::examine::validate::{Failure, Source, Validator, XmlError, well_formed_source};
 
 /// Files up to this size are read once into memory; larger ones are streamed.
@@ -306,14 +306,14 @@ pub fn examine(
         );
     }
     let size = meta.size();
-    let mut reader = BufReader::with_capacity(
-        64 * 1024,
-        Hashing {
-            inner: file,
-            hash: Sha256::new(),
-        },
-    );
     if size > limits.max_size {
+        let reader = BufReader::with_capacity(
+            64 * 1024,
+            Hashing {
+                inner: file,
+                hash: Sha256::new(),
+            },
+        );
         let sha = drain(reader);
         return rejected(
             size,
@@ -328,11 +328,14 @@ pub fn examine(
             ),
         );
     }
-    // Small files (nearly all) are read once into memory and validated from there; larger ones
-    // are streamed twice (identify, then libxml2), in fixed memory.
+    // Small files (nearly all) are read once into memory, hashed, identified and validated from
+    // there; larger ones are streamed twice (identify, then libxml2), in fixed memory.
     let mut held = Vec::new();
-    let identity = if size <= INLINE_MAX {
-        if let Err(e) = reader.read_to_end(&mut held) {
+    let (identity, sha) = if size <= INLINE_MAX {
+        // Room for one byte more than the size said: a file that grew is still read whole.
+        held.reserve_exact(usize::try_from(size).unwrap_or(0) + 1);
+        let mut file = file;
+        if let Err(e) = file.read_to_end(&mut held) {
             return rejected(
                 size,
                 None,
@@ -340,11 +343,19 @@ pub fn examine(
                 Rejection::new(unreadable(&e), format!("cannot be read: {e}")),
             );
         }
-        identify(&held[..], catalog, limits.max_depth)
+        let sha = Some(hex::encode(Sha256::digest(&held)));
+        (identify_bytes(&held, catalog, limits.max_depth), sha)
     } else {
-        identify(&mut reader, catalog, limits.max_depth)
+        let mut reader = BufReader::with_capacity(
+            64 * 1024,
+            Hashing {
+                inner: file,
+                hash: Sha256::new(),
+            },
+        );
+        let identity = identify(&mut reader, catalog, limits.max_depth);
+        (identity, drain(reader))
     };
-    let sha = drain(reader);
     let source = if size <= INLINE_MAX {
         Source::Bytes(&held)
     } else {
