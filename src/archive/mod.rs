@@ -13,7 +13,7 @@
 //! whole, the unit of replay, carries its manifest with it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::routes::Action;
@@ -21,8 +21,9 @@ use crate::fs::rename_noreplace;
 use crate::ledger::{State, Submission};
 use crate::spool::{Spool, Stored};
 
-/// The metadata file of an archive folder: one JSON object per line, one line per file.
-pub const MANIFEST: &str = "manifest.pom.jsonl";
+pub mod manifest;
+
+pub use manifest::{MANIFEST, ManifestLine};
 /// Suffix of the reason file beside a rejected file.
 pub const REASON: &str = ".reason";
 
@@ -95,11 +96,9 @@ pub fn file_batch(
     }
     let mut unwritten = HashSet::new();
     for (manifest, lines) in &manifests {
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(manifest)
-            .and_then(|mut f| f.write_all(lines.as_bytes()));
+        let appended = manifest
+            .parent()
+            .map_or(Ok(()), |folder| manifest::append(folder, lines));
         if let Err(e) = appended {
             tracing::error!(manifest = %manifest.display(), error = %e, "cannot write the manifest");
             unwritten.insert(manifest.parent().map(Path::to_path_buf));
@@ -233,49 +232,12 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 
 /// One line of an archive folder's manifest: everything needed to replay the file.
 pub fn manifest_line(s: &Submission) -> String {
-    let original_hex = std::str::from_utf8(&s.original)
-        .is_err()
-        .then(|| hex::encode(&s.original));
-    let stored = s
-        .stored
-        .as_deref()
-        .and_then(|p| p.rsplit('/').next())
-        .unwrap_or_default();
-    let v = serde_json::json!({
-        "id": s.id,
-        "file": stored,
-        "channel": s.channel,
-        "original": String::from_utf8_lossy(&s.original),
-        "original_hex": original_hex,
-        "marker": s.marker.as_ref().map(|m| String::from_utf8_lossy(m).into_owned()),
-        "state": s.state,
-        "received_at": s.received_at,
-        "size": s.size,
-        "sha256": s.sha256,
-        "format": s.format,
-        "version": s.version,
-        "checked": s.checked,
-        "duplicate_of": s.duplicate_of,
-        "produced_by": s.produced_by,
-    });
-    let mut line = v.to_string();
-    line.push('\n');
-    line
+    ManifestLine::of(s).to_line()
 }
 
-/// Reads an archive folder's manifest: the last line for each stored file name.
-pub fn read_manifest(folder: &Path) -> io::Result<HashMap<String, serde_json::Value>> {
-    let text = std::fs::read_to_string(folder.join(MANIFEST))?;
-    let mut out = HashMap::new();
-    for line in text.lines() {
-        // A line cut by a crash is skipped; the file's line is written again when it is filed.
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
-            && let Some(file) = v["file"].as_str()
-        {
-            out.insert(file.to_string(), v);
-        }
-    }
-    Ok(out)
+/// Reads an archive folder's manifest: the last line per file.
+pub fn read_manifest(folder: &Path) -> io::Result<HashMap<String, ManifestLine>> {
+    manifest::read(folder)
 }
 
 /// The `.reason` beside a rejected file, for a person.

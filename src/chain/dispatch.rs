@@ -829,11 +829,16 @@ impl Job {
             if self.session.is_some() {
                 // Described once in place: the replay takes it, as arriving at the run's time0.
                 let origin = self.origins.get(&name.replace(&self.plan.id, "{run}"));
-                let line = serde_json::json!({
-                    "id": origin, "file": at.to_string_lossy(), "channel": channel,
-                    "original": name, "state": "archived",
-                    "received_at": crate::ledger::timestamp(self.time0), "size": bytes.len(),
-                });
+                let line = crate::archive::ManifestLine {
+                    id: origin.cloned(),
+                    file: at.to_string_lossy().into_owned(),
+                    channel: channel.clone(),
+                    original: name.clone(),
+                    state: Some("archived".into()),
+                    received_at: crate::ledger::timestamp(self.time0),
+                    size: Some(bytes.len() as u64),
+                    ..Default::default()
+                };
                 crate::replay::describe(&incoming, &line)?;
             }
         }

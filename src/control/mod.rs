@@ -525,12 +525,19 @@ fn reinject_into_replay(
     std::fs::create_dir_all(&dir)?;
     let tag = format!("reinject-{}", row.id);
     let at = drop_into(&dir, name, &tag, bytes, &Completion::Rename)?;
-    let line = serde_json::json!({
-        "id": row.id, "file": at.to_string_lossy(), "channel": row.channel,
-        "original": String::from_utf8_lossy(&row.original), "state": "archived",
-        "received_at": row.original_at.clone().unwrap_or_else(|| timestamp(Utc::now())),
-        "size": bytes.len(),
-    });
+    let line = crate::archive::ManifestLine {
+        id: Some(row.id.clone()),
+        file: at.to_string_lossy().into_owned(),
+        channel: row.channel.clone(),
+        original: String::from_utf8_lossy(&row.original).into_owned(),
+        state: Some("archived".into()),
+        received_at: row
+            .original_at
+            .clone()
+            .unwrap_or_else(|| timestamp(Utc::now())),
+        size: Some(bytes.len() as u64),
+        ..Default::default()
+    };
     crate::replay::describe(&dir, &line)?;
     Ok(Path::new(crate::replay::OUTPUTS)
         .join(session)

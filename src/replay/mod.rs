@@ -228,30 +228,29 @@ fn manifest_items(
 }
 
 /// An item from a manifest line, if the line is for an archived file that is all there.
-fn item(path: &Path, v: &serde_json::Value) -> Option<Item> {
-    let state = v["state"].as_str().unwrap_or("archived");
-    if state != "archived" {
+fn item(path: &Path, m: &crate::archive::ManifestLine) -> Option<Item> {
+    if m.state.as_deref().is_some_and(|s| s != "archived") {
         return None;
     }
-    if let Some(size) = v["size"].as_u64()
+    if let Some(size) = m.size
         && std::fs::symlink_metadata(path).map(|m| m.len()).ok()? != size
     {
         return None;
     }
-    let original = match v["original_hex"].as_str() {
-        Some(h) => hex::decode(h).ok()?,
-        None => v["original"].as_str()?.as_bytes().to_vec(),
-    };
-    let at = v["received_at"].as_str()?.to_string();
-    let at_time = DateTime::parse_from_rfc3339(&at).ok()?.with_timezone(&Utc);
+    let at_time = DateTime::parse_from_rfc3339(&m.received_at)
+        .ok()?
+        .with_timezone(&Utc);
+    if m.channel.is_empty() {
+        return None;
+    }
     Some(Item {
         path: path.to_path_buf(),
-        channel: v["channel"].as_str()?.to_string(),
-        original,
-        origin: v["id"].as_str().map(String::from),
-        at,
+        channel: m.channel.clone(),
+        original: m.original_bytes()?,
+        origin: m.id.clone(),
+        at: m.received_at.clone(),
         at_time,
-        produced_by: v["produced_by"].as_str().map(String::from),
+        produced_by: m.produced_by.clone(),
     })
 }
 
@@ -286,13 +285,8 @@ fn signature(dir: &Path) -> (usize, u64, i128) {
 /// Describes a file put into a replay session's own folder (`.outputs/<session>/<channel>/`):
 /// its line is appended to the folder's manifest, where the replay loop takes it up. The one
 /// writer of such lines (outputs of replay runs, files re-injected into a replay).
-pub fn describe(dir: &Path, line: &serde_json::Value) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(MANIFEST))?
-        .write_all(format!("{line}\n").as_bytes())
+pub fn describe(dir: &Path, line: &crate::archive::ManifestLine) -> std::io::Result<()> {
+    crate::archive::manifest::append(dir, &line.to_line())
 }
 
 /// Removes what a finished session took from its folder: its manifests, its session file and

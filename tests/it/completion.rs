@@ -51,14 +51,14 @@ fn a_marker_releases_its_file_and_is_archived_beside_it() {
     let stored = gw.spool().join(decided[0].stored.as_ref().unwrap());
     let manifest = pom::archive::read_manifest(stored.parent().unwrap()).unwrap();
     let line = &manifest[stored.file_name().unwrap().to_str().unwrap()];
-    assert_eq!(line["original"], "b.xml");
-    assert_eq!(line["channel"], "mark");
-    assert_eq!(line["format"], "pi-timeseries");
-    assert_eq!(line["version"], "1.2");
-    assert_eq!(line["sha256"].as_str(), decided[0].sha256.as_deref());
+    assert_eq!(line.original, "b.xml");
+    assert_eq!(line.channel, "mark");
+    assert_eq!(line.format.as_deref(), Some("pi-timeseries"));
+    assert_eq!(line.version.as_deref(), Some("1.2"));
+    assert_eq!(line.sha256.as_deref(), decided[0].sha256.as_deref());
     assert_eq!(
-        line["received_at"].as_str(),
-        Some(decided[0].received_at.as_str())
+        line.received_at.as_str(),
+        decided[0].received_at.as_str()
     );
     let marker = format!("{}.ok", stored.display());
     eventually(10, "marker archived", || {
