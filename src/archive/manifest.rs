@@ -144,7 +144,10 @@ mod tests {
         };
         let text = line.to_line();
         // Name order, nulls written: the same bytes as every earlier version wrote.
-        assert!(text.starts_with("{\"channel\":\"obs\",\"checked\":null,"), "{text}");
+        assert!(
+            text.starts_with("{\"channel\":\"obs\",\"checked\":null,"),
+            "{text}"
+        );
         append(dir.path(), &text).unwrap();
         append(dir.path(), &text[..text.len() / 2]).unwrap();
         let read = read(dir.path()).unwrap();

@@ -648,6 +648,12 @@ impl Ledger {
         let tx = self.conn.transaction().map_err(sq(&path, "begin"))?;
         let mut out = Vec::with_capacity(decisions.len());
         let decided_at = timestamp(now);
+        // Outputs of runs are awaited only while some run has put outputs back: otherwise no
+        // file of the batch needs its lineage looked up.
+        let outputs_awaited: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM run_outputs WHERE submission IS NULL)")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(sq(&path, "look for awaited outputs"))?;
         for d in decisions {
             let c = &d.claim;
             let id = c.id.text();
@@ -785,8 +791,10 @@ impl Ledger {
                 .map_err(sq(&path, "record verdict"))?;
             if changed == 1 {
                 // A model's output coming back: link it to its run (rejected outputs too).
-                let run: Option<String> = tx
-                    .prepare_cached(
+                let run: Option<String> = if !outputs_awaited {
+                    None
+                } else {
+                    tx.prepare_cached(
                         "SELECT run FROM run_outputs WHERE channel = ?1 AND sha256 = ?2
                          AND submission IS NULL ORDER BY run LIMIT 1",
                     )
@@ -794,7 +802,8 @@ impl Ledger {
                         st.query_row(params![c.channel, decided.sha256], |r| r.get(0))
                             .optional()
                     })
-                    .map_err(sq(&path, "look for the run of an output"))?;
+                    .map_err(sq(&path, "look for the run of an output"))?
+                };
                 if let Some(run) = run {
                     decided.produced_by = Some(run.clone());
                     tx.execute(

@@ -56,10 +56,7 @@ fn a_marker_releases_its_file_and_is_archived_beside_it() {
     assert_eq!(line.format.as_deref(), Some("pi-timeseries"));
     assert_eq!(line.version.as_deref(), Some("1.2"));
     assert_eq!(line.sha256.as_deref(), decided[0].sha256.as_deref());
-    assert_eq!(
-        line.received_at.as_str(),
-        decided[0].received_at.as_str()
-    );
+    assert_eq!(line.received_at.as_str(), decided[0].received_at.as_str());
     let marker = format!("{}.ok", stored.display());
     eventually(10, "marker archived", || {
         std::path::Path::new(&marker).exists()
