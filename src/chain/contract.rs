@@ -60,11 +60,9 @@ pub struct RunPlan {
     pub properties: BTreeMap<String, String>,
 }
 
+/// Text made safe for XML and HTML (quick-xml's escaper: the project has no other).
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    quick_xml::escape::escape(s).into_owned()
 }
 
 fn date_time(name: &str, t: DateTime<Utc>) -> String {

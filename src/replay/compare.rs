@@ -405,11 +405,9 @@ pub fn write(spool: &Path, report: &Report) -> std::io::Result<String> {
     Ok(rel)
 }
 
+/// Text made safe for XML and HTML (quick-xml's escaper: the project has no other).
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    quick_xml::escape::escape(s).into_owned()
 }
 
 /// An SVG plot of a series: original, replay and observed.
