@@ -1,0 +1,465 @@
+//! The verbs that read: `check`, `validate`, `route`, `status`, `files`, `models`, `runs`, `show`,
+//! `audit`, `alerts`. They read the rules, the schemas and the ledger; they change nothing.
+
+use super::*;
+
+pub(super) fn check(paths: &Paths) -> Result<ExitCode> {
+    let mut problems: Vec<Problem> = Vec::new();
+    match RuleSet::load(&paths.rules) {
+        Ok(r) => {
+            println!(
+                "rules: {} channel(s), {} model(s), {} route(s), version {}",
+                r.channels.len(),
+                r.models.len(),
+                r.routes.routes.len(),
+                &r.version[..12]
+            );
+            // What only the machine can tell: the command is there, the schedule ever fires.
+            let path = std::env::var_os("PATH");
+            for m in r.models.values() {
+                let file = paths.rules.join("models").join(format!("{}.toml", m.name));
+                let program = m.command.first().map(String::as_str).unwrap_or_default();
+                if let Some(why) = pom::config::model::command_not_found(program, path.as_deref()) {
+                    problems.push(Problem {
+                        file: file.clone(),
+                        line: None,
+                        message: why,
+                    });
+                }
+                if let pom::config::model::Trigger::Schedule { pattern, .. } = &m.trigger
+                    && m.trigger.next_after(chrono::Utc::now()).is_none()
+                {
+                    problems.push(Problem {
+                        file,
+                        line: None,
+                        message: format!("cron `{pattern}` never fires"),
+                    });
+                }
+            }
+        }
+        Err(p) => problems.extend(p.0),
+    }
+    match Catalog::load(&paths.schemas) {
+        Ok(c) => {
+            let mut v = Validator::new();
+            for xsd in c.xsds() {
+                if let Err(errors) = v.compile(&xsd) {
+                    for e in errors {
+                        problems.push(Problem {
+                            file: xsd.clone(),
+                            line: e.line.map(|l| l as usize),
+                            message: e.message,
+                        });
+                    }
+                }
+            }
+            println!(
+                "schemas: {} format(s), {} XSD file(s)",
+                c.formats().len(),
+                c.xsds().len()
+            );
+        }
+        Err(p) => problems.extend(p.0),
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        println!("ok");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} problem(s)", problems.len());
+        Ok(ExitCode::from(1))
+    }
+}
+
+pub(super) fn validate(paths: &Paths, a: &ValidateArgs) -> Result<ExitCode> {
+    let catalog = Catalog::load(&paths.schemas).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let mut validator = Validator::new();
+    let mut refused = 0;
+    let mut out = Vec::new();
+    for f in &a.files {
+        let ex = examine::examine(f, &catalog, &mut validator, a.limits.limits());
+        let shown = f.display().to_string();
+        match &ex.verdict {
+            Verdict::Accepted {
+                format,
+                version,
+                checked,
+            } => {
+                if !a.json {
+                    println!("{shown}: valid: {format} {version} ({checked})");
+                }
+                out.push(serde_json::json!({
+                    "file": shown, "valid": true, "format": format, "version": version,
+                    "checked": checked, "sha256": ex.sha256,
+                }));
+            }
+            Verdict::Rejected(r) => {
+                refused += 1;
+                if !a.json {
+                    println!("{shown}: refused ({}): {}", r.kind.name(), r.reason);
+                    for e in &r.errors {
+                        println!("  {e}");
+                    }
+                }
+                let (format, version) = ex.identified.clone().unzip();
+                out.push(serde_json::json!({
+                    "file": shown, "valid": false, "kind": r.kind, "reason": r.reason,
+                    "errors": r.errors, "root": ex.root, "sha256": ex.sha256,
+                    "format": format, "version": version,
+                }));
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub(super) fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
+    let ledger = open_ledger(paths)?;
+    let channels = ledger.status()?;
+    let spool = Spool::new(&paths.spool);
+    let queue = count_files(&spool.queue());
+    let rules = RuleSet::load(&paths.rules);
+    if json {
+        let v = serde_json::json!({
+            "queue_depth": queue,
+            "channels": channels,
+            "rules": match &rules {
+                Ok(r) => serde_json::json!({"version": r.version, "problems": []}),
+                Err(p) => serde_json::json!({"version": null, "problems": p.0}),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &rules {
+        Ok(r) => println!("rules: version {}", &r.version[..12]),
+        Err(p) => println!("rules: {p}"),
+    }
+    println!("queue: {queue} file(s) in flight");
+    println!(
+        "{:<20} {:>9} {:>9} {:>9} {:>9}  last arrival",
+        "channel", "claimed", "archived", "rejected", "duplicate"
+    );
+    for c in &channels {
+        let n = |s: State| c.states.get(s.name()).copied().unwrap_or(0);
+        println!(
+            "{:<20} {:>9} {:>9} {:>9} {:>9}  {}",
+            c.channel,
+            n(State::Claimed),
+            n(State::Archived),
+            n(State::Rejected),
+            n(State::Duplicate),
+            c.last_arrival.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn files(paths: &Paths, a: &FilesArgs) -> Result<ExitCode> {
+    let state = match &a.state {
+        Some(s) => Some(State::parse(s).with_context(|| {
+            format!("unknown state `{s}` (claimed, archived, rejected, duplicate)")
+        })?),
+        None => None,
+    };
+    let ledger = open_ledger(paths)?;
+    let rows = ledger.files(&FileFilter {
+        state,
+        channel: a.channel.clone(),
+        route: a.route.clone(),
+        name: a.name.clone(),
+        format: a.format.clone(),
+        before: None,
+        limit: a.limit,
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in rows {
+        let what = match r.state {
+            State::Archived | State::Duplicate => format!(
+                "{} {}{}",
+                r.format.as_deref().unwrap_or("?"),
+                r.version.as_deref().unwrap_or("?"),
+                match (&r.route, r.route_rules.first()) {
+                    (Some(route), Some(rule)) => format!(", {route} by {rule}"),
+                    (Some(route), None) => format!(", {route}"),
+                    _ => String::new(),
+                }
+            ),
+            State::Rejected => r.reason.clone().unwrap_or_default(),
+            State::Claimed => String::new(),
+        };
+        println!(
+            "{}  {:<9} {:<12} {:?}  {}",
+            r.id,
+            r.state.name(),
+            r.channel,
+            String::from_utf8_lossy(&r.original),
+            what
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn route(paths: &Paths, a: &RouteArgs) -> Result<ExitCode> {
+    let rules = load_rules(paths)?;
+    if !rules.channels.contains_key(&a.channel) {
+        anyhow::bail!("no channel `{}` in {}", a.channel, paths.rules.display());
+    }
+    let catalog = Catalog::load(&paths.schemas).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let mut validator = Validator::new();
+    let mut out = Vec::new();
+    for f in &a.files {
+        let ex = examine::examine(f, &catalog, &mut validator, examine::Limits::default());
+        let shown = f.display().to_string();
+        let decision = match &ex.verdict {
+            Verdict::Rejected(r) => {
+                serde_json::json!({"outcome": "rejected", "kind": r.kind, "reason": r.reason})
+            }
+            Verdict::Accepted {
+                format, version, ..
+            } => {
+                let name = f
+                    .file_name()
+                    .map(|n| n.as_encoded_bytes().to_vec())
+                    .unwrap_or_default();
+                let facts = pom::route::Facts {
+                    channel: &a.channel,
+                    name: &name,
+                    format,
+                    version,
+                };
+                let content = pom::route::needs_content(&rules.routes, &rules.models, &facts)
+                    .then(|| std::fs::read(f).ok())
+                    .flatten();
+                let d = rules.routes.decide(&facts, content.as_deref());
+                serde_json::to_value(&d)?
+            }
+        };
+        if !a.json {
+            println!("{shown}: {}", describe_route(&decision));
+        }
+        out.push(serde_json::json!({"file": shown, "decision": decision, "rules_version": rules.version}));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn describe_route(d: &serde_json::Value) -> String {
+    match d["outcome"].as_str() {
+        Some("routed") => {
+            let rules: Vec<&str> = d["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str())
+                .collect();
+            let actions: Vec<String> = d["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| match a["action"].as_str() {
+                    Some("deliver") => format!(
+                        "deliver to {}.{}",
+                        a["model"].as_str().unwrap_or(""),
+                        a["slot"].as_str().unwrap_or("")
+                    ),
+                    Some("publish") => format!(
+                        "publish to outgoing/{}/",
+                        a["target"].as_str().unwrap_or("")
+                    ),
+                    Some("hold") => format!("hold ({})", a["reason"].as_str().unwrap_or("")),
+                    Some("drop") => format!("drop ({})", a["reason"].as_str().unwrap_or("")),
+                    _ => a.to_string(),
+                })
+                .collect();
+            format!("{} (rule {})", actions.join(", "), rules.join(", "))
+        }
+        Some("unrouted") => "unrouted: no rule matches".into(),
+        _ => format!("refused: {}", d["reason"].as_str().unwrap_or("")),
+    }
+}
+
+pub(super) fn models(paths: &Paths, json: bool) -> Result<ExitCode> {
+    let rules = load_rules(paths)?;
+    let now = chrono::Utc::now();
+    let rows: Vec<serde_json::Value> = rules
+        .models
+        .values()
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name,
+                "description": m.description,
+                "trigger": m.trigger.kind(),
+                "next": m.trigger.next_after(now).map(pom::ledger::timestamp),
+                "paused": m.paused,
+                "inputs": m.inputs.keys().collect::<Vec<_>>(),
+                "outputs": m.outputs.as_ref().map(|(c, _)| c),
+                "executor": format!("{:?}", m.executor).to_lowercase(),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<9} {:<28} {:<7} inputs",
+        "model", "trigger", "next", "paused"
+    );
+    for r in &rows {
+        println!(
+            "{:<24} {:<9} {:<28} {:<7} {}",
+            r["name"].as_str().unwrap_or(""),
+            r["trigger"].as_str().unwrap_or(""),
+            r["next"].as_str().unwrap_or("-"),
+            if r["paused"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            r["inputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn runs(paths: &Paths, a: &RunsArgs) -> Result<ExitCode> {
+    let state = match &a.state {
+        Some(s) => Some(
+            pom::ledger::runs::RunState::parse(s)
+                .with_context(|| format!("unknown run state `{s}`"))?,
+        ),
+        None => None,
+    };
+    let ledger = open_ledger(paths)?;
+    let rows = ledger.runs(a.model.as_deref(), state, a.limit)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in rows {
+        println!(
+            "{:<40} {:<11} time0 {}  {}",
+            r.id,
+            r.state.name(),
+            r.time0,
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn show(paths: &Paths, a: &ShowArgs) -> Result<ExitCode> {
+    let ledger = open_ledger(paths)?;
+    let lineage = ledger.lineage(&a.id)?;
+    let value = if let Some(run) = ledger.run(&a.id)? {
+        serde_json::json!({"run": run, "lineage": lineage})
+    } else if let Some(file) = ledger.get(&a.id)? {
+        serde_json::json!({"file": file, "lineage": lineage})
+    } else {
+        anyhow::bail!("no run or file `{}` in the ledger", a.id);
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let body = value
+        .get("run")
+        .or_else(|| value.get("file"))
+        .cloned()
+        .unwrap_or_default();
+    if let Some(fields) = body.as_object() {
+        for (k, v) in fields {
+            if v.is_null() || v.as_array().is_some_and(|a| a.is_empty()) {
+                continue;
+            }
+            let shown = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{k:<14} {shown}");
+        }
+    }
+    println!("lineage:");
+    for line in lineage.lines() {
+        println!("  {line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn audit(paths: &Paths, a: &AuditArgs) -> Result<ExitCode> {
+    let ledger = open_ledger(paths)?;
+    let log = ledger.audit_log(a.limit)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&log)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in log {
+        println!(
+            "{}  {:<12} {:<15} {:<40} {}{}",
+            e.at,
+            e.who,
+            e.action,
+            e.target,
+            e.outcome,
+            e.detail.map(|d| format!(" — {d}")).unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn alerts(paths: &Paths, json: bool) -> Result<ExitCode> {
+    let reply = pom::client::request(&paths.server, "GET", "/api/alerts", &[], None)
+        .context("is `pom serve` running?")?;
+    if reply.status != 200 {
+        anyhow::bail!("HTTP {}: {}", reply.status, reply.text());
+    }
+    let v = reply.json();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no alert");
+    }
+    for a in list {
+        println!(
+            "{}  {:<14} {}",
+            a["since"].as_str().unwrap_or_default(),
+            a["kind"].as_str().unwrap_or_default(),
+            a["message"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().ends_with(".marker"))
+                .count()
+        })
+        .unwrap_or(0)
+}
