@@ -144,12 +144,22 @@ fn copy_capped(mut stream: impl Read, mut file: impl Write, cap: usize) -> u64 {
 /// the run (`POM_RUN_ID`), which finds descendants whose parent already died. Returns how many
 /// processes were signalled.
 pub fn kill_tree(pid: u32, run: &str) -> usize {
-    // SAFETY: signals the run's own process group; it may already be gone.
-    unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+    kill_run(Some(pid), run)
+}
+
+/// Kills every live process of `run`: the group and descendants of `leader` when it is known,
+/// and any process whose environment names the run, with its descendants. A daemon that died
+/// between starting a model and recording its pid leaves no leader: the run id finds it.
+/// Returns how many processes were found beyond the group signal.
+pub fn kill_run(leader: Option<u32>, run: &str) -> usize {
+    if let Some(pid) = leader {
+        // SAFETY: signals the run's own process group; it may already be gone.
+        unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+    }
     let mut total = 0;
     // A process may fork while the tree is walked: walk again until nothing is left.
     for _ in 0..5 {
-        let found = run_processes(pid, run);
+        let found = run_processes(leader, run);
         if found.is_empty() {
             break;
         }
@@ -163,9 +173,9 @@ pub fn kill_tree(pid: u32, run: &str) -> usize {
     total
 }
 
-/// The live processes of a run: descendants of `pid`, and those whose environment holds
-/// `POM_RUN_ID=<run>`. Zombies are left out.
-fn run_processes(pid: u32, run: &str) -> BTreeSet<i32> {
+/// The live processes of a run: descendants of `leader`, and those whose environment holds
+/// `POM_RUN_ID=<run>` with their descendants. Zombies are left out.
+fn run_processes(leader: Option<u32>, run: &str) -> BTreeSet<i32> {
     let me = std::process::id() as i32;
     let wanted = format!("POM_RUN_ID={run}");
     let mut parents: Vec<(i32, i32)> = Vec::new();
@@ -201,7 +211,9 @@ fn run_processes(pid: u32, run: &str) -> BTreeSet<i32> {
         }
     }
     let mut seen: BTreeSet<i32> = found.clone();
-    seen.insert(pid as i32);
+    if let Some(pid) = leader {
+        seen.insert(pid as i32);
+    }
     let mut frontier: Vec<i32> = seen.iter().copied().collect();
     while let Some(parent) = frontier.pop() {
         for &(p, pp) in &parents {

@@ -159,9 +159,7 @@ impl Daemon {
         })?;
         let ids = Arc::new(crate::id::IdGenerator::after(ledger.last_id()?));
         for (id, pid) in ledger.unfinished_runs()? {
-            if let Some(pid) = pid {
-                stop_orphan(&id, pid);
-            }
+            stop_orphan(&id, pid);
         }
         let interrupted = ledger.interrupt_unfinished(chrono::Utc::now())?;
         if !interrupted.is_empty() {
@@ -879,20 +877,22 @@ fn set_pause(board: &Board, kind: &str, name: &str, pause: Pause) {
     }
 }
 
-/// A model process left running by a daemon that died (kill -9): it is still ours if its
-/// environment names its run. Its whole process group is stopped, so that a retry never runs
-/// beside it.
-fn stop_orphan(run: &str, pid: i64) {
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-        return;
-    };
+/// The model processes left running by a daemon that died (kill -9): those whose environment
+/// names the run, found even when the dead daemon had not yet recorded the pid, and the group of
+/// the recorded pid when that process is still the run's own (a pid may have been reused). They
+/// are stopped, so that a retry never runs beside them.
+fn stop_orphan(run: &str, pid: Option<i64>) {
     let wanted = format!("POM_RUN_ID={run}");
-    if environ
-        .split(|&b| b == 0)
-        .any(|var| var == wanted.as_bytes())
-    {
-        tracing::warn!(run.id = %run, pid, "stopping a model process left by the last daemon");
-        // SAFETY: signals a process group that the check above shows is the run's own.
-        unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+    let leader = pid.and_then(|pid| u32::try_from(pid).ok()).filter(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+            environ
+                .split(|&b| b == 0)
+                .any(|var| var == wanted.as_bytes())
+        })
+    });
+    let found = crate::chain::process::kill_run(leader, run);
+    if leader.is_some() || found > 0 {
+        tracing::warn!(run.id = %run, pid = ?leader, found,
+            "stopped the model processes left by the last daemon");
     }
 }

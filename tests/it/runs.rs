@@ -383,6 +383,57 @@ fn kill_9_of_the_daemon_while_a_model_runs_interrupts_it_and_retries_it_once() {
 }
 
 #[test]
+fn a_model_whose_pid_the_killed_daemon_never_recorded_is_still_stopped_before_its_retry() {
+    // The daemon can die between starting a model and committing its pid: the ledger then
+    // holds a running run with no pid. The restarted daemon finds the orphan by its run id.
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
+    let launches = gw.dir.path().join("launches");
+    retrying_model(
+        &gw,
+        &format!(
+            "echo $$ >> {l}\nif [ $(wc -l < {l}) -eq 1 ]; then sleep 60; fi",
+            l = launches.display()
+        ),
+        "5m",
+    );
+    gw.start();
+    gw.drop_file("obs", "a.xml", &pi_series(1, 1));
+    eventually(30, "the model to start and its pid to be recorded", || {
+        std::fs::read_to_string(&launches).is_ok_and(|t| t.lines().count() == 1)
+            && gw
+                .ledger()
+                .runs(Some("m"), Some(RunState::Running), 10)
+                .unwrap()
+                .iter()
+                .any(|r| r.pid.is_some())
+    });
+    let first_pid: i32 = std::fs::read_to_string(&launches)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    gw.kill9();
+    let forgotten = rusqlite::Connection::open(gw.db())
+        .unwrap()
+        .execute("UPDATE runs SET pid = NULL WHERE state = 'running'", [])
+        .unwrap();
+    assert_eq!(forgotten, 1);
+    gw.start();
+    eventually(30, "the retry to succeed", || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Succeeded), 10)
+            .unwrap()
+            .len()
+            == 1
+    });
+    let gone = std::fs::read_to_string(format!("/proc/{first_pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true);
+    assert!(gone, "the first launch still runs beside its retry");
+    gw.stop();
+}
+
+#[test]
 fn a_schedule_in_paris_fires_at_its_local_times_across_daylight_saving_with_a_simulated_clock() {
     // Every day at 06:00 in Paris, with a clock that starts on 2026-03-27 at midnight UTC and
     // runs 6 simulated hours per real second: the runs' time0 are 05:00 UTC on the 27th and
