@@ -10,10 +10,15 @@
 //!
 //! Targets: latency p50 at most 50 ms and p99 at most 250 ms; the process exits 1 if missed.
 
+#[path = "../tests/it/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::Gateway;
 
 use pom::config::catalog::Catalog;
 use pom::config::routes::Routes;
@@ -90,14 +95,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-fn latency(dir: &Path, repo: &Path) -> (Vec<f64>, f64) {
-    let rules = dir.join("rules");
+fn latency() -> (Vec<f64>, f64) {
+    let mut gw = Gateway::with_channels("[channels.obs]\ncompletion = \"rename\"\n");
+    let rules = gw.rules();
     std::fs::create_dir_all(rules.join("models")).unwrap();
-    std::fs::write(
-        rules.join("channels.toml"),
-        "[channels.obs]\ncompletion = \"rename\"\n",
-    )
-    .unwrap();
     std::fs::write(
         rules.join("models/m.toml"),
         "command = [\"/bin/true\"]\nconcurrency = 4\n[inputs.obs]\nformats = [\"pi-timeseries\"]\n[trigger]\nkind = \"arrival\"\n",
@@ -108,35 +109,12 @@ fn latency(dir: &Path, repo: &Path) -> (Vec<f64>, f64) {
         "[[route]]\nname = \"all\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n",
     )
     .unwrap();
-    let spool = dir.join("spool");
-    let log = dir.join("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pom"))
-        .arg("--spool")
-        .arg(&spool)
-        .arg("--rules")
-        .arg(&rules)
-        .arg("--schemas")
-        .arg(repo.join("schemas"))
-        .arg("serve")
-        .env("POM_LOG", "warn,pom=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("pom is running")
-    {
-        assert!(Instant::now() < deadline, "pom did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let db = rusqlite::Connection::open_with_flags(
-        spool.join("state/pom.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let incoming = spool.join("incoming/obs");
+    gw.extra_env = vec![("POM_LOG".into(), "warn,pom=info".into())];
+    gw.start();
+    let db =
+        rusqlite::Connection::open_with_flags(gw.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let incoming = gw.incoming("obs");
     let mut lat = Vec::with_capacity(DROPS);
     for i in 0..DROPS {
         let tmp = incoming.join(format!(".f{i}.part"));
@@ -163,9 +141,7 @@ fn latency(dir: &Path, repo: &Path) -> (Vec<f64>, f64) {
         lat.push((started - dropped).num_microseconds().unwrap() as f64 / 1000.0);
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    gw.stop();
     let t = Instant::now();
     for _ in 0..50 {
         Command::new("/bin/true").status().unwrap();
@@ -189,7 +165,7 @@ fn main() {
         "  ratio routing / identify:     {:>8.2}",
         decisions / identify
     );
-    let (lat, spawn_ms) = latency(tmp.path(), &repo);
+    let (lat, spawn_ms) = latency();
     let (p50, p99) = (percentile(&lat, 0.50), percentile(&lat, 0.99));
     println!(
         "drop to model start ({DROPS} drops): p50 {p50:.1} ms, p99 {p99:.1} ms, max {:.1} ms",

@@ -7,32 +7,15 @@
 //!
 //! Target: at least 3,000 files/s; the process exits 1 if missed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/it/common/mod.rs"]
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::Gateway;
+
 const FILES: usize = 100_000;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-fn pom(root: &Path, repo: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pom"));
-    c.arg("--spool")
-        .arg(root.join("spool"))
-        .arg("--rules")
-        .arg(root.join("rules"))
-        .arg("--schemas")
-        .arg(repo.join("schemas"));
-    c
-}
 
 fn series(n: usize) -> String {
     let mut s = format!(
@@ -74,38 +57,18 @@ fn main() {
         println!("replay benchmark: run it with `cargo bench --bench replay`");
         return;
     }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let tmp = tempfile::tempdir_in(repo.join("target")).unwrap();
-    let root = tmp.path();
-    std::fs::create_dir_all(root.join("rules")).unwrap();
-    std::fs::write(
-        root.join("rules/channels.toml"),
-        "[channels.obs]\ncompletion = \"rename\"\n",
-    )
-    .unwrap();
-    let staging = root.join("staging");
+    let mut gw = Gateway::with_channels("[channels.obs]\ncompletion = \"rename\"\n");
+    gw.extra_args = vec!["--listen".into(), "off".into()];
+    gw.extra_env = vec![("POM_LOG".into(), "warn,pom=info".into())];
+    let staging = gw.dir.path().join("staging");
     std::fs::create_dir_all(&staging).unwrap();
     for i in 0..FILES {
         std::fs::write(staging.join(format!("obs_{i}.xml")), series(i)).unwrap();
     }
-    let log = root.join("serve.log");
-    let _daemon = Daemon(
-        pom(root, &repo)
-            .args(["serve", "--listen", "off"])
-            .env("POM_LOG", "warn,pom=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("pom is running")
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let db = root.join("spool/state/pom.sqlite");
-    let incoming = root.join("spool/incoming/obs");
+    // The harness's daemon, stopped when the gateway is dropped.
+    gw.start();
+    let db = gw.db();
+    let incoming = gw.incoming("obs");
     let from = chrono::Utc::now();
     let t = Instant::now();
     for i in 0..FILES {
@@ -122,7 +85,8 @@ fn main() {
     let to = chrono::Utc::now() + chrono::Duration::seconds(1);
 
     let t = Instant::now();
-    let out = pom(root, &repo)
+    let out = gw
+        .pom()
         .args([
             "replay",
             "--from",

@@ -10,9 +10,13 @@
 //!
 //! Target: the 95th percentile of each page at most 100 ms; the process exits 1 if missed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+#[path = "../tests/it/common/mod.rs"]
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use common::{Gateway, http};
 
 use chrono::Utc;
 use rusqlite::params;
@@ -106,15 +110,15 @@ fn fill(db: &Path) {
         .unwrap();
 }
 
-fn rules(dir: &Path) {
+fn channels() -> String {
+    CHANNELS
+        .iter()
+        .map(|c| format!("[channels.{c}]\ncompletion = \"rename\"\ncadence = \"1h\"\n"))
+        .collect()
+}
+
+fn models(dir: &Path) {
     std::fs::create_dir_all(dir.join("models")).unwrap();
-    let mut channels = String::new();
-    for c in CHANNELS {
-        channels.push_str(&format!(
-            "[channels.{c}]\ncompletion = \"rename\"\ncadence = \"1h\"\n"
-        ));
-    }
-    std::fs::write(dir.join("channels.toml"), channels).unwrap();
     for m in MODELS {
         std::fs::write(
             dir.join(format!("models/{m}.toml")),
@@ -123,17 +127,6 @@ fn rules(dir: &Path) {
         .unwrap();
     }
     std::fs::write(dir.join("routes.toml"), "").unwrap();
-}
-
-/// A daemon stopped when dropped.
-struct Stop(std::process::Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        // SAFETY: signals our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -147,7 +140,7 @@ fn time(server: &str, paths: &[&str]) -> Vec<f64> {
         .map(|_| {
             let t = Instant::now();
             for p in paths {
-                let r = pom::client::request(server, "GET", p, &[], None).unwrap();
+                let r = http::request(server, "GET", p, &[], None).unwrap();
                 assert_eq!(r.status, 200, "{p}: {}", r.text());
                 assert!(r.body.len() > 2);
             }
@@ -161,10 +154,8 @@ fn main() {
         println!("web benchmark: run it with `cargo bench --bench web`");
         return;
     }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let tmp = tempfile::tempdir_in(repo.join("target")).unwrap();
-    let spool = tmp.path().join("spool");
-    let db = spool.join("state/pom.sqlite");
+    let mut gw = Gateway::with_channels(&channels());
+    let db = gw.db();
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     let t = Instant::now();
     fill(&db);
@@ -173,42 +164,11 @@ fn main() {
         t.elapsed().as_secs_f64(),
         std::fs::metadata(&db).unwrap().len() as f64 / 1e6
     );
-    rules(&tmp.path().join("rules"));
-    let log = tmp.path().join("serve.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_pom"))
-        .arg("--spool")
-        .arg(&spool)
-        .arg("--rules")
-        .arg(tmp.path().join("rules"))
-        .arg("--schemas")
-        .arg(repo.join("schemas"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("POM_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    // Stopped whatever happens, a failed assertion included.
-    let child = Stop(child);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let server = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("pom is running")
-            && let Some(at) = text.find("listening on http://")
-        {
-            let rest = &text[at + "listening on ".len()..];
-            let end = rest
-                .find(|c: char| c.is_whitespace() || c == '\u{1b}')
-                .unwrap_or(rest.len());
-            break rest[..end].to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pom serve did not start:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    models(&gw.rules());
+    // The harness's daemon, stopped when the gateway is dropped, a failed assertion included.
+    gw.start();
+    let server = gw.server();
+    let pid = gw.child.as_ref().unwrap().id();
     // An idle daemon costs (almost) nothing, whatever the size of its ledger.
     let cpu = |pid: u32| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -223,9 +183,9 @@ fn main() {
         ticks / 100.0
     };
     std::thread::sleep(Duration::from_secs(3));
-    let (c0, t0) = (cpu(child.0.id()), Instant::now());
+    let (c0, t0) = (cpu(pid), Instant::now());
     std::thread::sleep(Duration::from_secs(5));
-    let idle = (cpu(child.0.id()) - c0) / t0.elapsed().as_secs_f64() * 100.0;
+    let idle = (cpu(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0;
     // Warm the pages once (the page cache, the read connections).
     time(
         &server,
@@ -235,7 +195,7 @@ fn main() {
     let overview = time(&server, &["/api/overview"]);
     let runs = time(&server, &["/api/runs", "/api/timeline?hours=24"]);
     let filtered = time(&server, &["/api/runs?model=rainfall-runoff&state=failed"]);
-    drop(child);
+    gw.stop();
 
     let h50 = percentile(&health, 0.5);
     let mut missed = Vec::new();

@@ -41,6 +41,5 @@ pub mod board;
 pub mod control;
 pub mod supervise;
 
-pub mod client;
 pub mod daemon;
 pub mod web;

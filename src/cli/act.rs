@@ -36,15 +36,8 @@ pub(super) fn token(paths: &Paths) -> Result<String> {
 pub(super) fn act(paths: &Paths, action: &Action) -> Result<ExitCode> {
     let token = token(paths)?;
     let body = serde_json::to_vec(action)?;
-    let auth = format!("Bearer {token}");
-    let reply = pom::client::request(
-        &paths.server,
-        "POST",
-        "/api/actions",
-        &[("Authorization", &auth)],
-        Some(&body),
-    )
-    .context("is `pom serve` running?")?;
+    let reply = super::http::call(&paths.server, "/api/actions", Some(&token), Some(&body))
+        .context("is `pom serve` running?")?;
     let v = reply.json();
     match (reply.status, v.get("outcome").and_then(|o| o.as_str())) {
         (200, _) => {

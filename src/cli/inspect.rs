@@ -429,7 +429,7 @@ pub(super) fn audit(paths: &Paths, a: &AuditArgs) -> Result<ExitCode> {
 }
 
 pub(super) fn alerts(paths: &Paths, json: bool) -> Result<ExitCode> {
-    let reply = pom::client::request(&paths.server, "GET", "/api/alerts", &[], None)
+    let reply = super::http::call(&paths.server, "/api/alerts", None, None)
         .context("is `pom serve` running?")?;
     if reply.status != 200 {
         anyhow::bail!("HTTP {}: {}", reply.status, reply.text());

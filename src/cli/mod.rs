@@ -23,6 +23,7 @@ use pom::web::{Settings as WebSettings, Tokens, Web};
 
 /// POM: gateway and scheduler for chains of flood-forecasting models.
 mod act;
+mod http;
 mod inspect;
 mod replay;
 mod serve;

@@ -278,7 +278,7 @@ fn control_is_refused_without_a_valid_token_a_json_body_and_the_same_origin() {
 
     let body = serde_json::to_vec(&pause).unwrap();
     let auth = format!("Bearer {TOKEN}");
-    let plain = pom::client::request(
+    let plain = common::http::request(
         &gw.server(),
         "POST",
         "/api/actions",
@@ -287,7 +287,7 @@ fn control_is_refused_without_a_valid_token_a_json_body_and_the_same_origin() {
     )
     .unwrap();
     assert_eq!(plain.status, 415, "a form post is not an action");
-    let foreign = pom::client::request(
+    let foreign = common::http::request(
         &gw.server(),
         "POST",
         "/api/actions",
@@ -724,10 +724,10 @@ fn reading_from_another_host_needs_a_token() {
     });
     let port = gw.server().rsplit(':').next().unwrap().to_string();
     let outside = format!("http://{ip}:{port}");
-    let r = pom::client::request(&outside, "GET", "/api/overview", &[], None).unwrap();
+    let r = common::http::request(&outside, "GET", "/api/overview", &[], None).unwrap();
     assert_eq!(r.status, 401, "{}", r.text());
     let auth = format!("Bearer {TOKEN}");
-    let r = pom::client::request(
+    let r = common::http::request(
         &outside,
         "GET",
         "/api/overview",
@@ -736,6 +736,6 @@ fn reading_from_another_host_needs_a_token() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
-    let r = pom::client::request(&outside, "GET", "/metrics", &[], None).unwrap();
+    let r = common::http::request(&outside, "GET", "/metrics", &[], None).unwrap();
     assert_eq!(r.status, 401);
 }

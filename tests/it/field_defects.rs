@@ -454,7 +454,7 @@ fn a_lower_case_bearer_is_accepted_and_failed_sign_ins_are_logged_and_throttled(
     );
     let server = gw.server();
     let whoami = |auth: &str| {
-        pom::client::request(
+        common::http::request(
             &server,
             "GET",
             "/api/whoami",
@@ -849,7 +849,7 @@ fn a_dns_rebinding_page_cannot_read_and_every_error_is_json() {
     assert_eq!(r.status, 400);
     assert!(r.json()["error"].is_string(), "{}", r.text());
     let big = "x".repeat(3 * 1024 * 1024);
-    let r = pom::client::request(
+    let r = common::http::request(
         &server,
         "POST",
         "/api/actions",

@@ -37,7 +37,7 @@ impl Browser {
             );
         let server = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while pom::client::request(&server, "GET", "/status", &[], None)
+        while super::http::request(&server, "GET", "/status", &[], None)
             .map(|r| r.json()["value"]["ready"] != json!(true))
             .unwrap_or(true)
         {
@@ -76,7 +76,7 @@ impl Browser {
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let body = body.map(|b| serde_json::to_vec(&b).unwrap());
-        let r = pom::client::request(&self.server, method, path, &[], body.as_deref())
+        let r = super::http::request(&self.server, method, path, &[], body.as_deref())
             .expect("chromedriver answers");
         let v = r.json();
         assert!(r.status == 200, "WebDriver {method} {path}: {}", r.text());
@@ -104,7 +104,7 @@ impl Browser {
     /// The first element matching a CSS selector, if any.
     pub fn find(&self, css: &str) -> Option<String> {
         let body = serde_json::to_vec(&json!({"using": "css selector", "value": css})).unwrap();
-        let r = pom::client::request(&self.server, "POST", &self.s("/element"), &[], Some(&body))
+        let r = super::http::request(&self.server, "POST", &self.s("/element"), &[], Some(&body))
             .ok()?;
         (r.status == 200).then(|| r.json()["value"][ELEMENT].as_str().map(String::from))?
     }
@@ -179,7 +179,7 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
-            let _ = pom::client::request(
+            let _ = super::http::request(
                 &self.server,
                 "DELETE",
                 &format!("/session/{}", self.session),

@@ -135,7 +135,7 @@ impl Gateway {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         self.child = Some(cmd.spawn().expect("spawn pom serve"));
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if text.contains("pom is running") {
@@ -185,14 +185,14 @@ impl Gateway {
         path: &str,
         token: Option<&str>,
         body: Option<serde_json::Value>,
-    ) -> pom::client::Reply {
+    ) -> http::Reply {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = auth
             .as_deref()
             .map(|a| vec![("Authorization", a)])
             .unwrap_or_default();
         let body = body.map(|b| serde_json::to_vec(&b).unwrap());
-        pom::client::request(&self.server(), method, path, &headers, body.as_deref())
+        http::request(&self.server(), method, path, &headers, body.as_deref())
             .expect("request to the daemon")
     }
 
@@ -529,3 +529,4 @@ pub fn chain_gateway_with(
 }
 
 pub mod browser;
+pub mod http;

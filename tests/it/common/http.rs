@@ -1,5 +1,6 @@
-//! A small HTTP/1.1 client for the daemon's own API (plain HTTP, one request per connection):
-//! what the CLI's control commands use, and the tests.
+//! A raw HTTP/1.1 client for the tests (plain HTTP, one request per connection). The CLI uses a
+//! maintained client crate; the tests keep this one because they must send what no well-behaved
+//! client sends (a forged `Host`, a foreign `Origin`), and drive chromedriver's WebDriver API.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -173,22 +174,5 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend_from_slice(b.get(..size)?);
         b = b.get(size + 2..)?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replies_are_parsed_plain_and_chunked() {
-        let r = parse(b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\n\r\n{\"a\":1}")
-            .unwrap();
-        assert_eq!(r.status, 409);
-        assert_eq!(r.header("content-type"), Some("application/json"));
-        assert_eq!(r.json()["a"], 1);
-        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
-        assert_eq!(r.text(), "abcde");
-        assert!(parse(b"garbage").is_none());
     }
 }
