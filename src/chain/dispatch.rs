@@ -272,7 +272,7 @@ impl Dispatcher {
             if pending.is_empty() {
                 continue;
             }
-            for plan in trigger::plan(model, &pending, Utc::now(), free) {
+            for plan in trigger::plan(model, &pending, now, free) {
                 match plan {
                     Plan::Start(inputs) => self.start(model, &rules, inputs)?,
                     Plan::Expire(gone, why) => {
@@ -308,7 +308,7 @@ impl Dispatcher {
                 let pending =
                     self.reader
                         .pending_deliveries(&model.name, Some(&session), PENDING_LOOK)?;
-                for plan in trigger::plan(model, &pending, Utc::now(), free) {
+                for plan in trigger::plan(model, &pending, now, free) {
                     match plan {
                         Plan::Start(inputs) => {
                             self.start_replay(model, &rules, &session, inputs)?
@@ -657,6 +657,7 @@ impl Dispatcher {
             session: session.map(String::from),
             time0,
             origins,
+            clock: self.clock,
         };
         let done = self.done_tx.clone();
         let model_name = model.name.clone();
@@ -684,6 +685,8 @@ struct Job {
     session: Option<String>,
     time0: chrono::DateTime<Utc>,
     origins: HashMap<String, String>,
+    /// Where "now" comes from: the run's start and end are stamped with it.
+    clock: Clock,
 }
 
 impl Job {
@@ -700,9 +703,10 @@ impl Job {
         };
         tracing::info!(run.id = %id, state = state.name(), "run ended");
         let id2 = id.clone();
+        let ended = self.clock.now();
         let _ = self
             .writer
-            .with(move |l| l.run_ended(&id2, state, code, reason.as_deref(), &diag, Utc::now()));
+            .with(move |l| l.run_ended(&id2, state, code, reason.as_deref(), &diag, ended));
         self.board.count_running(&self.model.name, -1);
         self.board.publish("run", &id);
     }
@@ -738,9 +742,8 @@ impl Job {
         };
         let ending = executor::for_kind(self.model.executor).execute(&run, &mut |pid| {
             let id = self.plan.id.clone();
-            let _ = self
-                .writer
-                .with(move |l| l.run_started(&id, pid, Utc::now()));
+            let started = self.clock.now();
+            let _ = self.writer.with(move |l| l.run_started(&id, pid, started));
             self.board.publish("run", &self.plan.id);
         });
         let diag = contract::read_diag(&self.dir.join(contract::DIAG_FILE));

@@ -221,6 +221,7 @@ pub struct Control {
     hints: SyncSender<Hint>,
     spool: Spool,
     rules: Shared<RuleSet>,
+    clock: crate::clock::Clock,
 }
 
 /// How long an action waits for the dispatcher.
@@ -235,6 +236,7 @@ impl Control {
         hints: SyncSender<Hint>,
         spool: Spool,
         rules: Shared<RuleSet>,
+        clock: crate::clock::Clock,
     ) -> Self {
         Control {
             board,
@@ -243,12 +245,13 @@ impl Control {
             hints,
             spool,
             rules,
+            clock,
         }
     }
 
     /// Carries out an action for `who`, writes it to the audit log, and tells the clients.
     pub fn act(&self, who: &str, action: Action) -> Answer {
-        let now = Utc::now();
+        let now = self.clock.now();
         let answer = self.carry_out(who, &action, now);
         let (name, target) = (action.name(), action.target().to_string());
         let detail = match &action {
@@ -365,7 +368,7 @@ impl Control {
             Action::CancelReplay { session } => {
                 use crate::ledger::sessions::Cancelled;
                 let s = session.clone();
-                let now = Utc::now();
+                let now = self.clock.now();
                 match self.writer.with(move |l| l.cancel_session(&s, now)) {
                     Ok(Cancelled::Done { id, runs }) => Answer::done(format!(
                         "replay session `{id}` cancelled ({runs} queued run(s) cancelled; \

@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::board::{Board, Pause, Refused};
+use crate::clock::Clock;
 use crate::config::catalog::Catalog;
 use crate::config::problems::Problems;
 use crate::config::rules::RuleSet;
@@ -54,7 +55,7 @@ pub struct Config {
     /// Sync the file system once per filed batch.
     pub sync: bool,
     /// Where the time of decisions comes from.
-    pub clock: crate::clock::Clock,
+    pub clock: Clock,
     /// Alert thresholds and the operator's alert command.
     pub alerts: crate::supervise::alerts::Settings,
     /// How long a folder copied into `replay/` must stay unchanged before its session starts
@@ -146,7 +147,7 @@ impl Daemon {
         tracing::info!(rules = %&rules.version[..12], channels = rules.channels.len(),
             formats = catalog.formats().len(), "rules and schemas loaded");
         let board = Arc::new(Board::default());
-        board.set_rules_loaded(chrono::Utc::now());
+        board.set_rules_loaded(config.clock.now());
         let rules: Shared<RuleSet> = Arc::new(RwLock::new(Arc::new(rules)));
         let catalog: Shared<Catalog> = Arc::new(RwLock::new(Arc::new(catalog)));
 
@@ -161,7 +162,7 @@ impl Daemon {
         for (id, pid) in ledger.unfinished_runs()? {
             stop_orphan(&id, pid);
         }
-        let interrupted = ledger.interrupt_unfinished(chrono::Utc::now())?;
+        let interrupted = ledger.interrupt_unfinished(config.clock.now())?;
         if !interrupted.is_empty() {
             tracing::warn!(runs = ?interrupted, "runs left unfinished by the last daemon are marked interrupted");
         }
@@ -183,8 +184,13 @@ impl Daemon {
             }
         }
         let (filed_tx, filed_rx) = sync_channel::<Vec<Submission>>(4);
-        let (writer, writer_thread) =
-            Writer::spawn(ledger, 4096, filed_tx, Arc::clone(board.health()));
+        let (writer, writer_thread) = Writer::spawn(
+            ledger,
+            4096,
+            filed_tx,
+            Arc::clone(board.health()),
+            config.clock,
+        );
         // The filer wakes the dispatcher when a file delivered to a model is in the archive.
         let (wake_tx, wake_rx) = sync_channel::<Wake>(64);
         let filer = {
@@ -239,6 +245,7 @@ impl Daemon {
             Arc::clone(&board),
             config.alerts.clone(),
             Arc::clone(&stop_alerts),
+            config.clock,
         );
         let (hints_tx, hints_rx) = sync_channel::<Hint>(HINTS);
         let control = Control::new(
@@ -248,6 +255,7 @@ impl Daemon {
             hints_tx.clone(),
             spool.clone(),
             Arc::clone(&rules),
+            config.clock,
         );
         let overflowed = Arc::new(AtomicBool::new(false));
         let watch = match config.poll {
@@ -264,7 +272,18 @@ impl Daemon {
             let (rules_dir, schemas_dir) = (config.rules.clone(), config.schemas.clone());
             let spool = spool.clone();
             let board = Arc::clone(&board);
-            Box::new(move || reload(&rules_dir, &schemas_dir, &rules, &catalog, &spool, &board))
+            let clock = config.clock;
+            Box::new(move || {
+                reload(
+                    &rules_dir,
+                    &schemas_dir,
+                    &rules,
+                    &catalog,
+                    &spool,
+                    &board,
+                    clock,
+                )
+            })
         };
         let scan_every = config.poll.unwrap_or(config.scan_every);
         let intake = Intake::new(
@@ -277,6 +296,7 @@ impl Daemon {
             scan_every,
             overflowed,
             reload,
+            config.clock,
         );
         for s in redrive {
             if let Some(id) = s.claim_id() {
@@ -428,6 +448,7 @@ fn reload(
     catalog: &Shared<Catalog>,
     spool: &Spool,
     board: &Board,
+    clock: Clock,
 ) -> bool {
     let mut changed = false;
     match RuleSet::load(rules_dir) {
@@ -441,7 +462,7 @@ fn reload(
                 if let Ok(mut g) = rules.write() {
                     *g = Arc::new(new);
                 }
-                board.set_rules_loaded(chrono::Utc::now());
+                board.set_rules_loaded(clock.now());
                 board.publish("rules", "");
                 changed = true;
             }
@@ -449,7 +470,7 @@ fn reload(
         Err(problems) => {
             tracing::error!(%problems, "rules edit refused: the previous rules stay in force");
             board.set_refused(Some(Refused {
-                at: crate::ledger::timestamp(chrono::Utc::now()),
+                at: crate::ledger::timestamp(clock.now()),
                 problems: problems.0.iter().map(ToString::to_string).collect(),
             }));
         }

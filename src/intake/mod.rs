@@ -19,8 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-
 use crate::board::Board;
 use crate::config::rules::{Channel, Completion, RuleSet};
 use crate::config::{Shared, current};
@@ -73,6 +71,8 @@ pub struct Intake {
     scan_every: Duration,
     overflowed: Arc<AtomicBool>,
     on_configuration: Box<dyn FnMut() -> bool + Send>,
+    /// Where "now" comes from: claims are stamped with it.
+    clock: crate::clock::Clock,
     failed: Option<LedgerError>,
     reload_at: Option<Instant>,
     folder_rescans: BTreeMap<Instant, Vec<PathBuf>>,
@@ -94,6 +94,7 @@ impl Intake {
         scan_every: Duration,
         overflowed: Arc<AtomicBool>,
         on_configuration: Box<dyn FnMut() -> bool + Send>,
+        clock: crate::clock::Clock,
     ) -> Self {
         Intake {
             spool,
@@ -111,6 +112,7 @@ impl Intake {
             scan_every,
             overflowed,
             on_configuration,
+            clock,
             failed: None,
             reload_at: None,
             folder_rescans: BTreeMap::new(),
@@ -422,7 +424,7 @@ impl Intake {
         let mut ready = ready.into_iter().peekable();
         while ready.peek().is_some() {
             let chunk: Vec<Ready> = ready.by_ref().take(CLAIM_BATCH).collect();
-            let now = Utc::now();
+            let now = self.clock.now();
             let claims: Vec<NewClaim> = chunk
                 .iter()
                 .map(|r| NewClaim {

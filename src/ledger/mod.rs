@@ -915,12 +915,13 @@ impl Writer {
         capacity: usize,
         filed: SyncSender<Vec<Submission>>,
         health: std::sync::Arc<crate::health::Health>,
+        clock: crate::clock::Clock,
     ) -> (Writer, JoinHandle<Result<(), LedgerError>>) {
         let (tx, rx) = sync_channel::<WriteOp>(capacity);
         health.expect("ledger-writer", crate::health::STUCK_AFTER);
         let h = std::sync::Arc::clone(&health);
         let handle = crate::health::spawn("ledger-writer", health, move || {
-            writer_loop(&mut ledger, rx, filed, &h)
+            writer_loop(&mut ledger, rx, filed, &h, clock)
         });
         (Writer { tx }, handle)
     }
@@ -973,6 +974,7 @@ fn writer_loop(
     rx: Receiver<WriteOp>,
     filed: SyncSender<Vec<Submission>>,
     health: &crate::health::Health,
+    clock: crate::clock::Clock,
 ) -> Result<(), LedgerError> {
     // Group commit: whatever has queued up while the last group was being written goes into the
     // next transaction (waiting for more was measured to be slower, not faster).
@@ -1009,7 +1011,7 @@ fn writer_loop(
         }
         if !decisions.is_empty() {
             let done = retrying(health, "record verdicts", || {
-                ledger.decide(&decisions, Utc::now())
+                ledger.decide(&decisions, clock.now())
             })?;
             if filed.send(done).is_err() {
                 return Err(LedgerError::WriterGone);

@@ -293,6 +293,7 @@ pub fn spawn(
     board: Arc<Board>,
     settings: Settings,
     stop: Arc<AtomicBool>,
+    clock: crate::clock::Clock,
 ) -> std::thread::JoinHandle<()> {
     board.health().expect(
         "alerts",
@@ -300,7 +301,7 @@ pub fn spawn(
     );
     let health = Arc::clone(board.health());
     crate::health::spawn("alerts", health, move || {
-        let started = Utc::now();
+        let started = clock.now();
         let reader = match Ledger::open_readonly(&db) {
             Ok(r) => r,
             Err(e) => {
@@ -312,8 +313,8 @@ pub fn spawn(
             board.health().beat("alerts");
             let facts = gather(&reader, &current(&rules), &board, &spool, started);
             let previous = board.alerts();
-            let mut now = evaluate(&facts, settings.min_free, Utc::now(), &previous);
-            now.extend(stage_alerts(&board, &previous, Utc::now()));
+            let mut now = evaluate(&facts, settings.min_free, clock.now(), &previous);
+            now.extend(stage_alerts(&board, &previous, clock.now()));
             let cleared: Vec<Alert> = previous
                 .iter()
                 .filter(|a| {

@@ -26,7 +26,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::Utc;
 use rust_embed::RustEmbed;
 use serde::Deserialize;
 use serde_json::json;
@@ -959,8 +958,13 @@ async fn act(
 async fn metrics(State(app): State<Shared2>) -> ApiResult {
     let text = app
         .read(|app, r| {
-            crate::supervise::metrics::render(r, &current(&app.rules), &app.board, Utc::now())
-                .map_err(internal)
+            crate::supervise::metrics::render(
+                r,
+                &current(&app.rules),
+                &app.board,
+                app.settings.clock.now(),
+            )
+            .map_err(internal)
         })
         .await?;
     Ok((

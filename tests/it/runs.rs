@@ -267,6 +267,47 @@ wait = "5s"
     gw.stop();
 }
 
+#[test]
+fn a_batch_waits_on_the_daemons_clock_and_stamps_arrivals_with_it() {
+    // Decisions read the daemon's clock, never the system's: on a clock that runs an hour per
+    // real second, a batch that waits an hour for more files runs about a second after the
+    // first one, and the file's arrival is stamped in the clock's time.
+    let model = r#"
+command = ["/bin/sh", "-c", "ls input | wc -l > count.txt"]
+[inputs.obs]
+formats = ["pi-timeseries"]
+[trigger]
+kind = "batch"
+count = 100
+wait = "1h"
+"#;
+    let routes = "[[route]]\nname = \"all\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n";
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(gw.rules().join("models/m.toml"), model).unwrap();
+    std::fs::write(gw.rules().join("routes.toml"), routes).unwrap();
+    gw.extra_args = vec!["--clock".into(), "2026-03-27T00:00:00Z@3600".into()];
+    gw.start();
+    gw.drop_file("obs", "only.xml", &pi_series(1, 1));
+    let decided = gw.wait_for_decided(1, 10);
+    assert!(
+        decided[0].received_at.starts_with("2026-03-27"),
+        "stamped {}",
+        decided[0].received_at
+    );
+    eventually(20, "the batch to run after its wait", || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Succeeded), 10)
+            .unwrap()
+            .len()
+            == 1
+    });
+    let run = &gw.ledger().runs(Some("m"), None, 10).unwrap()[0];
+    assert_eq!(run.inputs.len(), 1);
+    assert!(run.time0.starts_with("2026-03-27"), "time0 {}", run.time0);
+    gw.stop();
+}
+
 fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
     let path = gw.dir.path().join("flaky.sh");
     std::fs::write(&path, format!("#!/bin/sh\ncd \"$POM_RUN_DIR\"\n{script}\n")).unwrap();
