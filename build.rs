@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use xsd_parser::config::Schema;
+use xsd_parser::config::{Namespace, Schema};
+use xsd_parser::pipeline::renderer::NamespaceSerialization;
 use xsd_parser::{Config, IdentType};
 
 fn main() {
@@ -15,7 +16,13 @@ fn main() {
     let config = Config::default()
         .with_schema(Schema::File(dir.join("pi_run.xsd")))
         .with_schema(Schema::File(dir.join("pi_diag.xsd")))
-        .with_quick_xml()
+        .with_quick_xml_deserialize()
+        // PI documents as Delft-FEWS writes them: the PI namespace as the default one, no prefix
+        // (models that read their run file without a namespace-aware parser exist).
+        .with_quick_xml_serialize_config(
+            NamespaceSerialization::Global,
+            Some(Namespace::new_const(b"http://www.wldelft.nl/fews/PI")),
+        )
         .with_generate([
             (IdentType::Element, "fews:Run"),
             (IdentType::Element, "fews:Diag"),

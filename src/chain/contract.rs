@@ -15,6 +15,8 @@ use chrono::{DateTime, Utc};
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
+use crate::chain::pi;
+
 /// Name of the run file in the run folder.
 pub const RUN_FILE: &str = "run.xml";
 /// Name of the diagnostics file the model writes.
@@ -60,45 +62,17 @@ pub struct RunPlan {
     pub properties: BTreeMap<String, String>,
 }
 
-/// Text made safe for XML and HTML (quick-xml's escaper: the project has no other).
-fn esc(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
-}
-
-fn date_time(name: &str, t: DateTime<Utc>) -> String {
-    format!(
-        "    <{name} date=\"{}\" time=\"{}\"/>\n",
-        t.format("%Y-%m-%d"),
-        t.format("%H:%M:%S")
-    )
-}
-
-/// The PI run file for a plan laid out in `dir` (valid against `pi_run.xsd`, version 1.5).
-pub fn run_file(plan: &RunPlan, dir: &Path) -> String {
-    let d = |p: &Path| esc(&p.display().to_string());
-    let mut x = String::from(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Run xmlns=\"http://www.wldelft.nl/fews/PI\" version=\"1.5\">\n",
-    );
-    x.push_str("    <logLevel>info</logLevel>\n    <timeZone>0.0</timeZone>\n");
-    x.push_str(&date_time("startDateTime", plan.start));
-    x.push_str(&date_time("endDateTime", plan.end));
-    x.push_str(&date_time("time0", plan.time0));
-    x.push_str(&format!("    <workDir>{}</workDir>\n", d(dir)));
-    for (_, name, _) in &plan.inputs {
-        x.push_str(&format!(
-            "    <inputTimeSeriesFile>{}</inputTimeSeriesFile>\n",
-            d(&dir.join("input").join(name))
-        ));
+fn date_time(t: DateTime<Utc>) -> pi::DateTimeComplexType {
+    pi::DateTimeComplexType {
+        date: t.format("%Y-%m-%d").to_string(),
+        time: t.format("%H:%M:%S").to_string(),
     }
-    x.push_str(&format!(
-        "    <outputDiagnosticFile>{}</outputDiagnosticFile>\n",
-        d(&dir.join(DIAG_FILE))
-    ));
-    x.push_str(&format!(
-        "    <outputTimeSeriesFile>{}</outputTimeSeriesFile>\n",
-        d(&dir.join("output"))
-    ));
-    x.push_str("    <properties>\n");
+}
+
+/// The PI run file for a plan laid out in `dir` (valid against `pi_run.xsd`, version 1.5),
+/// written by the types generated from that schema.
+pub fn run_file(plan: &RunPlan, dir: &Path) -> io::Result<String> {
+    let d = |p: &Path| p.display().to_string();
     let mut props = plan.properties.clone();
     props.insert("runId".into(), plan.id.clone());
     props.insert("model".into(), plan.model.clone());
@@ -106,15 +80,54 @@ pub fn run_file(plan: &RunPlan, dir: &Path) -> String {
     for (slot, name, _) in &plan.inputs {
         props.insert(format!("input.{slot}"), name.clone());
     }
-    for (k, v) in props {
-        x.push_str(&format!(
-            "        <string key=\"{}\" value=\"{}\"/>\n",
-            esc(&k),
-            esc(&v)
-        ));
-    }
-    x.push_str("    </properties>\n</Run>\n");
-    x
+    let properties = props
+        .into_iter()
+        .map(|(key, value)| pi::PropertiesComplexContent2Type {
+            content: pi::PropertiesComplexContent2TypeContent::String(
+                pi::StringPropertyComplexType {
+                    key,
+                    value,
+                    content: pi::StringPropertyComplexTypeContent { description: None },
+                },
+            ),
+        })
+        .collect();
+    let run = pi::Run {
+        version: pi::VersionStringType::_15,
+        content: pi::RunComplexTypeContent {
+            log_level: Some(pi::LogLevelStringType::Info),
+            time_zone: 0.0,
+            start_date_time: date_time(plan.start),
+            end_date_time: date_time(plan.end),
+            time_0: date_time(plan.time0),
+            last_observation_date_time: None,
+            work_dir: d(dir),
+            input_parameter_file: Vec::new(),
+            input_state_description_file: Vec::new(),
+            input_time_series_file: plan
+                .inputs
+                .iter()
+                .map(|(_, name, _)| d(&dir.join("input").join(name)))
+                .collect(),
+            input_map_stack_file: Vec::new(),
+            input_netcdf_file: Vec::new(),
+            input_longitudinal_profiles_file: Vec::new(),
+            input_rating_curve_file: Vec::new(),
+            output_diagnostic_file: d(&dir.join(DIAG_FILE)),
+            output_state_description_file: None,
+            output_time_series_file: vec![d(&dir.join("output"))],
+            output_map_stack_file: Vec::new(),
+            output_netcdf_file: Vec::new(),
+            output_longitudinal_profiles_file: Vec::new(),
+            properties: Some(pi::PropertiesComplexType {
+                content: pi::PropertiesComplexTypeContent {
+                    description: None,
+                    content_2: properties,
+                },
+            }),
+        },
+    };
+    pi::write(&run, "Run").map_err(io::Error::other)
 }
 
 /// Makes the run folder: `input/` with the inputs (hard links, copies across file systems),
@@ -132,7 +145,7 @@ pub fn lay_out(plan: &RunPlan, dir: &Path) -> io::Result<PathBuf> {
         }
     }
     let file = dir.join(RUN_FILE);
-    std::fs::write(&file, run_file(plan, dir))?;
+    std::fs::write(&file, run_file(plan, dir)?)?;
     Ok(file)
 }
 
@@ -247,7 +260,11 @@ mod tests {
     fn the_run_file_is_valid_pi_run_xml() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("run.xml");
-        std::fs::write(&f, run_file(&plan(), Path::new("/spool/runs/rr/1"))).unwrap();
+        std::fs::write(
+            &f,
+            run_file(&plan(), Path::new("/spool/runs/rr/1")).unwrap(),
+        )
+        .unwrap();
         let xsd = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/pi-xml/pi_run.xsd");
         let mut v = crate::examine::validate::Validator::new();
         assert_eq!(
@@ -258,11 +275,14 @@ mod tests {
         assert!(text.contains("<time0 date=\"2026-11-28\" time=\"12:00:00\"/>"));
         assert!(text.contains("rain &amp; more.xml"));
         assert!(text.contains("key=\"mode\" value=\"normal\""));
+        // As Delft-FEWS writes it: the PI namespace as the default one, no prefix.
+        assert!(text.contains("<Run xmlns=\"http://www.wldelft.nl/fews/PI\" version=\"1.5\">"));
+        assert!(!text.contains("fews:"), "{text}");
     }
 
     #[test]
     fn the_run_file_reads_back_with_the_types_generated_from_pi_run_xsd() {
-        let text = run_file(&plan(), Path::new("/spool/runs/rr/1"));
+        let text = run_file(&plan(), Path::new("/spool/runs/rr/1")).unwrap();
         let run: crate::chain::pi::Run =
             crate::chain::pi::read(text.as_bytes()).expect("typed read");
         assert_eq!(run.content.time_0.date, "2026-11-28");

@@ -20,3 +20,20 @@ where
     use xsd_parser_types::quick_xml::{DeserializeSync, SliceReader};
     T::deserialize(&mut SliceReader::from_bytes(bytes))
 }
+
+/// Writes a document of one of the generated types under its root element `root`, indented, with
+/// the XML declaration.
+pub fn write<T>(value: &T, root: &str) -> Result<String, xsd_parser_types::quick_xml::Error>
+where
+    T: xsd_parser_types::quick_xml::WithSerializer,
+{
+    use xsd_parser_types::quick_xml::{BytesDecl, Event, SerializeSync, Writer};
+    let mut writer = Writer::new_with_indent(Vec::new(), b' ', 4);
+    writer
+        .write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
+        .map_err(|e| xsd_parser_types::quick_xml::Error::from(quick_xml::Error::Io(e.into())))?;
+    value.serialize(root, &mut writer)?;
+    let mut text = String::from_utf8_lossy(&writer.into_inner()).into_owned();
+    text.push('\n');
+    Ok(text)
+}
