@@ -163,9 +163,7 @@ impl Dispatcher {
                 let Some(model) = rules.models.get(&row.model) else {
                     return Ok(no_model(&row.model));
                 };
-                let time0 = chrono::DateTime::parse_from_rfc3339(&row.time0)
-                    .map(|t| t.with_timezone(&Utc))
-                    .unwrap_or(now);
+                let time0 = original_time0(&row.time0, now);
                 let new = self.new_run(model, time0, &[]);
                 let (id, dir) = (new.id.clone(), new.run_dir.clone());
                 let (of, who) = (run.clone(), c.who.clone());
@@ -547,15 +545,23 @@ impl Dispatcher {
         new
     }
 
-    /// Retries a failed run whose retry is due, with the same inputs.
+    /// Retries a failed run whose retry is due, with the same inputs and the same time0 (and so
+    /// the same period): a retry is the same forecast, not a new one.
     fn retry(&mut self, model: &Model, rules: &RuleSet, of: String) -> Result<(), LedgerError> {
         let now = self.clock.now();
-        let new = self.new_run(model, now, &[]);
+        let Some(time0) = self
+            .reader
+            .run(&of)?
+            .map(|row| original_time0(&row.time0, now))
+        else {
+            return Ok(());
+        };
+        let new = self.new_run(model, time0, &[]);
         let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         let of2 = of.clone();
         if let Some(inputs) = self.writer.with(move |l| l.create_retry(&of2, &new, now))? {
             tracing::info!(run.id = %id, retry_of = %of, "retrying");
-            self.launch(model, rules, id, run_dir_rel, inputs, now);
+            self.launch(model, rules, id, run_dir_rel, inputs, time0);
         }
         Ok(())
     }
@@ -670,6 +676,14 @@ impl Dispatcher {
             })
             .expect("spawn run thread");
     }
+}
+
+/// The time0 of a run as the ledger holds it, for a retry or a rerun of it (`now` only if the
+/// ledger's text is not a time, which the ledger never writes).
+fn original_time0(text: &str, now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(now)
 }
 
 struct Job {

@@ -369,6 +369,65 @@ fn a_failed_run_is_retried_after_its_backoff_with_the_same_inputs() {
 }
 
 #[test]
+fn an_automatic_retry_and_a_rerun_keep_the_original_time0() {
+    // Regression: a retry wrote its own start time as time0 into run.xml while the ledger kept
+    // the original. A retry or a rerun is the same forecast: same time0, same period.
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
+    gw.extra_env
+        .push(("POM_TOKEN".into(), "ops:0123456789abcdef0123".into()));
+    let launches = gw.dir.path().join("launches");
+    retrying_model(
+        &gw,
+        &format!(
+            "echo $$ >> {l}\ngrep -o '<[a-zA-Z]*DateTime [^>]*>\\|<time0 [^>]*>' run.xml > t0.txt\n\
+             echo \"$POM_T0\" >> t0.txt\nif [ $(wc -l < {l}) -eq 1 ]; then exit 1; fi",
+            l = launches.display()
+        ),
+        "1m",
+    );
+    gw.start();
+    gw.drop_file("obs", "a.xml", &pi_series(1, 1));
+    eventually(30, "the retry to succeed", || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Succeeded), 10)
+            .unwrap()
+            .len()
+            == 1
+    });
+    let (s, v) = gw.api(
+        "POST",
+        "/api/actions",
+        Some("0123456789abcdef0123"),
+        Some(serde_json::json!({"action": "rerun", "run": gw.ledger().runs(Some("m"), Some(RunState::Succeeded), 10).unwrap()[0].id})),
+    );
+    assert_eq!(s, 200, "{v}");
+    eventually(30, "the rerun to succeed", || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Succeeded), 10)
+            .unwrap()
+            .len()
+            == 2
+    });
+    let mut runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
+    runs.reverse();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    let seen = |r: &pom::ledger::runs::RunRow| {
+        std::fs::read_to_string(gw.spool().join(&r.run_dir).join("t0.txt")).unwrap()
+    };
+    for r in &runs[1..] {
+        assert_eq!(r.time0, runs[0].time0, "ledger time0 of {}", r.id);
+        assert_eq!(
+            seen(r),
+            seen(&runs[0]),
+            "time0 and period the model saw in {}",
+            r.id
+        );
+    }
+    assert!(seen(&runs[0]).contains("<time0 "), "{}", seen(&runs[0]));
+    gw.stop();
+}
+
+#[test]
 fn kill_9_of_the_daemon_while_a_model_runs_interrupts_it_and_retries_it_once() {
     let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
     let launches = gw.dir.path().join("launches");
