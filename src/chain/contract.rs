@@ -60,6 +60,8 @@ pub struct RunPlan {
     pub inputs: Vec<(String, String, PathBuf)>,
     /// Extra properties for the run file.
     pub properties: BTreeMap<String, String>,
+    /// Where the model writes its diagnostics, relative to the run folder.
+    pub diagnostics: String,
 }
 
 fn date_time(t: DateTime<Utc>) -> pi::DateTimeComplexType {
@@ -113,7 +115,7 @@ pub fn run_file(plan: &RunPlan, dir: &Path) -> io::Result<String> {
             input_netcdf_file: Vec::new(),
             input_longitudinal_profiles_file: Vec::new(),
             input_rating_curve_file: Vec::new(),
-            output_diagnostic_file: d(&dir.join(DIAG_FILE)),
+            output_diagnostic_file: d(&dir.join(&plan.diagnostics)),
             output_state_description_file: None,
             output_time_series_file: vec![d(&dir.join("output"))],
             output_map_stack_file: Vec::new(),
@@ -253,6 +255,7 @@ mod tests {
             mode: Mode::Normal,
             inputs: vec![("rain".into(), "rain & more.xml".into(), PathBuf::from("/x"))],
             properties: BTreeMap::new(),
+            diagnostics: DIAG_FILE.into(),
         }
     }
 

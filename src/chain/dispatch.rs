@@ -22,6 +22,7 @@ use crate::chain::contract::{self, Mode, RunPlan};
 use crate::chain::executor::{self, Ending, Execution};
 use crate::chain::trigger::{self, Plan};
 use crate::clock::Clock;
+use crate::config::catalog::Catalog;
 use crate::config::model::{Model, Trigger};
 use crate::config::rules::{Completion, RuleSet};
 use crate::config::{Shared, current};
@@ -40,6 +41,7 @@ const PENDING_LOOK: usize = 1000;
 pub struct Dispatcher {
     spool: Spool,
     rules: Shared<RuleSet>,
+    catalog: Shared<Catalog>,
     writer: Writer,
     reader: Ledger,
     ids: IdGenerator,
@@ -63,6 +65,7 @@ impl Dispatcher {
     pub fn new(
         spool: Spool,
         rules: Shared<RuleSet>,
+        catalog: Shared<Catalog>,
         writer: Writer,
         db: &Path,
         stop: Arc<AtomicBool>,
@@ -75,6 +78,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             spool,
             rules,
+            catalog,
             writer,
             reader,
             ids: IdGenerator::after(None),
@@ -645,10 +649,11 @@ impl Dispatcher {
                     .collect()
             },
             properties: Default::default(),
+            diagnostics: model.diagnostics.clone(),
         };
-        let output = model.outputs.as_ref().map(|(channel, _)| {
-            let completion = rules.channels.get(channel).map(|c| c.completion.clone());
-            (channel.clone(), completion)
+        let output = model.outputs.as_ref().map(|o| {
+            let completion = rules.channels.get(&o.channel).map(|c| c.completion.clone());
+            (o.channel.clone(), completion)
         });
         let job = Job {
             dir: self.spool.root().join(&run_dir_rel),
@@ -664,6 +669,7 @@ impl Dispatcher {
             time0,
             origins,
             clock: self.clock,
+            catalog: current(&self.catalog),
         };
         let done = self.done_tx.clone();
         let model_name = model.name.clone();
@@ -701,15 +707,20 @@ struct Job {
     origins: HashMap<String, String>,
     /// Where "now" comes from: the run's start and end are stamped with it.
     clock: Clock,
+    /// The catalog in force when the run started: the formats of its outputs.
+    catalog: Arc<Catalog>,
 }
 
 impl Job {
     fn execute(self) {
         let id = self.plan.id.clone();
-        let (state, code, reason, diag) = self.run_process();
+        let (state, code, reason, mut diag) = self.run_process();
         let (state, reason) = if state == RunState::Succeeded {
             match self.put_back_outputs() {
-                Ok(()) => (state, reason),
+                Ok(kept) => {
+                    diag.extend(kept);
+                    (state, reason)
+                }
                 Err(e) => (RunState::Failed, Some(format!("outputs: {e}"))),
             }
         } else {
@@ -760,7 +771,7 @@ impl Job {
             let _ = self.writer.with(move |l| l.run_started(&id, pid, started));
             self.board.publish("run", &self.plan.id);
         });
-        let diag = contract::read_diag(&self.dir.join(contract::DIAG_FILE));
+        let diag = contract::read_diag(&self.dir.join(&self.model.diagnostics));
         let code = match ending {
             Ending::NotStarted(why) => return (RunState::Failed, None, Some(why), Vec::new()),
             Ending::Interrupted => {
@@ -791,12 +802,16 @@ impl Job {
         (RunState::Succeeded, code, None, diag)
     }
 
-    /// Every file in `output/` re-enters the spool on the model's output channel: recorded first
-    /// (for lineage), then linked in under a temporary name and renamed.
-    fn put_back_outputs(&self) -> std::io::Result<()> {
+    /// The outputs in `output/` re-enter the spool on the model's output channel: recorded first
+    /// (for lineage), then linked in under a temporary name and renamed. The diagnostics file
+    /// never does; a file the model's `[outputs]` does not select stays in the run folder, and
+    /// the returned warnings say which and why.
+    fn put_back_outputs(&self) -> std::io::Result<Vec<contract::DiagLine>> {
         let Some((channel, completion)) = &self.output else {
-            return Ok(());
+            return Ok(Vec::new());
         };
+        let selection = self.model.outputs.as_ref();
+        let mut kept = Vec::new();
         // A replay run's outputs go back into its session, never into operational traffic.
         // Session and channel come from the ledger and the rules: one plain component each.
         if !crate::fs::safe_component(channel)
@@ -826,12 +841,43 @@ impl Job {
             .map(|e| e.path())
             .collect();
         outputs.sort();
+        let diagnostics = self.dir.join(&self.model.diagnostics);
         for out in outputs {
             let name = out
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            if out == diagnostics {
+                continue;
+            }
+            let mut keep = |why: String| {
+                kept.push(contract::DiagLine {
+                    level: 2,
+                    description: format!("output/{name} stays in the run folder: {why}"),
+                });
+            };
+            if let Some(sel) = selection.filter(|s| !s.selects_name(&name)) {
+                keep(format!(
+                    "its name matches none of the outputs' files ({})",
+                    sel.files.join(", ")
+                ));
+                continue;
+            }
             let bytes = std::fs::read(&out)?;
+            if let Some(sel) = selection.filter(|s| !s.formats.is_empty()) {
+                let format = crate::examine::identify::identify_bytes(&bytes, &self.catalog, 100)
+                    .root
+                    .and_then(|r| self.catalog.recognise(&r.local, &r.namespace))
+                    .map(|f| f.name.clone());
+                if !sel.selects_format(format.as_deref()) {
+                    keep(format!(
+                        "its format ({}) is not one of the outputs' formats ({})",
+                        format.as_deref().unwrap_or("not recognised"),
+                        sel.formats.join(", ")
+                    ));
+                    continue;
+                }
+            }
             let sha = hex::encode(Sha256::digest(&bytes));
             let (run_id, ch, n, s) = (self.plan.id.clone(), channel.clone(), name.clone(), sha);
             self.writer
@@ -859,7 +905,7 @@ impl Job {
                 crate::replay::describe(&incoming, &line)?;
             }
         }
-        Ok(())
+        Ok(kept)
     }
 }
 
@@ -871,6 +917,7 @@ impl Job {
 pub fn spawn(
     spool: Spool,
     rules: Shared<RuleSet>,
+    catalog: Shared<Catalog>,
     writer: Writer,
     db: &Path,
     stop: Arc<AtomicBool>,
@@ -882,6 +929,6 @@ pub fn spawn(
         .health()
         .expect("dispatch", crate::health::STUCK_AFTER);
     let health = Arc::clone(board.health());
-    let d = Dispatcher::new(spool, rules, writer, db, stop, clock, wake, board)?;
+    let d = Dispatcher::new(spool, rules, catalog, writer, db, stop, clock, wake, board)?;
     Ok(crate::health::spawn("dispatch", health, move || d.run()))
 }

@@ -307,7 +307,9 @@ pub(super) fn models(paths: &Paths, json: bool) -> Result<ExitCode> {
                 "next": m.trigger.next_after(now).map(pom::ledger::timestamp),
                 "paused": m.paused,
                 "inputs": m.inputs.keys().collect::<Vec<_>>(),
-                "outputs": m.outputs.as_ref().map(|(c, _)| c),
+                "outputs": m.outputs.as_ref().map(|o| &o.channel),
+                "output_files": m.outputs.as_ref().map(|o| &o.files),
+                "diagnostics": &m.diagnostics,
                 "executor": format!("{:?}", m.executor).to_lowercase(),
             })
         })

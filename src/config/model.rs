@@ -27,7 +27,8 @@ struct RawModel {
     command: Spanned<Vec<String>>,
     #[serde(default)]
     inputs: BTreeMap<String, Spanned<RawSlot>>,
-    outputs: Option<RawOutputs>,
+    outputs: Option<Spanned<RawOutputs>>,
+    diagnostics: Option<Spanned<String>>,
     trigger: Spanned<RawTrigger>,
     timeout: Option<Spanned<String>>,
     retries: Option<RawRetries>,
@@ -63,6 +64,8 @@ struct RawOutputs {
     channel: String,
     #[serde(default)]
     formats: Vec<String>,
+    #[serde(default)]
+    files: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,8 +207,11 @@ pub struct Model {
     pub command: Vec<String>,
     /// Input slots by name.
     pub inputs: BTreeMap<String, Slot>,
-    /// Channel its outputs re-enter on, and the formats expected there.
-    pub outputs: Option<(String, Vec<String>)>,
+    /// What of `output/` re-enters the spool, and on which channel.
+    pub outputs: Option<Outputs>,
+    /// Where the model writes its PI diagnostics, relative to the run folder (`diag.xml` unless
+    /// declared, as `output/diag.xml` for a model adapted to Delft-FEWS).
+    pub diagnostics: String,
     /// When it runs.
     pub trigger: Trigger,
     /// Longest run.
@@ -222,6 +228,42 @@ pub struct Model {
     pub executor: Executor,
     /// Declared paused (operators can also pause it at run time).
     pub paused: bool,
+}
+
+/// The files of a run's `output/` that are its outputs: those whose name matches one of `files`
+/// (all when none is given) and whose format is one of `formats` (any when none is given). The
+/// others stay in the run folder, reported on the run.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    /// Channel they re-enter on.
+    pub channel: String,
+    /// Formats accepted (catalog names); empty: any.
+    pub formats: Vec<String>,
+    /// Name patterns as written (globs on the file name); empty: every file.
+    pub files: Vec<String>,
+    /// The patterns compiled.
+    pub matcher: globset::GlobSet,
+}
+
+impl Outputs {
+    /// Whether a file of `output/` named `name` is selected by its name.
+    pub fn selects_name(&self, name: &str) -> bool {
+        self.files.is_empty() || self.matcher.is_match(name)
+    }
+
+    /// Whether a file of format `format` (none if not recognised) is selected by its format.
+    pub fn selects_format(&self, format: Option<&str>) -> bool {
+        self.formats.is_empty() || format.is_some_and(|f| self.formats.iter().any(|x| x == f))
+    }
+}
+
+/// Where a model writes its diagnostics when it does not say: `diag.xml` in the run folder.
+pub const DEFAULT_DIAGNOSTICS: &str = "diag.xml";
+
+/// Whether `rel` is a plain relative path inside the run folder: components that are each a
+/// safe name (no `..`, no absolute path, no empty component).
+fn inside_run_folder(rel: &str) -> bool {
+    !rel.is_empty() && rel.split('/').all(crate::fs::safe_component)
 }
 
 /// Default run timeout: one hour.
@@ -479,6 +521,46 @@ impl Model {
         if raw.concurrency == Some(0) {
             at(0, "`concurrency` must be at least 1".into());
         }
+        let diagnostics = match &raw.diagnostics {
+            Some(d) if !inside_run_folder(d.get_ref()) => {
+                at(
+                    d.span().start,
+                    format!(
+                        "diagnostics `{}` is not a plain path inside the run folder \
+                         (such as `output/diag.xml`)",
+                        d.get_ref()
+                    ),
+                );
+                DEFAULT_DIAGNOSTICS.to_string()
+            }
+            Some(d) => d.get_ref().clone(),
+            None => DEFAULT_DIAGNOSTICS.to_string(),
+        };
+        let outputs = raw.outputs.map(|o| {
+            let span = o.span().start;
+            let o = o.into_inner();
+            let mut builder = globset::GlobSetBuilder::new();
+            for pattern in &o.files {
+                match globset::GlobBuilder::new(pattern)
+                    .literal_separator(true)
+                    .build()
+                {
+                    Ok(g) => {
+                        builder.add(g);
+                    }
+                    Err(e) => at(span, format!("outputs files `{pattern}`: {e}")),
+                }
+            }
+            let matcher = builder
+                .build()
+                .unwrap_or_else(|_| globset::GlobSet::empty());
+            Outputs {
+                channel: o.channel,
+                formats: o.formats,
+                files: o.files,
+                matcher,
+            }
+        });
         if problems.len() > before {
             return None;
         }
@@ -487,7 +569,8 @@ impl Model {
             description: raw.description,
             command: raw.command.into_inner(),
             inputs,
-            outputs: raw.outputs.map(|o| (o.channel, o.formats)),
+            outputs,
+            diagnostics,
             trigger: trigger?,
             timeout,
             retries,
@@ -570,5 +653,42 @@ mod tests {
             "{text:#?}"
         );
         assert_eq!(p[0].line, Some(2));
+    }
+
+    #[test]
+    fn diagnostics_stay_inside_the_run_folder_and_output_patterns_must_compile() {
+        for bad in [
+            "../diag.xml",
+            "/etc/diag.xml",
+            "output//diag.xml",
+            "output/../../x",
+        ] {
+            let p = compile(&format!(
+                "command = [\"run\"]\ndiagnostics = \"{bad}\"\n[trigger]\nkind = \"arrival\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                p[0].to_string()
+                    .contains("not a plain path inside the run folder"),
+                "{bad}: {p:?}"
+            );
+        }
+        let m = compile(
+            "command = [\"run\"]\ndiagnostics = \"output/diag.xml\"\n\
+             [outputs]\nchannel = \"c\"\nfiles = [\"timeseries_*.xml\"]\n\
+             [trigger]\nkind = \"arrival\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.diagnostics, "output/diag.xml");
+        let o = m.outputs.unwrap();
+        assert!(o.selects_name("timeseries_export.xml"));
+        assert!(!o.selects_name("diag.xml"));
+        assert!(o.selects_format(None), "no formats declared: any");
+        let p = compile(
+            "command = [\"run\"]\n[outputs]\nchannel = \"c\"\nfiles = [\"a[\"]\n\
+             [trigger]\nkind = \"arrival\"\n",
+        )
+        .unwrap_err();
+        assert!(p[0].to_string().contains("outputs files `a[`"), "{p:?}");
     }
 }

@@ -185,7 +185,7 @@ impl RuleSet {
                 continue;
             }
             if let Some(m) = Model::compile(&name, &path, &text, &mut problems) {
-                if let Some((channel, _)) = &m.outputs
+                if let Some(crate::config::model::Outputs { channel, .. }) = &m.outputs
                     && !set.channels.contains_key(channel)
                 {
                     problems.push(Problem::in_file(

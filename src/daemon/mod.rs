@@ -230,6 +230,7 @@ impl Daemon {
         let dispatcher = crate::chain::dispatch::spawn(
             spool.clone(),
             Arc::clone(&rules),
+            Arc::clone(&catalog),
             writer.clone(),
             &config.db,
             Arc::clone(&stop_runs),

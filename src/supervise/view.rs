@@ -437,7 +437,7 @@ pub fn rules(rules: &RuleSet, board: &Board, dir: &Path) -> RulesView {
                     m.name.clone(),
                     m.trigger.kind().to_string(),
                     m.inputs.keys().cloned().collect(),
-                    m.outputs.as_ref().map(|(c, _)| c.clone()),
+                    m.outputs.as_ref().map(|o| o.channel.clone()),
                 )
             })
             .collect(),

@@ -308,6 +308,92 @@ wait = "1h"
     gw.stop();
 }
 
+#[test]
+fn diagnostics_are_read_where_the_model_writes_them_and_only_selected_outputs_come_back() {
+    // As a model adapted to Delft-FEWS writes them: `output/diag.xml` with no `version` and with
+    // `eventCode` attributes, beside its export, a state and a log. The diagnostics are shown on
+    // the run and never re-enter the spool; only the PI time series the model's `[outputs]`
+    // select come back, and what stays in the run folder is reported on the run.
+    let script = r#"cd "$POM_RUN_DIR"
+cat > output/diag.xml <<'END'
+<?xml version="1.0" encoding="UTF-8"?>
+<Diag xmlns="http://www.wldelft.nl/fews/PI">
+  <line level="3" description="model started" eventCode="Model.Start"/>
+  <line level="2" description="one value missing, interpolated" eventCode="Model.Warn"/>
+</Diag>
+END
+cp input/*.xml output/timeseries_export.xml
+printf '<State xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><stateId>s</stateId></State>' > output/state.xml
+echo 'a log' > output/model.log
+"#;
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
+    let path = gw.dir.path().join("fews_like.sh");
+    std::fs::write(&path, script).unwrap();
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(
+        gw.rules().join("models/m.toml"),
+        format!(
+            "command = [\"/bin/sh\", \"{}\"]\ndiagnostics = \"output/diag.xml\"\n\
+             [inputs.obs]\nformats = [\"pi-timeseries\"]\n\
+             [outputs]\nchannel = \"fcst\"\nformats = [\"pi-timeseries\"]\nfiles = [\"*.xml\"]\n\
+             [trigger]\nkind = \"arrival\"\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        gw.rules().join("routes.toml"),
+        "[[route]]\nname = \"obs\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n",
+    )
+    .unwrap();
+    gw.start();
+    gw.drop_file("obs", "Catchment_A_Qin_20240301.xml", &pi_series(1, 1));
+    let run = wait_run(&gw, "m", 30);
+    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
+    let said: Vec<&str> = run.diag.iter().map(|d| d.description.as_str()).collect();
+    assert!(said.contains(&"model started"), "{said:?}");
+    assert!(
+        said.contains(&"one value missing, interpolated"),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|d| d.starts_with("output/model.log stays in the run folder: its name")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|d| d
+                .starts_with("output/state.xml stays in the run folder: its format (pi-state)")),
+        "{said:?}"
+    );
+    // Only the export came back; nothing rejected, the diagnostics not re-injected.
+    gw.wait_for_decided(2, 20);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let decided = gw.decided();
+    assert_eq!(decided.len(), 2, "{decided:?}");
+    let back: Vec<&[u8]> = decided
+        .iter()
+        .filter(|s| s.channel == "fcst")
+        .map(|s| s.original.as_slice())
+        .collect();
+    assert_eq!(back, vec![b"timeseries_export.xml".as_slice()]);
+    assert!(gw.rejected_files().is_empty());
+    let dir = gw.spool().join(&run.run_dir);
+    for kept in ["output/diag.xml", "output/state.xml", "output/model.log"] {
+        assert!(dir.join(kept).exists(), "{kept} kept in the run folder");
+    }
+    let run_file = std::fs::read_to_string(dir.join("run.xml")).unwrap();
+    assert!(
+        run_file.contains(&format!(
+            "<outputDiagnosticFile>{}</outputDiagnosticFile>",
+            dir.join("output/diag.xml").display()
+        )),
+        "{run_file}"
+    );
+    gw.stop();
+}
+
 fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
     let path = gw.dir.path().join("flaky.sh");
     std::fs::write(&path, format!("#!/bin/sh\ncd \"$POM_RUN_DIR\"\n{script}\n")).unwrap();
