@@ -132,19 +132,42 @@ pub fn run_file(plan: &RunPlan, dir: &Path) -> io::Result<String> {
     pi::write(&run, "Run").map_err(io::Error::other)
 }
 
-/// Makes the run folder: `input/` with the inputs (hard links, copies across file systems),
-/// `output/`, and the run file. Returns the run file's path.
+/// Makes the run folder: `input/` with the inputs (hard links, copies across file systems; the
+/// PI time series given one name are merged into it), `output/`, and the run file. Returns the
+/// run file's path.
 pub fn lay_out(plan: &RunPlan, dir: &Path) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir.join("input"))?;
     std::fs::create_dir_all(dir.join("output"))?;
+    let mut by_name: Vec<(&str, Vec<&Path>)> = Vec::new();
     for (_, name, from) in &plan.inputs {
+        match by_name.iter_mut().find(|(n, _)| n == name) {
+            Some((_, files)) => files.push(from),
+            None => by_name.push((name, vec![from])),
+        }
+    }
+    for (name, files) in by_name {
         let to = dir.join("input").join(name);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         if to.exists() {
             continue;
         }
-        if std::fs::hard_link(from, &to).is_err() {
-            std::fs::copy(from, &to)?;
+        if let [from] = files[..] {
+            if std::fs::hard_link(from, &to).is_err() {
+                std::fs::copy(from, &to)?;
+            }
+            continue;
         }
+        let documents = files
+            .iter()
+            .map(std::fs::read)
+            .collect::<io::Result<Vec<_>>>()?;
+        let documents: Vec<&[u8]> = documents.iter().map(Vec::as_slice).collect();
+        let merged = crate::chain::merge::merge(&documents).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("input/{name}: {e}"))
+        })?;
+        std::fs::write(&to, merged)?;
     }
     let file = dir.join(RUN_FILE);
     std::fs::write(&file, run_file(plan, dir)?)?;

@@ -629,11 +629,19 @@ impl Dispatcher {
                 Mode::Normal
             },
             inputs: {
-                // Under their original names; a name taken twice (a batch) gets its id in front.
+                // In arrival order (claim ids grow with it). Under the name their slot gives, or
+                // else their original names; an original name taken twice (a batch) gets its id
+                // in front. Several files under a slot's name are merged into it.
                 let mut used = std::collections::HashSet::new();
+                let mut inputs: Vec<&crate::ledger::runs::Pending> = inputs.iter().collect();
+                inputs.sort_by(|a, b| a.submission.cmp(&b.submission));
                 inputs
-                    .iter()
+                    .into_iter()
                     .map(|p| {
+                        let stored = self.spool.root().join(&p.stored);
+                        if let Some(file) = model.inputs.get(&p.slot).and_then(|s| s.file.clone()) {
+                            return (p.slot.clone(), file, stored);
+                        }
                         let base = p
                             .original
                             .rsplit(|&b| b == b'/')
@@ -644,7 +652,7 @@ impl Dispatcher {
                             name = format!("{}_{name}", p.submission);
                             used.insert(name.clone());
                         }
-                        (p.slot.clone(), name, self.spool.root().join(&p.stored))
+                        (p.slot.clone(), name, stored)
                     })
                     .collect()
             },

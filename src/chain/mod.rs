@@ -11,6 +11,7 @@
 pub mod contract;
 pub mod dispatch;
 pub mod executor;
+pub mod merge;
 pub mod pi;
 pub mod process;
 pub mod trigger;

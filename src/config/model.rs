@@ -52,6 +52,7 @@ struct RawSlot {
     required: bool,
     #[serde(rename = "where", default)]
     filter: BTreeMap<String, String>,
+    file: Option<String>,
 }
 
 fn yes() -> bool {
@@ -153,6 +154,10 @@ pub struct Slot {
     pub required: bool,
     /// Content the file must hold.
     pub filter: Vec<ContentFilter>,
+    /// The name (a path under `input/`) the model reads this slot's file under, when it expects
+    /// one; otherwise its files keep their producers' names. Several PI time series delivered
+    /// to such a slot are merged into that one file.
+    pub file: Option<String>,
 }
 
 impl Slot {
@@ -371,6 +376,15 @@ impl Model {
             if s.formats.is_empty() {
                 at(span, format!("input `{slot}` accepts no format"));
             }
+            if let Some(f) = s.file.as_deref().filter(|f| !inside_run_folder(f)) {
+                at(
+                    span,
+                    format!(
+                        "input `{slot}`: file `{f}` is not a plain path inside `input/` \
+                         (such as `timeseries_import.xml`)"
+                    ),
+                );
+            }
             let mut filter = Vec::new();
             for (path, value) in s.filter {
                 match compile_filter(&path, &value) {
@@ -386,6 +400,7 @@ impl Model {
                     versions: s.versions,
                     required: s.required,
                     filter,
+                    file: s.file,
                 },
             );
         }
@@ -467,6 +482,32 @@ impl Model {
                 None
             }
         };
+        // A slot that names its file takes one file, or PI time series that are merged into it.
+        if matches!(trigger, Some(Trigger::Batch { .. })) {
+            for s in inputs.values().filter(|s| s.file.is_some()) {
+                if s.formats.iter().any(|f| f != "pi-timeseries") {
+                    at(
+                        tspan,
+                        format!(
+                            "input `{}` names its file, and a batch gives it several: only PI \
+                             time series (`pi-timeseries`) can be merged into one file",
+                            s.name
+                        ),
+                    );
+                }
+            }
+        }
+        let mut named: BTreeMap<&str, &str> = BTreeMap::new();
+        for s in inputs.values() {
+            if let Some(f) = s.file.as_deref()
+                && let Some(other) = named.insert(f, &s.name)
+            {
+                at(
+                    0,
+                    format!("inputs `{other}` and `{}` both name the file `{f}`", s.name),
+                );
+            }
+        }
         if matches!(trigger, Some(Trigger::Join { .. })) && !inputs.values().any(|s| s.required) {
             at(
                 tspan,
@@ -690,5 +731,45 @@ mod tests {
         )
         .unwrap_err();
         assert!(p[0].to_string().contains("outputs files `a[`"), "{p:?}");
+    }
+
+    #[test]
+    fn a_slot_that_names_its_file_takes_one_file_unless_pi_time_series_are_merged() {
+        let batch = "[trigger]\nkind = \"batch\"\ncount = 3\nwait = \"1h\"\n";
+        let m = compile(&format!(
+            "command = [\"run\"]\n[inputs.obs]\nformats = [\"pi-timeseries\"]\n\
+             file = \"import/timeseries_import.xml\"\n{batch}"
+        ))
+        .unwrap();
+        assert_eq!(
+            m.inputs["obs"].file.as_deref(),
+            Some("import/timeseries_import.xml")
+        );
+        let p = compile(&format!(
+            "command = [\"run\"]\n[inputs.obs]\nformats = [\"sandre-hydrometrie\"]\n\
+             file = \"obs.xml\"\n{batch}"
+        ))
+        .unwrap_err();
+        assert!(p[0].to_string().contains("only PI time series"), "{p:?}");
+        let p = compile(
+            "command = [\"run\"]\n[inputs.a]\nformats = [\"pi-timeseries\"]\nfile = \"x.xml\"\n\
+             [inputs.b]\nformats = [\"pi-timeseries\"]\nfile = \"x.xml\"\n\
+             [trigger]\nkind = \"arrival\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            p[0].to_string().contains("both name the file `x.xml`"),
+            "{p:?}"
+        );
+        let p = compile(
+            "command = [\"run\"]\n[inputs.a]\nformats = [\"pi-timeseries\"]\nfile = \"../x.xml\"\n\
+             [trigger]\nkind = \"arrival\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            p[0].to_string()
+                .contains("not a plain path inside `input/`"),
+            "{p:?}"
+        );
     }
 }

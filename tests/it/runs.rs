@@ -394,6 +394,69 @@ echo 'a log' > output/model.log
     gw.stop();
 }
 
+#[test]
+fn files_delivered_to_a_slot_that_names_its_file_are_merged_into_it() {
+    // A model adapted to Delft-FEWS reads exactly `input/timeseries_import.xml` (exit 2
+    // otherwise). Two producer files, whatever their names, delivered to that slot in one batch
+    // become that one file: both series, valid against the PI schema.
+    let script = r#"cd "$POM_RUN_DIR"
+[ -f input/timeseries_import.xml ] || { echo "no input/timeseries_import.xml" >&2; exit 2; }
+ls input > inputs.txt
+"#;
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
+    let path = gw.dir.path().join("fews_like.sh");
+    std::fs::write(&path, script).unwrap();
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(
+        gw.rules().join("models/m.toml"),
+        format!(
+            "command = [\"/bin/sh\", \"{}\"]\n\
+             [inputs.obs]\nformats = [\"pi-timeseries\"]\nfile = \"timeseries_import.xml\"\n\
+             [trigger]\nkind = \"batch\"\ncount = 2\nwait = \"1h\"\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        gw.rules().join("routes.toml"),
+        "[[route]]\nname = \"obs\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n",
+    )
+    .unwrap();
+    gw.start();
+    gw.drop_file("obs", "Catchment_A_Qin_20240301.xml", &pi_series(1, 1));
+    gw.wait_for_decided(1, 10);
+    gw.drop_file("obs", "Catchment_B_Qin_20240301.xml", &pi_series(2, 1));
+    let run = wait_run(&gw, "m", 30);
+    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
+    assert_eq!(run.inputs.len(), 2);
+    let dir = gw.spool().join(&run.run_dir);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("inputs.txt")).unwrap(),
+        "timeseries_import.xml\n"
+    );
+    let merged = dir.join("input/timeseries_import.xml");
+    let text = std::fs::read_to_string(&merged).unwrap();
+    let a = text
+        .find("<locationId>L1</locationId>")
+        .expect("first series");
+    let b = text
+        .find("<locationId>L2</locationId>")
+        .expect("second series");
+    assert!(a < b, "series in arrival order");
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(common::repo().join("schemas/pi-xml/pi_timeseries.xsd"))
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.stop();
+}
+
 fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
     let path = gw.dir.path().join("flaky.sh");
     std::fs::write(&path, format!("#!/bin/sh\ncd \"$POM_RUN_DIR\"\n{script}\n")).unwrap();
