@@ -118,8 +118,8 @@ pub fn file_batch(
         }
         if s.state == State::Archived {
             for a in &s.route_actions {
-                if let Action::Publish { target } = a
-                    && let Err(e) = publish(spool, s, &dest, target, folders)
+                if let Action::Publish { target, name } = a
+                    && let Err(e) = publish(spool, s, &dest, (target, name.as_deref()), folders)
                 {
                     failed.push((s.id.clone(), e));
                 }
@@ -129,14 +129,15 @@ pub fn file_batch(
     failed
 }
 
-/// Publishes an archived file to `outgoing/<target>/` under its original name (or its stored name
-/// if that is taken): a hard link, made under a temporary name and renamed, so that a consumer
-/// never sees it half-there. Publishing the same file again does nothing.
+/// Publishes an archived file to `outgoing/<target>/` under its original name, or the name its
+/// rule's template makes: a hard link, made under a temporary name and renamed over the previous
+/// file of that name, so that a consumer sees the old file or the new one, never half of either.
+/// Publishing the same file again does nothing.
 fn publish(
     spool: &Spool,
     s: &Submission,
     archived: &Path,
-    target: &str,
+    (target, template): (&str, Option<&str>),
     folders: &mut Folders,
 ) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
@@ -158,29 +159,40 @@ fn publish(
             .unwrap_or(&s.original),
     )
     .into_owned();
-    let stored = stored_name(&s.id, &s.original);
-    let candidates = [dir.join(&base), dir.join(&stored)];
-    if candidates
-        .iter()
-        .any(|c| std::fs::metadata(c).is_ok_and(|m| m.ino() == ino))
-    {
+    let name = match template {
+        None => base,
+        Some(t) => {
+            let when = |text: &str| {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .ok()
+                    .map(|t| t.with_timezone(&chrono::Utc))
+            };
+            let time0 = s
+                .produced_time0
+                .as_deref()
+                .and_then(when)
+                .or_else(|| when(&s.received_at))
+                .unwrap_or_default();
+            let parts = crate::config::routes::Published {
+                name: &base,
+                time0,
+                run: s.produced_by.as_deref().unwrap_or(&s.id),
+                id: &s.id,
+            };
+            crate::config::routes::publish_name(t, &parts)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        }
+    };
+    let to = dir.join(&name);
+    if std::fs::symlink_metadata(&to).is_ok_and(|m| m.ino() == ino) {
         return Ok(());
     }
     let tmp = dir.join(format!(".{}.publishing", s.id));
     let _ = std::fs::remove_file(&tmp);
     std::fs::hard_link(archived, &tmp)?;
-    for c in &candidates {
-        match rename_noreplace(&tmp, c) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    let _ = std::fs::remove_file(&tmp);
-    Err(io::Error::other(format!(
-        "cannot publish to {}: both {base} and {stored} exist",
-        dir.display()
-    )))
+    std::fs::rename(&tmp, &to).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Files one decided submission (start-up reconcile).

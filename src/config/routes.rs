@@ -40,9 +40,105 @@ struct RawRoute {
     #[serde(default)]
     deliver: Vec<String>,
     #[serde(default)]
-    publish: Vec<String>,
+    publish: Vec<RawPublish>,
     hold: Option<String>,
     drop: Option<String>,
+}
+
+/// A publication: a target folder, or a target and the name to publish under.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPublish {
+    To(String),
+    Named { to: String, name: String },
+}
+
+/// What a publication name may hold.
+pub const PUBLISH_PLACEHOLDERS: &str =
+    "{name}, {stem}, {ext}, {time0} or {time0:FORMAT} (strftime), {run}, {id}";
+
+/// The parts of a publication name: the file's original name, and the time0 and run it comes
+/// from (a model's output: its run's; any other file: the time it arrived, and its own id).
+#[derive(Debug, Clone, Copy)]
+pub struct Published<'a> {
+    /// Original name (last component).
+    pub name: &'a str,
+    /// time0 of the producing run, or the file's arrival.
+    pub time0: chrono::DateTime<chrono::Utc>,
+    /// The producing run, or the file's id.
+    pub run: &'a str,
+    /// The file's id.
+    pub id: &'a str,
+}
+
+/// The name a template makes for a file: `{stem}_{time0:%Y%m%d%H}{ext}` gives
+/// `forecast_2026113006.xml` for `forecast.xml` of a run at 06:00. An error names what is wrong;
+/// the result is always one safe path component.
+pub fn publish_name(template: &str, p: &Published<'_>) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let (stem, ext) = match p.name.rfind('.') {
+        Some(i) if i > 0 => (&p.name[..i], &p.name[i..]),
+        _ => (p.name, ""),
+    };
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| "a `{` is not closed".to_string())?;
+        let ph = &rest[open + 1..open + close];
+        match ph.split_once(':') {
+            Some(("time0", format)) => {
+                let items: Vec<chrono::format::Item<'_>> =
+                    chrono::format::StrftimeItems::new(format).collect();
+                if items.contains(&chrono::format::Item::Error) {
+                    return Err(format!("`{format}` is not a strftime format"));
+                }
+                write!(out, "{}", p.time0.format_with_items(items.into_iter()))
+                    .map_err(|e| e.to_string())?;
+            }
+            _ => match ph {
+                "name" => out.push_str(p.name),
+                "stem" => out.push_str(stem),
+                "ext" => out.push_str(ext),
+                "time0" => out.push_str(&p.time0.format("%Y%m%dT%H%MZ").to_string()),
+                "run" => out.push_str(p.run),
+                "id" => out.push_str(p.id),
+                other => {
+                    return Err(format!(
+                        "unknown placeholder {{{other}}} (known: {PUBLISH_PLACEHOLDERS})"
+                    ));
+                }
+            },
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    if !crate::fs::safe_component(&out) || out.starts_with('.') {
+        return Err(format!("it makes `{out}`, not a plain file name"));
+    }
+    Ok(out)
+}
+
+/// Checks a publication name template when the rules are compiled: it must make a plain name,
+/// and keep the outputs of one run apart (`{name}` or `{stem}`, since a run's outputs have
+/// distinct names).
+fn check_publish_name(template: &str) -> Result<(), String> {
+    if !template.contains("{name}") && !template.contains("{stem}") {
+        return Err(
+            "it needs {name} or {stem}: otherwise two outputs of one run would \
+                    publish under one name"
+                .into(),
+        );
+    }
+    let sample = Published {
+        name: "forecast.xml",
+        time0: chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000),
+        run: "model-20260101T000000000000Z",
+        id: "20260101T000000000000Z",
+    };
+    publish_name(template, &sample).map(|_| ())
 }
 
 /// Whether the first matching rule applies, or every one.
@@ -66,10 +162,14 @@ pub enum Action {
         /// Input slot.
         slot: String,
     },
-    /// Copied to `outgoing/<target>/`.
+    /// Copied to `outgoing/<target>/`, under its own name or the name `name` makes of it
+    /// (see [`publish_name`]), replacing the previous file of that name.
     Publish {
         /// Target folder.
         target: String,
+        /// Naming template, such as `{stem}_{time0:%Y%m%d%H}{ext}`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     /// Kept aside until an operator releases it.
     Hold {
@@ -197,16 +297,26 @@ impl Routes {
                     }),
                 }
             }
-            for target in &r.publish {
+            for p in &r.publish {
+                let (target, name) = match p {
+                    RawPublish::To(t) => (t, None),
+                    RawPublish::Named { to, name } => (to, Some(name)),
+                };
                 if target.is_empty()
                     || !target
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 {
                     problem(format!("publish target `{target}` is not a folder name"));
+                } else if let Some(Err(e)) = name.map(|n| check_publish_name(n)) {
+                    problem(format!(
+                        "publish name `{}`: {e}",
+                        name.cloned().unwrap_or_default()
+                    ));
                 } else {
                     actions.push(Action::Publish {
                         target: target.clone(),
+                        name: name.cloned(),
                     });
                 }
             }
@@ -255,5 +365,53 @@ impl Routes {
             routes,
             names,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publication_name_is_made_from_the_file_its_run_and_time0() {
+        let p = Published {
+            name: "forecast.xml",
+            time0: chrono::DateTime::parse_from_rfc3339("2026-11-30T06:00:00Z")
+                .unwrap()
+                .with_timezone(&chrono::Utc),
+            run: "propagation-20261130T060012000000Z",
+            id: "20261130T060100000000Z",
+        };
+        assert_eq!(
+            publish_name("{stem}_{time0:%Y%m%d%H}{ext}", &p).unwrap(),
+            "forecast_2026113006.xml"
+        );
+        assert_eq!(
+            publish_name("{run}_{name}", &p).unwrap(),
+            "propagation-20261130T060012000000Z_forecast.xml"
+        );
+        assert!(
+            publish_name("{stem}_{time0:%Y/%m}{ext}", &p).is_err(),
+            "a slash"
+        );
+        assert!(
+            publish_name("{stem}{nope}", &p)
+                .unwrap_err()
+                .contains("unknown placeholder")
+        );
+        let compile = |publish: &str| {
+            let mut problems = Vec::new();
+            Routes::compile(
+                Path::new("routes.toml"),
+                &format!("[[route]]\nname = \"r\"\nchannel = \"c\"\npublish = [{publish}]\n"),
+                &BTreeMap::new(),
+                &mut problems,
+            );
+            problems
+        };
+        assert!(compile("\"web\"").is_empty());
+        assert!(compile("{ to = \"web\", name = \"{stem}_{time0:%Y%m%d%H}{ext}\" }").is_empty());
+        let p = compile("{ to = \"web\", name = \"latest.xml\" }");
+        assert!(p[0].to_string().contains("needs {name} or {stem}"), "{p:?}");
     }
 }

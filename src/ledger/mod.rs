@@ -179,6 +179,8 @@ pub struct Submission {
     pub original_at: Option<String>,
     /// The run that produced it, if a model did.
     pub produced_by: Option<String>,
+    /// That run's time0.
+    pub produced_time0: Option<String>,
 }
 
 fn lossy<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -547,6 +549,7 @@ impl Ledger {
                 session: c.replay.as_ref().map(|r| r.session.clone()),
                 original_at: c.replay.as_ref().map(|r| r.at.clone()),
                 produced_by: None,
+                produced_time0: None,
             };
             match &e.verdict {
                 Verdict::Accepted { checked, .. } => {
@@ -652,21 +655,25 @@ impl Ledger {
                 .map_err(sq(&path, "record verdict"))?;
             if changed == 1 {
                 // A model's output coming back: link it to its run (rejected outputs too).
-                let run: Option<String> = if !outputs_awaited {
+                let run: Option<(String, String)> = if !outputs_awaited {
                     None
                 } else {
                     tx.prepare_cached(
-                        "SELECT run FROM run_outputs WHERE channel = ?1 AND sha256 = ?2
-                         AND submission IS NULL ORDER BY run LIMIT 1",
+                        "SELECT o.run, r.time0 FROM run_outputs o JOIN runs r ON r.id = o.run
+                         WHERE o.channel = ?1 AND o.sha256 = ?2 AND o.submission IS NULL
+                         ORDER BY o.run LIMIT 1",
                     )
                     .and_then(|mut st| {
-                        st.query_row(params![c.channel, decided.sha256], |r| r.get(0))
-                            .optional()
+                        st.query_row(params![c.channel, decided.sha256], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
+                        .optional()
                     })
                     .map_err(sq(&path, "look for the run of an output"))?
                 };
-                if let Some(run) = run {
+                if let Some((run, time0)) = run {
                     decided.produced_by = Some(run.clone());
+                    decided.produced_time0 = Some(time0);
                     tx.execute(
                         "UPDATE run_outputs SET submission = ?1 WHERE run = ?2 AND channel = ?3
                          AND sha256 = ?4 AND submission IS NULL",
@@ -823,7 +830,8 @@ impl Ledger {
 const COLUMNS: &str = "id, channel, original, marker, state, received_at, decided_at, size, sha256, \
                        format, version, checked, reject_kind, reason, errors, duplicate_of, stored, \
                        route, route_rules, route_actions, rules_version, held_by, origin, session, \
-                       original_at, produced_by";
+                       original_at, produced_by, \
+                       (SELECT time0 FROM runs WHERE runs.id = submissions.produced_by)";
 
 fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Submission>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"))?
@@ -869,6 +877,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Submission> {
         session: r.get(23)?,
         original_at: r.get(24)?,
         produced_by: r.get(25)?,
+        produced_time0: r.get(26)?,
     })
 }
 

@@ -219,6 +219,7 @@ publish = ["all"]
             Decision::Routed {
                 rules: vec!["rain".into()],
                 actions: vec![Action::Publish {
+                    name: None,
                     target: "rain".into()
                 }]
             }
@@ -296,6 +297,7 @@ kind = "arrival"
                     slot: s.to_string(),
                 })
                 .chain([Action::Publish {
+                    name: None,
                     target: "out".into(),
                 }])
                 .collect(),

@@ -5,7 +5,9 @@ use crate::common;
 
 use std::path::Path;
 
-use common::{Gateway, chain_gateway as gateway, eventually, pi_series, wait_run};
+use common::{
+    Gateway, chain_gateway as gateway, chain_gateway_with, eventually, pi_series, wait_run,
+};
 use pom::ledger::State;
 use pom::ledger::runs::RunState;
 
@@ -455,6 +457,59 @@ ls input > inputs.txt
         String::from_utf8_lossy(&out.stderr)
     );
     gw.stop();
+}
+
+#[test]
+fn a_published_forecast_keeps_its_name_and_replaces_the_previous_one() {
+    // Each run writes `forecast.xml`. Downstream consumers read `outgoing/web/forecast.xml`: it
+    // is replaced by each new forecast whole (never a prefixed copy beside it), while a
+    // template adds the run's time0 for an archive of all of them.
+    let gw = chain_gateway_with(
+        &[(
+            "fc",
+            "sed 's/Q.obs/Q.fcst/' input/* > output/forecast.xml",
+            "1m",
+        )],
+        |gw| {
+            let routes = std::fs::read_to_string(gw.rules().join("routes.toml")).unwrap();
+            std::fs::write(
+                gw.rules().join("routes.toml"),
+                routes.replace(
+                    "publish = [\"web\"]",
+                    "publish = [\"web\", { to = \"dated\", name = \"{stem}_{time0:%Y%m%dT%H%M%S}_{run}{ext}\" }]",
+                ),
+            )
+            .unwrap();
+        },
+    );
+    for i in 1..=2 {
+        gw.drop_file("obs", &format!("fc_{i}.xml"), &pi_series(i, 1));
+        eventually(30, "the forecast to be published", || {
+            std::fs::read_to_string(gw.spool().join("outgoing/web/forecast.xml"))
+                .is_ok_and(|t| t.contains(&format!("<locationId>L{i}</locationId>")))
+        });
+    }
+    let names = |d: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(gw.spool().join("outgoing").join(d))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("web"), vec!["forecast.xml".to_string()]);
+    let mut runs = gw.ledger().runs(Some("fc"), None, 10).unwrap();
+    runs.reverse();
+    eventually(10, "both dated copies", || names("dated").len() == 2);
+    let expected: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            let t0 = chrono::DateTime::parse_from_rfc3339(&r.time0).unwrap();
+            format!("forecast_{}_{}.xml", t0.format("%Y%m%dT%H%M%S"), r.id)
+        })
+        .collect();
+    assert_eq!(names("dated"), expected);
 }
 
 fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
