@@ -227,7 +227,7 @@ async function file(id) {
       <h3>Re-inject after a fix</h3><p class="muted small">Paste the fixed file, or leave empty to take the file as fixed in place in <code>${esc(f.stored)}</code>.</p>
       <textarea id="fixed" rows="8"></textarea><div>${button("reinject", f.id, "Re-inject")}</div></section>` : ""}
     <section><h2>Deliveries</h2><table><thead><tr><th>Model</th><th>Slot</th><th>State</th><th>Run</th></tr></thead><tbody>
-      ${d.deliveries.map(([m, s, st, r]) => `<tr><td>${esc(m)}</td><td>${esc(s)}</td><td>${badge(st)}</td><td>${runLink(r)}</td></tr>`).join("")}</tbody></table></section>`;
+      ${d.deliveries.map(({model: m, slot: s, state: st, run: r}) => `<tr><td>${esc(m)}</td><td>${esc(s)}</td><td>${badge(st)}</td><td>${runLink(r)}</td></tr>`).join("")}</tbody></table></section>`;
 }
 
 async function rules() {

@@ -372,26 +372,10 @@ pub(super) fn runs(paths: &Paths, a: &RunsArgs) -> Result<ExitCode> {
 }
 
 pub(super) fn show(paths: &Paths, a: &ShowArgs) -> Result<ExitCode> {
+    use pom::supervise::view;
     let ledger = open_ledger(paths)?;
-    let lineage = ledger.lineage(&a.id)?;
-    let value = if let Some(run) = ledger.run(&a.id)? {
-        serde_json::json!({"run": run, "lineage": lineage})
-    } else if let Some(file) = ledger.get(&a.id)? {
-        serde_json::json!({"file": file, "lineage": lineage})
-    } else {
-        anyhow::bail!("no run or file `{}` in the ledger", a.id);
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let body = value
-        .get("run")
-        .or_else(|| value.get("file"))
-        .cloned()
-        .unwrap_or_default();
-    if let Some(fields) = body.as_object() {
-        for (k, v) in fields {
+    let print_fields = |body: serde_json::Value| {
+        for (k, v) in body.as_object().into_iter().flatten() {
             if v.is_null() || v.as_array().is_some_and(|a| a.is_empty()) {
                 continue;
             }
@@ -401,10 +385,51 @@ pub(super) fn show(paths: &Paths, a: &ShowArgs) -> Result<ExitCode> {
             };
             println!("{k:<14} {shown}");
         }
+    };
+    if let Some(d) = view::run_detail(&ledger, &paths.spool, &a.id)? {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        print_fields(serde_json::to_value(&d.run)?);
+        println!("lineage:");
+        for i in &d.inputs {
+            let up = i
+                .produced_by
+                .as_ref()
+                .map(|r| format!(", produced by run {r}"))
+                .unwrap_or_default();
+            println!("  input {}: file {} ({}){up}", i.slot, i.file, i.name);
+        }
+        for o in &d.outputs {
+            let file = o.file.as_deref().unwrap_or("not back yet");
+            println!("  output {}: file {file}", o.name);
+        }
+        for r in &d.downstream {
+            println!("  used by run {r}");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
+    let Some(d) = view::file_detail(&ledger, &a.id)? else {
+        anyhow::bail!("no run or file `{}` in the ledger", a.id);
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_fields(serde_json::to_value(&d.file)?);
     println!("lineage:");
-    for line in lineage.lines() {
-        println!("  {line}");
+    if let Some(run) = &d.produced_by {
+        println!("  produced by run {run}");
+        for i in &d.produced_from {
+            println!("    from input {}: file {} ({})", i.slot, i.file, i.name);
+        }
+    }
+    for u in &d.deliveries {
+        match &u.run {
+            Some(run) => println!("  input {} of run {run}", u.slot),
+            None => println!("  delivered to {}.{} ({})", u.model, u.slot, u.state),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -204,6 +204,25 @@ pub fn overview(
     })
 }
 
+/// A run's inputs (slot, submission), each with its file's name, channel and producing run.
+fn input_links(reader: &Ledger, inputs: &[(String, String)]) -> Result<Vec<FileLink>, LedgerError> {
+    let mut links = Vec::new();
+    for (slot, file) in inputs {
+        let s = reader.get(file)?;
+        links.push(FileLink {
+            slot: slot.clone(),
+            file: file.clone(),
+            name: s
+                .as_ref()
+                .map(|s| String::from_utf8_lossy(&s.original).into_owned())
+                .unwrap_or_default(),
+            channel: s.as_ref().map(|s| s.channel.clone()).unwrap_or_default(),
+            produced_by: s.and_then(|s| s.produced_by),
+        });
+    }
+    Ok(links)
+}
+
 /// A run in full: the run page.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunDetail {
@@ -288,26 +307,12 @@ pub fn run_detail(
         return Ok(None);
     };
     run.inputs = reader.run_inputs(id)?;
-    let mut inputs = Vec::new();
+    let inputs = input_links(reader, &run.inputs)?;
     let mut upstream = Vec::new();
-    for (slot, file) in &run.inputs {
-        let s = reader.get(file)?;
-        let produced_by = s.as_ref().and_then(|s| s.produced_by.clone());
-        if let Some(p) = &produced_by
-            && !upstream.contains(p)
-        {
+    for p in inputs.iter().filter_map(|i| i.produced_by.as_ref()) {
+        if !upstream.contains(p) {
             upstream.push(p.clone());
         }
-        inputs.push(FileLink {
-            slot: slot.clone(),
-            file: file.clone(),
-            name: s
-                .as_ref()
-                .map(|s| String::from_utf8_lossy(&s.original).into_owned())
-                .unwrap_or_default(),
-            channel: s.map(|s| s.channel).unwrap_or_default(),
-            produced_by,
-        });
     }
     let mut outputs = Vec::new();
     let mut downstream = Vec::new();
@@ -351,10 +356,25 @@ pub struct FileDetail {
     pub file: Submission,
     /// The run that produced it.
     pub produced_by: Option<String>,
-    /// Models it was delivered to: (model, slot, state, run).
-    pub deliveries: Vec<(String, String, String, Option<String>)>,
+    /// That run's inputs (upstream).
+    pub produced_from: Vec<FileLink>,
+    /// Models it was delivered to, and the runs that used it (downstream).
+    pub deliveries: Vec<Delivery>,
     /// Submissions that re-inject it.
     pub reinjected_as: Vec<String>,
+}
+
+/// A delivery of a file to a model's input slot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Delivery {
+    /// Model.
+    pub model: String,
+    /// Input slot.
+    pub slot: String,
+    /// pending, consumed, expired…
+    pub state: String,
+    /// The run that used it, once one did.
+    pub run: Option<String>,
 }
 
 /// One file with its deliveries and lineage.
@@ -363,11 +383,25 @@ pub fn file_detail(reader: &Ledger, id: &str) -> Result<Option<FileDetail>, Ledg
         return Ok(None);
     };
     let produced_by = file.produced_by.clone();
-    let deliveries = reader.deliveries_of(id)?;
+    let produced_from = match &produced_by {
+        Some(run) => input_links(reader, &reader.run_inputs(run)?)?,
+        None => Vec::new(),
+    };
+    let deliveries = reader
+        .deliveries_of(id)?
+        .into_iter()
+        .map(|(model, slot, state, run)| Delivery {
+            model,
+            slot,
+            state,
+            run,
+        })
+        .collect();
     let reinjected_as = reader.reinjections_of(id)?;
     Ok(Some(FileDetail {
         file,
         produced_by,
+        produced_from,
         deliveries,
         reinjected_as,
     }))

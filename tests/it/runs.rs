@@ -79,6 +79,23 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         text.contains(&format!("from input obs: file {}", input.id)),
         "{text}"
     );
+    // The same lineage as JSON objects, for scripts.
+    let json = |id: &str| -> serde_json::Value {
+        let out = gw.pom().args(["show", id, "--json"]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = json(&run.id);
+    assert_eq!(v["run"]["inputs"][0][1], input.id.as_str(), "{v:#}");
+    assert_eq!(v["inputs"][0]["slot"], "obs", "{v:#}");
+    assert_eq!(v["inputs"][0]["file"], input.id.as_str(), "{v:#}");
+    assert_eq!(v["outputs"][0]["name"], "forecast.xml", "{v:#}");
+    assert_eq!(v["outputs"][0]["file"], out.id.as_str(), "{v:#}");
+    let v = json(&out.id);
+    assert_eq!(v["produced_by"], run.id.as_str(), "{v:#}");
+    assert_eq!(v["produced_from"][0]["file"], input.id.as_str(), "{v:#}");
+    let v = json(&input.id);
+    assert_eq!(v["deliveries"][0]["run"], run.id.as_str(), "{v:#}");
+    assert_eq!(v["deliveries"][0]["slot"], "obs", "{v:#}");
     let out = gw
         .pom()
         .args(["runs", "--model", "fc", "--json"])
