@@ -20,10 +20,11 @@ use sha2::{Digest, Sha256};
 use crate::board::Board;
 use crate::chain::contract::{self, Mode, RunPlan};
 use crate::chain::executor::{self, Ending, Execution};
+use crate::chain::time0;
 use crate::chain::trigger::{self, Plan};
 use crate::clock::Clock;
 use crate::config::catalog::Catalog;
-use crate::config::model::{Model, Trigger};
+use crate::config::model::{Model, Time0Source, Trigger};
 use crate::config::rules::{Completion, RuleSet};
 use crate::config::{Shared, current};
 use crate::control::{Action, Answer, Refusal, RunCommand, Wake};
@@ -196,14 +197,18 @@ impl Dispatcher {
                 let Some(m) = rules.models.get(&model) else {
                     return Ok(no_model(&model));
                 };
-                let time0 = match time0.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
-                    None => now,
-                    Some(Ok(t)) => t.with_timezone(&Utc),
+                let given = match time0.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+                    None => None,
+                    Some(Ok(t)) => Some(t.with_timezone(&Utc)),
                     Some(Err(e)) => {
                         return Ok(Answer::refused(Refusal::Invalid, format!("time0: {e}")));
                     }
                 };
                 let (inputs, missing) = self.latest_inputs(m)?;
+                let time0 = match given {
+                    Some(t) => t,
+                    None => self.time0_for(m, &inputs, now)?,
+                };
                 if !missing.is_empty() {
                     return Ok(Answer::refused(
                         Refusal::Conflict,
@@ -419,13 +424,45 @@ impl Dispatcher {
             return Ok(());
         }
         let now = self.clock.now();
-        let new = self.new_run(model, now, &inputs);
+        let time0 = self.time0_for(model, &inputs, now)?;
+        let new = self.new_run(model, time0, &inputs);
         let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         if !self.writer.with(move |l| l.create_run(&new, now))? {
             return Ok(());
         }
-        self.launch(model, rules, id, run_dir_rel, inputs, now);
+        self.launch(model, rules, id, run_dir_rel, inputs, time0);
         Ok(())
+    }
+
+    /// The time0 of a run of `model` with these inputs started now, as its rule says: what it
+    /// needs of the inputs (the time0 of the runs that produced them; the content of a PI input)
+    /// is read here and handed to [`time0::choose`].
+    fn time0_for(
+        &self,
+        model: &Model,
+        inputs: &[crate::ledger::runs::Pending],
+        now: chrono::DateTime<Utc>,
+    ) -> Result<chrono::DateTime<Utc>, LedgerError> {
+        let mut chain: Option<chrono::DateTime<Utc>> = None;
+        for p in inputs {
+            let t0 = self
+                .reader
+                .get(&p.submission)?
+                .and_then(|s| s.produced_time0)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            chain = chain.max(t0);
+        }
+        let content = match &model.time0.source {
+            Time0Source::Input { slot } => inputs
+                .iter()
+                .filter(|p| &p.slot == slot)
+                .max_by(|a, b| a.submission.cmp(&b.submission))
+                .and_then(|p| std::fs::read(self.spool.root().join(&p.stored)).ok())
+                .and_then(|bytes| time0::content_time(&bytes)),
+            _ => None,
+        };
+        Ok(time0::choose(&model.time0, now, chain, content))
     }
 
     /// Fires a schedule trigger whose time has come: time0 is the scheduled time, and each slot
@@ -621,8 +658,8 @@ impl Dispatcher {
             id: id.clone(),
             model: model.name.clone(),
             time0,
-            start: time0 - chrono::Duration::days(2),
-            end: time0 + chrono::Duration::days(2),
+            start: time0::period(&model.time0, time0).0,
+            end: time0::period(&model.time0, time0).1,
             mode: if session.is_some() {
                 Mode::Replay
             } else {

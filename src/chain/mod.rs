@@ -14,4 +14,5 @@ pub mod executor;
 pub mod merge;
 pub mod pi;
 pub mod process;
+pub mod time0;
 pub mod trigger;

@@ -29,6 +29,7 @@ struct RawModel {
     inputs: BTreeMap<String, Spanned<RawSlot>>,
     outputs: Option<Spanned<RawOutputs>>,
     diagnostics: Option<Spanned<String>>,
+    time0: Option<Spanned<RawTime0>>,
     trigger: Spanned<RawTrigger>,
     timeout: Option<Spanned<String>>,
     retries: Option<RawRetries>,
@@ -67,6 +68,15 @@ struct RawOutputs {
     formats: Vec<String>,
     #[serde(default)]
     files: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTime0 {
+    from: Option<String>,
+    slot: Option<String>,
+    round: Option<String>,
+    period: Option<[String; 2]>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +227,8 @@ pub struct Model {
     /// Where the model writes its PI diagnostics, relative to the run folder (`diag.xml` unless
     /// declared, as `output/diag.xml` for a model adapted to Delft-FEWS).
     pub diagnostics: String,
+    /// How its runs' time0 and period are set.
+    pub time0: Time0,
     /// When it runs.
     pub trigger: Trigger,
     /// Longest run.
@@ -260,6 +272,61 @@ impl Outputs {
     pub fn selects_format(&self, format: Option<&str>) -> bool {
         self.formats.is_empty() || format.is_some_and(|f| self.formats.iter().any(|x| x == f))
     }
+}
+
+/// How a model's runs get their time0 and period, as Delft-FEWS sets them. A run of a scheduled
+/// model takes its scheduled time, a retry or rerun its run's, an operator's trigger the time0
+/// given; otherwise `source` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Time0 {
+    /// Where time0 comes from.
+    pub source: Time0Source,
+    /// The clock's time is rounded down to this cardinal step (`1h`: on the hour), as Delft-FEWS
+    /// does by default; none: to the second.
+    pub round: Option<Duration>,
+    /// The run's period: from time0 minus the first, to time0 plus the second.
+    pub period: (Duration, Duration),
+}
+
+/// Where a run's time0 comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Time0Source {
+    /// The time0 of the run that produced an input, when one did (one forecast, one time0 along
+    /// the chain), else the clock.
+    Chain,
+    /// The clock.
+    Clock,
+    /// A PI time series delivered to `slot`: its `forecastDate`, else the time of its last
+    /// value that is not missing.
+    Input {
+        /// The slot.
+        slot: String,
+    },
+}
+
+impl Default for Time0 {
+    fn default() -> Self {
+        Time0 {
+            source: Time0Source::Chain,
+            round: None,
+            period: (
+                Duration::from_secs(2 * 86_400),
+                Duration::from_secs(2 * 86_400),
+            ),
+        }
+    }
+}
+
+/// `-2d` or `+3d`: a signed duration, in seconds.
+fn parse_offset(text: &str, sign: char) -> Result<Duration, String> {
+    let t = text.trim();
+    let rest = t.strip_prefix(sign).unwrap_or(t);
+    if rest.starts_with(['+', '-']) {
+        return Err(format!(
+            "`{text}`: the period goes from `-D` before time0 to `+D` after it"
+        ));
+    }
+    parse_duration(rest)
 }
 
 /// Where a model writes its diagnostics when it does not say: `diag.xml` in the run folder.
@@ -577,6 +644,63 @@ impl Model {
             Some(d) => d.get_ref().clone(),
             None => DEFAULT_DIAGNOSTICS.to_string(),
         };
+        let time0 = match raw.time0 {
+            None => Time0::default(),
+            Some(t) => {
+                let span = t.span().start;
+                let t = t.into_inner();
+                let source = match (t.from.as_deref(), t.slot) {
+                    (None | Some("chain"), None) => Time0Source::Chain,
+                    (Some("clock"), None) => Time0Source::Clock,
+                    (Some("input"), Some(slot)) => {
+                        if !inputs.contains_key(&slot) {
+                            at(span, format!("time0 from input `{slot}`: no such input"));
+                        }
+                        Time0Source::Input { slot }
+                    }
+                    (Some("input"), None) => {
+                        at(span, "time0 from `input` needs `slot`".into());
+                        Time0Source::Chain
+                    }
+                    (_, Some(_)) => {
+                        at(span, "time0 `slot` goes with from = \"input\"".into());
+                        Time0Source::Chain
+                    }
+                    (Some(other), None) => {
+                        at(
+                            span,
+                            format!("time0 from `{other}` is not one of chain, clock, input"),
+                        );
+                        Time0Source::Chain
+                    }
+                };
+                let mut time0 = Time0 {
+                    source,
+                    ..Time0::default()
+                };
+                if let Some(r) = t.round {
+                    match parse_duration(&r) {
+                        Ok(d) if d >= Duration::from_secs(1) && 86_400 % d.as_secs() == 0 => {
+                            time0.round = Some(d);
+                        }
+                        Ok(_) => at(
+                            span,
+                            format!(
+                                "time0 round `{r}` is not a cardinal step of a day (such as 15m, 1h, 6h)"
+                            ),
+                        ),
+                        Err(e) => at(span, format!("time0 round: {e}")),
+                    }
+                }
+                if let Some([before, after]) = t.period {
+                    match (parse_offset(&before, '-'), parse_offset(&after, '+')) {
+                        (Ok(b), Ok(a)) => time0.period = (b, a),
+                        (Err(e), _) | (_, Err(e)) => at(span, format!("time0 period: {e}")),
+                    }
+                }
+                time0
+            }
+        };
         let outputs = raw.outputs.map(|o| {
             let span = o.span().start;
             let o = o.into_inner();
@@ -612,6 +736,7 @@ impl Model {
             inputs,
             outputs,
             diagnostics,
+            time0,
             trigger: trigger?,
             timeout,
             retries,
@@ -770,6 +895,44 @@ mod tests {
             p[0].to_string()
                 .contains("not a plain path inside `input/`"),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn time0_rules_are_checked_when_compiled() {
+        let with = |t: &str| {
+            compile(&format!(
+                "command = [\"run\"]\n[inputs.obs]\nformats = [\"pi-timeseries\"]\n\
+                 [time0]\n{t}\n[trigger]\nkind = \"arrival\"\n"
+            ))
+        };
+        let m = with("from = \"clock\"\nround = \"1h\"\nperiod = [\"-2d\", \"+3d\"]").unwrap();
+        assert_eq!(m.time0.source, Time0Source::Clock);
+        assert_eq!(m.time0.round, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            m.time0.period,
+            (
+                Duration::from_secs(2 * 86_400),
+                Duration::from_secs(3 * 86_400)
+            )
+        );
+        let m = with("from = \"input\"\nslot = \"obs\"").unwrap();
+        assert_eq!(m.time0.source, Time0Source::Input { slot: "obs".into() });
+        for (bad, says) in [
+            ("round = \"7m\"", "not a cardinal step"),
+            ("from = \"input\"\nslot = \"rain\"", "no such input"),
+            ("from = \"input\"", "needs `slot`"),
+            ("from = \"sundial\"", "not one of chain, clock, input"),
+            ("period = [\"+2d\", \"+3d\"]", "the period goes from"),
+        ] {
+            let p = with(bad).unwrap_err();
+            assert!(p[0].to_string().contains(says), "{bad}: {p:?}");
+        }
+        assert_eq!(
+            compile("command = [\"run\"]\n[trigger]\nkind = \"arrival\"\n")
+                .unwrap()
+                .time0,
+            Time0::default()
         );
     }
 }

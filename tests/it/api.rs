@@ -146,7 +146,11 @@ fn every_read_endpoint_answers_open_on_loopback() {
     let input = d["inputs"][0]["file"].as_str().unwrap();
     let (s, f) = gw.api("GET", &format!("/api/files/{input}"), None, None);
     assert_eq!(s, 200);
-    assert_eq!(f["deliveries"][0]["run"].as_str(), Some(run_id.as_str()), "{f}");
+    assert_eq!(
+        f["deliveries"][0]["run"].as_str(),
+        Some(run_id.as_str()),
+        "{f}"
+    );
     let (s, _) = gw.api("GET", "/api/files/nope", None, None);
     assert_eq!(s, 404);
 

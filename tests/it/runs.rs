@@ -529,6 +529,55 @@ fn a_published_forecast_keeps_its_name_and_replaces_the_previous_one() {
     assert_eq!(names("dated"), expected);
 }
 
+#[test]
+fn time0_comes_from_the_forecast_and_runs_along_the_chain_with_the_declared_period() {
+    // Model `a` takes time0 from its input's forecastDate, as a model adapted to Delft-FEWS
+    // does; `b`, fed by `a`'s output, inherits that time0 (one forecast, one time0 along the
+    // chain) and covers the period it declares around it.
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(
+        gw.rules().join("models/a.toml"),
+        "command = [\"/bin/sh\", \"-c\", \"cp input/*.xml output/a_out.xml\"]\n\
+         [inputs.obs]\nformats = [\"pi-timeseries\"]\n[outputs]\nchannel = \"fcst\"\n\
+         [time0]\nfrom = \"input\"\nslot = \"obs\"\n[trigger]\nkind = \"arrival\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        gw.rules().join("models/b.toml"),
+        "command = [\"/bin/sh\", \"-c\", \"true\"]\n[inputs.up]\nformats = [\"pi-timeseries\"]\n\
+         [time0]\nperiod = [\"-1d\", \"+3d\"]\n[trigger]\nkind = \"arrival\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        gw.rules().join("routes.toml"),
+        "[[route]]\nname = \"obs\"\nchannel = \"obs\"\ndeliver = [\"a.obs\"]\n\
+         [[route]]\nname = \"up\"\nchannel = \"fcst\"\ndeliver = [\"b.up\"]\n",
+    )
+    .unwrap();
+    gw.start();
+    let forecast = String::from_utf8(pi_series(1, 1)).unwrap().replace(
+        "<missVal>",
+        "<forecastDate date=\"2024-03-01\" time=\"06:00:00\"/>\n      <missVal>",
+    );
+    gw.drop_file("obs", "Catchment_A_Qin_20240301.xml", forecast.as_bytes());
+    let a = wait_run(&gw, "a", 30);
+    assert_eq!(a.state, RunState::Succeeded, "{a:?}");
+    let b = wait_run(&gw, "b", 30);
+    assert_eq!(b.state, RunState::Succeeded, "{b:?}");
+    assert!(a.time0.starts_with("2024-03-01T06:00:00"), "{}", a.time0);
+    assert_eq!(b.time0, a.time0, "one time0 along the chain");
+    let run_file = std::fs::read_to_string(gw.spool().join(&b.run_dir).join("run.xml")).unwrap();
+    for expected in [
+        "<startDateTime date=\"2024-02-29\" time=\"06:00:00\"/>",
+        "<endDateTime date=\"2024-03-04\" time=\"06:00:00\"/>",
+        "<time0 date=\"2024-03-01\" time=\"06:00:00\"/>",
+    ] {
+        assert!(run_file.contains(expected), "{expected} in {run_file}");
+    }
+    gw.stop();
+}
+
 fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
     let path = gw.dir.path().join("flaky.sh");
     std::fs::write(&path, format!("#!/bin/sh\ncd \"$POM_RUN_DIR\"\n{script}\n")).unwrap();
