@@ -62,6 +62,8 @@ pub struct RunPlan {
     pub properties: BTreeMap<String, String>,
     /// Where the model writes its diagnostics, relative to the run folder.
     pub diagnostics: String,
+    /// Slots whose files the model gets with time0 as their `forecastDate`.
+    pub forecast_date_slots: Vec<String>,
 }
 
 fn date_time(t: DateTime<Utc>) -> pi::DateTimeComplexType {
@@ -138,19 +140,40 @@ pub fn run_file(plan: &RunPlan, dir: &Path) -> io::Result<String> {
 pub fn lay_out(plan: &RunPlan, dir: &Path) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir.join("input"))?;
     std::fs::create_dir_all(dir.join("output"))?;
-    let mut by_name: Vec<(&str, Vec<&Path>)> = Vec::new();
-    for (_, name, from) in &plan.inputs {
-        match by_name.iter_mut().find(|(n, _)| n == name) {
-            Some((_, files)) => files.push(from),
-            None => by_name.push((name, vec![from])),
+    let mut by_name: Vec<(&str, &str, Vec<&Path>)> = Vec::new();
+    for (slot, name, from) in &plan.inputs {
+        match by_name.iter_mut().find(|(_, n, _)| n == name) {
+            Some((_, _, files)) => files.push(from),
+            None => by_name.push((slot, name, vec![from])),
         }
     }
-    for (name, files) in by_name {
+    for (slot, name, files) in by_name {
         let to = dir.join("input").join(name);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;
         }
         if to.exists() {
+            continue;
+        }
+        let invalid = |e: crate::chain::merge::MergeError| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("input/{name}: {e}"))
+        };
+        if plan.forecast_date_slots.iter().any(|s| s == slot) {
+            // A copy of its own, never a link: the archived original stays as it came.
+            let bytes = match files[..] {
+                [from] => std::fs::read(from)?,
+                _ => {
+                    let documents = files
+                        .iter()
+                        .map(std::fs::read)
+                        .collect::<io::Result<Vec<_>>>()?;
+                    let documents: Vec<&[u8]> = documents.iter().map(Vec::as_slice).collect();
+                    crate::chain::merge::merge(&documents).map_err(invalid)?
+                }
+            };
+            let stamped =
+                crate::chain::merge::with_forecast_date(&bytes, plan.time0).map_err(invalid)?;
+            std::fs::write(&to, stamped)?;
             continue;
         }
         if let [from] = files[..] {
@@ -279,6 +302,7 @@ mod tests {
             inputs: vec![("rain".into(), "rain & more.xml".into(), PathBuf::from("/x"))],
             properties: BTreeMap::new(),
             diagnostics: DIAG_FILE.into(),
+            forecast_date_slots: Vec::new(),
         }
     }
 

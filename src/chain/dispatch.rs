@@ -695,6 +695,12 @@ impl Dispatcher {
             },
             properties: Default::default(),
             diagnostics: model.diagnostics.clone(),
+            forecast_date_slots: model
+                .inputs
+                .values()
+                .filter(|s| s.forecast_date_is_time0)
+                .map(|s| s.name.clone())
+                .collect(),
         };
         let output = model.outputs.as_ref().map(|o| {
             let completion = rules.channels.get(&o.channel).map(|c| c.completion.clone());

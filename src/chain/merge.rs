@@ -253,6 +253,91 @@ pub fn merge(documents: &[&[u8]]) -> Result<Vec<u8>, MergeError> {
     Ok(out)
 }
 
+/// A PI time-series document with every series' `forecastDate` set to `time0` (replaced, or
+/// added after `endDate` where the schema puts it), in the document's own time zone: the copy a
+/// model gets when its slot asks for `forecastDate = "time0"`. The archived original is never
+/// touched: the caller writes the result into the run folder.
+pub fn with_forecast_date(
+    bytes: &[u8],
+    time0: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<u8>, MergeError> {
+    use quick_xml::Writer;
+    let bad = |why: String| MergeError::NotTimeSeries { index: 1, why };
+    // The time zone comes first in a PI document: read it before rewriting.
+    let zone_hours: f64 = {
+        let mut r = Reader::from_reader(bytes);
+        let mut in_zone = false;
+        let mut zone = 0.0;
+        loop {
+            match r.read_event().map_err(|e| bad(e.to_string()))? {
+                Event::Start(e) if e.local_name().as_ref() == b"timeZone" => in_zone = true,
+                Event::Text(t) if in_zone => {
+                    zone = t
+                        .decode()
+                        .ok()
+                        .and_then(|z| z.trim().parse().ok())
+                        .unwrap_or(0.0);
+                    break;
+                }
+                Event::Start(e) if e.local_name().as_ref() == b"series" => break,
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        zone
+    };
+    let local = time0 + chrono::Duration::seconds((zone_hours * 3600.0).round() as i64);
+    let (date, time) = (
+        local.format("%Y-%m-%d").to_string(),
+        local.format("%H:%M:%S").to_string(),
+    );
+    let forecast = |name: &[u8]| {
+        let mut e = BytesStart::new(String::from_utf8_lossy(name).into_owned());
+        e.push_attribute(("date", date.as_str()));
+        e.push_attribute(("time", time.as_str()));
+        e
+    };
+    let mut reader = Reader::from_reader(bytes);
+    let mut writer = Writer::new(Vec::with_capacity(bytes.len() + 64));
+    // After a header's `endDate`: the qualified name to give a `forecastDate` if none follows.
+    let mut after_end: Option<Vec<u8>> = None;
+    loop {
+        let event = reader.read_event().map_err(|e| bad(e.to_string()))?;
+        let starts = match &event {
+            Event::Start(e) | Event::Empty(e) => Some(e.local_name().as_ref().to_vec()),
+            Event::End(_) => Some(Vec::new()),
+            _ => None,
+        };
+        // `take` on every element boundary: a forecastDate is added only right after endDate.
+        if let Some(local) = starts
+            && let Some(name) = after_end.take()
+            && local != b"forecastDate"
+        {
+            writer
+                .write_event(Event::Empty(forecast(&name)))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        let event = match event {
+            Event::Empty(e) if e.local_name().as_ref() == b"forecastDate" => {
+                Event::Empty(forecast(e.name().as_ref()))
+            }
+            Event::Empty(e) if e.local_name().as_ref() == b"endDate" => {
+                let name = e.name().as_ref().to_vec();
+                let prefix = name
+                    .iter()
+                    .rposition(|&b| b == b':')
+                    .map_or(Vec::new(), |i| name[..=i].to_vec());
+                after_end = Some([prefix, b"forecastDate".to_vec()].concat());
+                Event::Empty(e)
+            }
+            Event::Eof => break,
+            other => other,
+        };
+        writer.write_event(event).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(writer.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +396,41 @@ mod tests {
             merge(&[&a, prefixed]),
             Err(MergeError::Form { .. })
         ));
+    }
+
+    #[test]
+    fn the_copy_a_model_gets_can_carry_time0_as_its_forecast_date() {
+        let time0 = chrono::DateTime::parse_from_rfc3339("2024-03-01T06:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let a = doc("1.2", "1.0", &[("A", "Q.obs", "1"), ("B", "Q.obs", "2")]);
+        let out = String::from_utf8(with_forecast_date(&a, time0).unwrap()).unwrap();
+        assert_eq!(
+            out.matches("<forecastDate date=\"2024-03-01\" time=\"07:00:00\"/>")
+                .count(),
+            2,
+            "in the document's time zone (UTC+1), after endDate: {out}"
+        );
+        let again = String::from_utf8(
+            with_forecast_date(out.as_bytes(), time0 + chrono::Duration::hours(1)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            again.matches("<forecastDate").count(),
+            2,
+            "replaced, not added: {again}"
+        );
+        assert!(again.contains("time=\"08:00:00\""), "{again}");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("timeseries_import.xml");
+        std::fs::write(&f, &again).unwrap();
+        let xsd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("schemas/pi-xml/pi_timeseries.xsd");
+        let mut v = crate::examine::validate::Validator::new();
+        assert_eq!(
+            v.check(&f, &crate::config::catalog::Check::Xsd(xsd)),
+            Ok(()),
+            "{again}"
+        );
     }
 }

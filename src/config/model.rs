@@ -54,6 +54,8 @@ struct RawSlot {
     #[serde(rename = "where", default)]
     filter: BTreeMap<String, String>,
     file: Option<String>,
+    #[serde(rename = "forecastDate")]
+    forecast_date: Option<String>,
 }
 
 fn yes() -> bool {
@@ -168,6 +170,9 @@ pub struct Slot {
     /// one; otherwise its files keep their producers' names. Several PI time series delivered
     /// to such a slot are merged into that one file.
     pub file: Option<String>,
+    /// Whether the copy the model gets has the run's time0 as its `forecastDate`
+    /// (`forecastDate = "time0"`; PI time series only; the archived original is never changed).
+    pub forecast_date_is_time0: bool,
 }
 
 impl Slot {
@@ -452,6 +457,19 @@ impl Model {
                     ),
                 );
             }
+            match s.forecast_date.as_deref() {
+                None | Some("time0") => {}
+                Some(other) => at(
+                    span,
+                    format!("input `{slot}`: forecastDate = \"{other}\" (only \"time0\" is known)"),
+                ),
+            }
+            if s.forecast_date.is_some() && s.formats.iter().any(|f| f != "pi-timeseries") {
+                at(
+                    span,
+                    format!("input `{slot}`: forecastDate is written into PI time series only"),
+                );
+            }
             let mut filter = Vec::new();
             for (path, value) in s.filter {
                 match compile_filter(&path, &value) {
@@ -468,6 +486,7 @@ impl Model {
                     required: s.required,
                     filter,
                     file: s.file,
+                    forecast_date_is_time0: s.forecast_date.is_some(),
                 },
             );
         }

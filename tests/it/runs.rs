@@ -578,6 +578,54 @@ fn time0_comes_from_the_forecast_and_runs_along_the_chain_with_the_declared_peri
     gw.stop();
 }
 
+#[test]
+fn the_model_gets_time0_as_its_inputs_forecast_date_and_the_archive_keeps_the_original() {
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(
+        gw.rules().join("models/m.toml"),
+        "command = [\"/bin/sh\", \"-c\", \"true\"]\n\
+         [inputs.obs]\nformats = [\"pi-timeseries\"]\nfile = \"timeseries_import.xml\"\n\
+         forecastDate = \"time0\"\n[time0]\nfrom = \"clock\"\nround = \"1h\"\n\
+         [trigger]\nkind = \"arrival\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        gw.rules().join("routes.toml"),
+        "[[route]]\nname = \"obs\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n",
+    )
+    .unwrap();
+    gw.start();
+    gw.drop_file("obs", "obs_1.xml", &pi_series(1, 1));
+    let run = wait_run(&gw, "m", 30);
+    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
+    let t0 = chrono::DateTime::parse_from_rfc3339(&run.time0).unwrap();
+    assert_eq!(
+        t0.format("%M:%S%.f").to_string(),
+        "00:00",
+        "on the hour: {t0}"
+    );
+    let copy = std::fs::read_to_string(
+        gw.spool()
+            .join(&run.run_dir)
+            .join("input/timeseries_import.xml"),
+    )
+    .unwrap();
+    let stamp = format!(
+        "<forecastDate date=\"{}\" time=\"{}\"/>",
+        t0.format("%Y-%m-%d"),
+        t0.format("%H:%M:%S")
+    );
+    assert!(copy.contains(&stamp), "{stamp} in {copy}");
+    let input = gw.find(b"obs_1.xml").unwrap();
+    let archived = std::fs::read_to_string(gw.spool().join(input.stored.unwrap())).unwrap();
+    assert!(
+        !archived.contains("forecastDate"),
+        "the original is untouched"
+    );
+    gw.stop();
+}
+
 fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
     let path = gw.dir.path().join("flaky.sh");
     std::fs::write(&path, format!("#!/bin/sh\ncd \"$POM_RUN_DIR\"\n{script}\n")).unwrap();
