@@ -626,6 +626,45 @@ fn the_model_gets_time0_as_its_inputs_forecast_date_and_the_archive_keeps_the_or
     gw.stop();
 }
 
+#[test]
+fn the_readmes_declaration_of_a_model_adapted_to_delft_fews_compiles() {
+    // The README is a test: its example declaration and route compile as written.
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let section = readme
+        .split("## Running a model adapted to Delft-FEWS")
+        .nth(1)
+        .expect("the README's section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 2, "a model and a route");
+    let mut problems = Vec::new();
+    let model = pom::config::model::Model::compile(
+        "catchment-a",
+        Path::new("catchment-a.toml"),
+        blocks[0],
+        &mut problems,
+    )
+    .unwrap_or_else(|| panic!("{problems:?}"));
+    assert_eq!(model.diagnostics, "output/diag.xml");
+    assert_eq!(
+        model.inputs["discharge"].file.as_deref(),
+        Some("timeseries_import.xml")
+    );
+    pom::config::routes::Routes::compile(
+        Path::new("routes.toml"),
+        blocks[1],
+        &std::collections::BTreeMap::new(),
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
 fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
     let path = gw.dir.path().join("flaky.sh");
     std::fs::write(&path, format!("#!/bin/sh\ncd \"$POM_RUN_DIR\"\n{script}\n")).unwrap();
