@@ -172,7 +172,8 @@ async function run(id) {
     <dl class="facts"><dt>Model</dt><dd>${esc(r.model)}</dd><dt>Trigger</dt><dd>${esc(r.trigger)}${r.requested_by ? ` by ${esc(r.requested_by)}` : ""}</dd>
       <dt>time0</dt><dd>${time(r.time0)}</dd><dt>Attempt</dt><dd>${r.attempt}${r.retry_of ? ` (of ${runLink(r.retry_of)})` : ""}</dd>
       <dt>Queued</dt><dd>${time(r.queued_at)}</dd><dt>Started</dt><dd>${time(r.started_at)}</dd><dt>Ended</dt><dd>${time(r.ended_at)}</dd>
-      <dt>Exit code</dt><dd>${r.exit_code ?? "—"}</dd><dt>Reason</dt><dd>${esc(r.reason ?? "—")}</dd><dt>Folder</dt><dd><code>${esc(r.run_dir)}</code></dd></dl>
+      <dt>Exit code</dt><dd>${r.exit_code ?? "—"}</dd><dt>Reason</dt><dd>${esc(r.reason ?? "—")}</dd><dt>Folder</dt><dd><code>${esc(r.run_dir)}</code></dd>
+      ${r.state_start ? `<dt>State</dt><dd>${r.state_start === "warm" ? `warm from ${runLink(r.state_from)} valid at ${time(r.state_valid_at)}` : "cold"}</dd>` : ""}</dl>
     <section><h2>Inputs</h2><table><thead><tr><th>Slot</th><th>File</th><th>Channel</th><th>Produced by</th></tr></thead><tbody>
       ${d.inputs.map((i) => `<tr><td>${esc(i.slot)}</td><td>${fileLink(i.file, i.name)}</td><td>${esc(i.channel)}</td><td>${runLink(i.produced_by)}</td></tr>`).join("")}</tbody></table></section>
     <section><h2>Outputs</h2><table><thead><tr><th>Name</th><th>Channel</th><th>File</th><th>State</th></tr></thead><tbody>

@@ -64,6 +64,8 @@ pub struct RunPlan {
     pub diagnostics: String,
     /// Slots whose files the model gets with time0 as their `forecastDate`.
     pub forecast_date_slots: Vec<String>,
+    /// The state it starts from: where the model reads it under `input/`, and the file.
+    pub state: Option<(String, PathBuf)>,
 }
 
 fn date_time(t: DateTime<Utc>) -> pi::DateTimeComplexType {
@@ -192,6 +194,15 @@ pub fn lay_out(plan: &RunPlan, dir: &Path) -> io::Result<PathBuf> {
         })?;
         std::fs::write(&to, merged)?;
     }
+    if let Some((into, from)) = &plan.state {
+        // A copy of its own: a model that changes its state in place never alters the one saved.
+        let to = dir.join("input").join(into);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(from, &to)
+            .map_err(|e| io::Error::new(e.kind(), format!("the state {}: {e}", from.display())))?;
+    }
     let file = dir.join(RUN_FILE);
     std::fs::write(&file, run_file(plan, dir)?)?;
     Ok(file)
@@ -303,6 +314,7 @@ mod tests {
             properties: BTreeMap::new(),
             diagnostics: DIAG_FILE.into(),
             forecast_date_slots: Vec::new(),
+            state: None,
         }
     }
 

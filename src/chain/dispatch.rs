@@ -434,6 +434,52 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// The state a run of `model` at `time0` starts from, for a model that keeps one: the latest
+    /// state of its own history valid at or before time0 and not older than its `max_age`; in a
+    /// replay with no state of its own yet, the state the original run started from; else the
+    /// declared cold state.
+    fn state_for(
+        &self,
+        model: &Model,
+        time0: chrono::DateTime<Utc>,
+        replay: Option<(&str, Option<&str>)>,
+    ) -> Result<Option<StartState>, LedgerError> {
+        let Some(rule) = &model.state else {
+            return Ok(None);
+        };
+        let oldest = rule
+            .max_age
+            .and_then(|a| chrono::Duration::from_std(a).ok())
+            .map_or(chrono::DateTime::<Utc>::MIN_UTC, |a| time0 - a);
+        let session = replay.map(|r| r.0);
+        let mut found = self
+            .reader
+            .latest_state(&model.name, session, time0, oldest)?;
+        if found.is_none()
+            && let Some(original) = replay.and_then(|r| r.1)
+            && let Some(from) = self.reader.run(original)?.and_then(|r| r.state_from)
+            && let Some((valid, stored)) = self.reader.state_saved_by(&from)?
+        {
+            found = Some((from, valid, stored));
+        }
+        Ok(Some(match found {
+            Some((run, valid, stored)) => StartState {
+                start: "warm",
+                from: Some(run),
+                valid_at: Some(valid),
+                into: rule.file.clone(),
+                file: Some(self.spool.root().join(stored)),
+            },
+            None => StartState {
+                start: "cold",
+                from: None,
+                valid_at: None,
+                into: rule.file.clone(),
+                file: rule.cold.clone(),
+            },
+        }))
+    }
+
     /// The time0 of a run of `model` with these inputs started now, as its rule says: what it
     /// needs of the inputs (the time0 of the runs that produced them; the content of a PI input)
     /// is read here and handed to [`time0::choose`].
@@ -650,6 +696,20 @@ impl Dispatcher {
     ) {
         let session = replay.map(|r| r.0);
         let origins = self.original_outputs(replay.and_then(|r| r.1));
+        let state = match self.state_for(model, time0, replay) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(run.id = %id, error = %e, "cannot look up the model's state");
+                None
+            }
+        };
+        if let Some(s) = &state {
+            let (run, start, from, valid) =
+                (id.clone(), s.start, s.from.clone(), s.valid_at.clone());
+            let _ = self
+                .writer
+                .with(move |l| l.set_run_state(&run, start, from.as_deref(), valid.as_deref()));
+        }
         *self.running.entry(model.name.clone()).or_default() += 1;
         self.board.count_running(&model.name, 1);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -693,7 +753,11 @@ impl Dispatcher {
                     })
                     .collect()
             },
-            properties: Default::default(),
+            properties: state
+                .as_ref()
+                .map(|s| [("state".to_string(), s.describe())].into_iter().collect())
+                .unwrap_or_default(),
+            state: state.and_then(|s| s.file.map(|f| (s.into, f))),
             diagnostics: model.diagnostics.clone(),
             forecast_date_slots: model
                 .inputs
@@ -735,6 +799,28 @@ impl Dispatcher {
     }
 }
 
+/// The state a run starts from: warm (a state a run of its model saved) or cold.
+struct StartState {
+    start: &'static str,
+    from: Option<String>,
+    valid_at: Option<String>,
+    /// Where the model reads it (under `input/`).
+    into: String,
+    /// The file to give it, if any (none: cold with no cold state declared).
+    file: Option<PathBuf>,
+}
+
+impl StartState {
+    /// What the run file's `state` property says.
+    fn describe(&self) -> String {
+        match (&self.from, &self.valid_at) {
+            (Some(run), Some(at)) => format!("warm from run {run} valid at {at}"),
+            _ if self.file.is_some() => "cold (the declared cold state)".into(),
+            _ => "cold".into(),
+        }
+    }
+}
+
 /// The time0 of a run as the ledger holds it, for a retry or a rerun of it (`now` only if the
 /// ledger's text is not a time, which the ledger never writes).
 fn original_time0(text: &str, now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
@@ -767,7 +853,10 @@ impl Job {
         let id = self.plan.id.clone();
         let (state, code, reason, mut diag) = self.run_process();
         let (state, reason) = if state == RunState::Succeeded {
-            match self.put_back_outputs() {
+            match self.put_back_outputs().and_then(|kept| {
+                self.save_state()?;
+                Ok(kept)
+            }) {
                 Ok(kept) => {
                     diag.extend(kept);
                     (state, reason)
@@ -853,6 +942,31 @@ impl Job {
         (RunState::Succeeded, code, None, diag)
     }
 
+    /// Records the state the run saved (`output/<file>` of the model's state rule), valid at the
+    /// run's time0, for the next runs of its model; it stays in the run folder.
+    fn save_state(&self) -> std::io::Result<()> {
+        let Some(rule) = &self.model.state else {
+            return Ok(());
+        };
+        let saved = self.dir.join("output").join(&rule.file);
+        if !saved.is_file() {
+            return Ok(());
+        }
+        let stored = saved
+            .strip_prefix(self.spool.root())
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(std::io::Error::other)?;
+        let (run, model, t0, session) = (
+            self.plan.id.clone(),
+            self.model.name.clone(),
+            self.time0,
+            self.session.clone(),
+        );
+        self.writer
+            .with(move |l| l.record_state(&run, &model, t0, session.as_deref(), &stored))
+            .map_err(std::io::Error::other)
+    }
+
     /// The outputs in `output/` re-enter the spool on the model's output channel: recorded first
     /// (for lineage), then linked in under a temporary name and renamed. The diagnostics file
     /// never does; a file the model's `[outputs]` does not select stays in the run folder, and
@@ -898,7 +1012,13 @@ impl Job {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if out == diagnostics {
+            if out == diagnostics
+                || self
+                    .model
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| out == self.dir.join("output").join(&s.file))
+            {
                 continue;
             }
             let mut keep = |why: String| {

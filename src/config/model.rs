@@ -6,7 +6,7 @@
 //! environment, executor). The file's name is the model's name.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ struct RawModel {
     outputs: Option<Spanned<RawOutputs>>,
     diagnostics: Option<Spanned<String>>,
     time0: Option<Spanned<RawTime0>>,
+    state: Option<Spanned<RawState>>,
     trigger: Spanned<RawTrigger>,
     timeout: Option<Spanned<String>>,
     retries: Option<RawRetries>,
@@ -70,6 +71,14 @@ struct RawOutputs {
     formats: Vec<String>,
     #[serde(default)]
     files: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    file: String,
+    max_age: Option<String>,
+    cold: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +243,8 @@ pub struct Model {
     pub diagnostics: String,
     /// How its runs' time0 and period are set.
     pub time0: Time0,
+    /// The state its runs save for the next (a warm start), if it keeps one.
+    pub state: Option<StateRule>,
     /// When it runs.
     pub trigger: Trigger,
     /// Longest run.
@@ -332,6 +343,19 @@ fn parse_offset(text: &str, sign: char) -> Result<Duration, String> {
         ));
     }
     parse_duration(rest)
+}
+
+/// A model's warm state: the file a run writes as `output/<file>`, given to the next run as
+/// `input/<file>` when a state valid at or before its time0 and not older than `max_age` exists,
+/// else the `cold` state when declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRule {
+    /// The state file's path, under `output/` when saved and `input/` when read.
+    pub file: String,
+    /// The oldest state a run may start from, counted back from its time0.
+    pub max_age: Option<Duration>,
+    /// The cold state, absolute (declared relative to the rules folder).
+    pub cold: Option<PathBuf>,
 }
 
 /// Where a model writes its diagnostics when it does not say: `diag.xml` in the run folder.
@@ -720,6 +744,46 @@ impl Model {
                 time0
             }
         };
+        let state = raw.state.map(|st| {
+            let span = st.span().start;
+            let st = st.into_inner();
+            if !inside_run_folder(&st.file) {
+                at(
+                    span,
+                    format!(
+                        "state file `{}` is not a plain path (it is read under input/ and \
+                         written under output/)",
+                        st.file
+                    ),
+                );
+            }
+            let max_age = st.max_age.and_then(|m| match parse_duration(&m) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    at(span, format!("state max_age: {e}"));
+                    None
+                }
+            });
+            // Relative to the rules folder: the model file sits in `rules/models/`.
+            let rules_dir = file
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."));
+            let cold = st.cold.map(|c| {
+                if !inside_run_folder(&c) {
+                    at(
+                        span,
+                        format!("cold state `{c}` is not a plain path inside the rules folder"),
+                    );
+                }
+                rules_dir.join(c)
+            });
+            StateRule {
+                file: st.file,
+                max_age,
+                cold,
+            }
+        });
         let outputs = raw.outputs.map(|o| {
             let span = o.span().start;
             let o = o.into_inner();
@@ -756,6 +820,7 @@ impl Model {
             outputs,
             diagnostics,
             time0,
+            state,
             trigger: trigger?,
             timeout,
             retries,
@@ -953,5 +1018,35 @@ mod tests {
                 .time0,
             Time0::default()
         );
+    }
+
+    #[test]
+    fn a_state_is_a_plain_file_and_its_cold_state_sits_in_the_rules_folder() {
+        let mut p = Vec::new();
+        let m = Model::compile(
+            "m",
+            Path::new("rules/models/m.toml"),
+            "command = [\"run\"]\n[state]\nfile = \"state.xml\"\nmax_age = \"2d\"\n\
+             cold = \"states/m_cold.xml\"\n[trigger]\nkind = \"arrival\"\n",
+            &mut p,
+        )
+        .unwrap();
+        let st = m.state.unwrap();
+        assert_eq!(st.file, "state.xml");
+        assert_eq!(st.max_age, Some(Duration::from_secs(2 * 86_400)));
+        assert_eq!(st.cold, Some(PathBuf::from("rules/states/m_cold.xml")));
+        for bad in [
+            "file = \"../state.xml\"",
+            "file = \"s.xml\"\ncold = \"/etc/passwd\"",
+        ] {
+            let p = compile(&format!(
+                "command = [\"run\"]\n[state]\n{bad}\n[trigger]\nkind = \"arrival\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                p[0].to_string().contains("not a plain path"),
+                "{bad}: {p:?}"
+            );
+        }
     }
 }

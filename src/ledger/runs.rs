@@ -103,6 +103,13 @@ pub struct RunRow {
     pub retry_of: Option<String>,
     /// The operator who asked for it (trigger now, retry, rerun).
     pub requested_by: Option<String>,
+    /// How it started, for a model that keeps a state: `warm` (from `state_from`'s state valid at
+    /// `state_valid_at`) or `cold`.
+    pub state_start: Option<String>,
+    /// The run whose saved state it started from.
+    pub state_from: Option<String>,
+    /// That state's valid time.
+    pub state_valid_at: Option<String>,
 }
 
 /// A run to create, with the deliveries it consumes.
@@ -151,7 +158,8 @@ pub struct Pending {
 }
 
 const RUN_COLUMNS: &str = "id, model, state, attempt, trigger, time0, mode, run_dir, pid, queued_at, \
-                           started_at, ended_at, exit_code, reason, diag, retry_of, requested_by";
+                           started_at, ended_at, exit_code, reason, diag, retry_of, requested_by, \
+                           state_start, state_from, state_valid_at";
 
 impl Ledger {
     /// Deliveries waiting for a model, oldest first.
@@ -704,6 +712,78 @@ impl Ledger {
             .map_err(sq(self.path(), "read runs of a file"))
     }
 
+    /// Records the state a run saved for the next runs of its model, valid at `valid_at`.
+    pub fn record_state(
+        &mut self,
+        run: &str,
+        model: &str,
+        valid_at: DateTime<Utc>,
+        session: Option<&str>,
+        stored: &str,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO states (run, model, valid_at, session, stored)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run, model, timestamp(valid_at), session, stored],
+            )
+            .map(|_| ())
+            .map_err(sq(self.path(), "record a state"))
+    }
+
+    /// The latest state of `model` valid at or before `at` and not before `oldest`, in the same
+    /// history (operational, or one replay session): (run, valid at, stored).
+    pub fn latest_state(
+        &self,
+        model: &str,
+        session: Option<&str>,
+        at: DateTime<Utc>,
+        oldest: DateTime<Utc>,
+    ) -> Result<Option<(String, String, String)>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT run, valid_at, stored FROM states WHERE model = ?1 AND session IS ?2
+                 AND valid_at <= ?3 AND valid_at >= ?4 ORDER BY valid_at DESC, run DESC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row(
+                    params![model, session, timestamp(at), timestamp(oldest)],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+            })
+            .map_err(sq(self.path(), "read states"))
+    }
+
+    /// The state a run saved: (valid at, stored).
+    pub fn state_saved_by(&self, run: &str) -> Result<Option<(String, String)>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT valid_at, stored FROM states WHERE run = ?1",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sq(self.path(), "read states"))
+    }
+
+    /// Says how a run started: `warm` from a run's state valid at a time, or `cold`.
+    pub fn set_run_state(
+        &mut self,
+        run: &str,
+        start: &str,
+        from: Option<&str>,
+        valid_at: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET state_start = ?2, state_from = ?3, state_valid_at = ?4 WHERE id = ?1",
+                params![run, start, from, valid_at],
+            )
+            .map(|_| ())
+            .map_err(sq(self.path(), "record a run's state"))
+    }
+
     /// The newest run id.
     pub fn last_run_time(&self) -> Result<Option<String>, LedgerError> {
         self.conn
@@ -823,5 +903,8 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         inputs: Vec::new(),
         retry_of: r.get(15)?,
         requested_by: r.get(16)?,
+        state_start: r.get(17)?,
+        state_from: r.get(18)?,
+        state_valid_at: r.get(19)?,
     })
 }

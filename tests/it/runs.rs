@@ -665,6 +665,172 @@ fn the_readmes_declaration_of_a_model_adapted_to_delft_fews_compiles() {
     assert!(problems.is_empty(), "{problems:?}");
 }
 
+#[test]
+fn a_model_adapted_to_delft_fews_runs_unchanged_and_starts_warm_from_its_previous_state() {
+    // As such models behave: reads only input/timeseries_import.xml (exit 2 otherwise), takes
+    // t0 from its forecastDate, prints a banner, reads input/state.xml when present, writes
+    // output/state.xml, output/timeseries_export.xml and output/diag.xml (no version, eventCode).
+    let script = r#"cd "$POM_RUN_DIR"
+[ -f input/timeseries_import.xml ] || { echo "no input/timeseries_import.xml" >&2; exit 2; }
+echo "Catchment model 4.2 (c) somebody"
+if [ -f input/state.xml ]; then cp input/state.xml started_from.txt; else echo cold > started_from.txt; fi
+printf 'state saved by %s\n' "$POM_RUN_ID" > output/state.xml
+cp input/timeseries_import.xml output/timeseries_export.xml
+printf '<Diag xmlns="http://www.wldelft.nl/fews/PI"><line level="3" description="done" eventCode="Model.End"/></Diag>' > output/diag.xml
+"#;
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
+    let path = gw.dir.path().join("fews_model.sh");
+    std::fs::write(&path, script).unwrap();
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(
+        gw.rules().join("models/m.toml"),
+        format!(
+            "command = [\"/bin/sh\", \"{}\"]\ndiagnostics = \"output/diag.xml\"\n\
+             [inputs.obs]\nformats = [\"pi-timeseries\"]\nfile = \"timeseries_import.xml\"\n\
+             [time0]\nfrom = \"input\"\nslot = \"obs\"\n\
+             [state]\nfile = \"state.xml\"\nmax_age = \"2d\"\n\
+             [outputs]\nchannel = \"fcst\"\nfiles = [\"timeseries_export*.xml\"]\n\
+             [trigger]\nkind = \"arrival\"\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        gw.rules().join("routes.toml"),
+        "[[route]]\nname = \"obs\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n\
+         [[route]]\nname = \"out\"\nchannel = \"fcst\"\npublish = [\"bulletin\"]\n",
+    )
+    .unwrap();
+    gw.start();
+    let at = |hour: u32, n: usize| {
+        String::from_utf8(pi_series(n, 1)).unwrap().replace(
+            "<missVal>",
+            &format!(
+                "<forecastDate date=\"2024-03-01\" time=\"{hour:02}:00:00\"/>\n      <missVal>"
+            ),
+        )
+    };
+    gw.drop_file(
+        "obs",
+        "Catchment_A_Qin_20240301T06.xml",
+        at(6, 1).as_bytes(),
+    );
+    let first = wait_run(&gw, "m", 30);
+    assert_eq!(first.state, RunState::Succeeded, "{first:?}");
+    gw.drop_file(
+        "obs",
+        "Catchment_A_Qin_20240301T07.xml",
+        at(7, 2).as_bytes(),
+    );
+    eventually(30, "the second run", || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Succeeded), 10)
+            .unwrap()
+            .len()
+            == 2
+    });
+    let mut runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
+    runs.reverse();
+    let (first, second) = (&runs[0], &runs[1]);
+    // The ledger's time0 is the t0 the model used (its input's forecastDate).
+    assert!(
+        first.time0.starts_with("2024-03-01T06:00:00"),
+        "{}",
+        first.time0
+    );
+    assert!(
+        second.time0.starts_with("2024-03-01T07:00:00"),
+        "{}",
+        second.time0
+    );
+    // Cold, then warm from the first run's state.
+    assert_eq!(first.state_start.as_deref(), Some("cold"));
+    assert_eq!(second.state_start.as_deref(), Some("warm"));
+    assert_eq!(second.state_from.as_deref(), Some(first.id.as_str()));
+    let dir = |r: &pom::ledger::runs::RunRow| gw.spool().join(&r.run_dir);
+    assert_eq!(
+        std::fs::read_to_string(dir(first).join("started_from.txt")).unwrap(),
+        "cold\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir(second).join("started_from.txt")).unwrap(),
+        format!("state saved by {}\n", first.id)
+    );
+    let run_file = std::fs::read_to_string(dir(second).join("run.xml")).unwrap();
+    assert!(
+        run_file.contains(&format!("value=\"warm from run {} valid at ", first.id)),
+        "{run_file}"
+    );
+    // Diagnostics shown; nothing but the exports came back; the export published under a
+    // stable name.
+    assert!(
+        second.diag.iter().any(|d| d.description == "done"),
+        "{second:?}"
+    );
+    assert!(
+        std::fs::read_to_string(dir(second).join("stdout.txt"))
+            .unwrap()
+            .contains("Catchment model 4.2")
+    );
+    gw.wait_for_decided(4, 20);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let back: Vec<String> = gw
+        .decided()
+        .iter()
+        .filter(|s| s.channel == "fcst")
+        .map(|s| String::from_utf8_lossy(&s.original).into_owned())
+        .collect();
+    assert_eq!(back, vec!["timeseries_export.xml"; 2], "{back:?}");
+    assert!(gw.rejected_files().is_empty());
+    let published =
+        std::fs::read_to_string(gw.spool().join("outgoing/bulletin/timeseries_export.xml"))
+            .unwrap();
+    assert!(
+        published.contains("<locationId>L2</locationId>"),
+        "the latest forecast"
+    );
+
+    // A replay of that period: the same outputs, and the same state chain in its own history
+    // (cold, as the original first run, then warm from the replay's own first run).
+    let times: Vec<String> = gw
+        .submissions()
+        .iter()
+        .map(|s| s.received_at.clone())
+        .collect();
+    let to = chrono::DateTime::parse_from_rfc3339(times.iter().max().unwrap()).unwrap()
+        + chrono::Duration::seconds(1);
+    gw.replay(times.iter().min().unwrap(), &to.to_rfc3339(), "again", &[]);
+    let mut session = None;
+    eventually(120, "the replay to end", || {
+        session = gw.ledger().session("again").unwrap();
+        session.as_ref().is_some_and(|s| s.state == "done")
+    });
+    let session = session.unwrap();
+    let db = rusqlite::Connection::open(gw.db()).unwrap();
+    let chain: Vec<(String, Option<String>, Option<String>)> = db
+        .prepare("SELECT id, state_start, state_from FROM runs WHERE session = ?1 ORDER BY time0")
+        .unwrap()
+        .query_map([&session.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(chain.len(), 2, "{chain:?}");
+    assert_eq!(chain[0].1.as_deref(), Some("cold"), "{chain:?}");
+    assert_eq!(chain[1].1.as_deref(), Some("warm"), "{chain:?}");
+    assert_eq!(
+        chain[1].2.as_deref(),
+        Some(chain[0].0.as_str()),
+        "{chain:?}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(gw.spool().join(session.report.expect("a report"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["matched"], 2, "{report:#}");
+    assert_eq!(report["identical"], 2, "{report:#}");
+    gw.stop();
+}
+
 fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
     let path = gw.dir.path().join("flaky.sh");
     std::fs::write(&path, format!("#!/bin/sh\ncd \"$POM_RUN_DIR\"\n{script}\n")).unwrap();
