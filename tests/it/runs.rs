@@ -673,6 +673,13 @@ fn a_model_adapted_to_delft_fews_runs_unchanged_and_starts_warm_from_its_previou
     let script = r#"cd "$POM_RUN_DIR"
 [ -f input/timeseries_import.xml ] || { echo "no input/timeseries_import.xml" >&2; exit 2; }
 echo "Catchment model 4.2 (c) somebody"
+t0=$(sed -n 's/.*<forecastDate date="\([^"]*\)" time="\([^"]*\)".*/\1T\2Z/p' input/timeseries_import.xml | head -1)
+if [ -z "$t0" ]; then
+  printf '<Diag xmlns="http://www.wldelft.nl/fews/PI"><line level="1" description="no forecastDate in the input" eventCode="Model.Input"/></Diag>' > output/diag.xml
+  exit 1
+fi
+echo "$t0" > t0_used.txt
+sed -n 's/.*<\(startDateTime\|endDateTime\) date="\([^"]*\)" time="\([^"]*\)".*/\2T\3Z/p' run.xml > period_used.txt
 if [ -f input/state.xml ]; then cp input/state.xml started_from.txt; else echo cold > started_from.txt; fi
 printf 'state saved by %s\n' "$POM_RUN_ID" > output/state.xml
 cp input/timeseries_import.xml output/timeseries_export.xml
@@ -743,6 +750,26 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI"><line level="3" description=
         "{}",
         second.time0
     );
+    // The model took its t0 from its input's forecastDate and its period from the run file:
+    // the ledger's time0 is the one it used.
+    for r in [first, second] {
+        let t0 = chrono::DateTime::parse_from_rfc3339(&r.time0).unwrap();
+        let dir = gw.spool().join(&r.run_dir);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("t0_used.txt"))
+                .unwrap()
+                .trim(),
+            t0.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        );
+        let period = std::fs::read_to_string(dir.join("period_used.txt")).unwrap();
+        let expected = [
+            t0 - chrono::Duration::days(2),
+            t0 + chrono::Duration::days(2),
+        ]
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ\n").to_string())
+        .concat();
+        assert_eq!(period, expected);
+    }
     // Cold, then warm from the first run's state.
     assert_eq!(first.state_start.as_deref(), Some("cold"));
     assert_eq!(second.state_start.as_deref(), Some("warm"));
@@ -828,6 +855,28 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI"><line level="3" description=
     .unwrap();
     assert_eq!(report["matched"], 2, "{report:#}");
     assert_eq!(report["identical"], 2, "{report:#}");
+
+    // Bad input: the model exits 1 with a level-1 line, shown as the run's error.
+    gw.drop_file("obs", "Catchment_A_Qin_broken.xml", &pi_series(3, 1));
+    eventually(30, "the failed run", || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Failed), 10)
+            .unwrap()
+            .iter()
+            .any(|r| r.exit_code == Some(1))
+    });
+    let failed = gw
+        .ledger()
+        .runs(Some("m"), Some(RunState::Failed), 10)
+        .unwrap();
+    let failed = failed.iter().find(|r| r.exit_code == Some(1)).unwrap();
+    assert!(
+        failed
+            .diag
+            .iter()
+            .any(|d| d.level == 1 && d.description == "no forecastDate in the input"),
+        "{failed:?}"
+    );
     gw.stop();
 }
 
