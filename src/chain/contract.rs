@@ -189,9 +189,7 @@ pub fn lay_out(plan: &RunPlan, dir: &Path) -> io::Result<PathBuf> {
             .map(std::fs::read)
             .collect::<io::Result<Vec<_>>>()?;
         let documents: Vec<&[u8]> = documents.iter().map(Vec::as_slice).collect();
-        let merged = crate::chain::merge::merge(&documents).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("input/{name}: {e}"))
-        })?;
+        let merged = crate::chain::merge::merge(&documents).map_err(invalid)?;
         std::fs::write(&to, merged)?;
     }
     if let Some((into, from)) = &plan.state {

@@ -462,13 +462,17 @@ impl Dispatcher {
         {
             found = Some((from, valid, stored));
         }
+        // The stored path comes from the ledger: confined under the spool, or not used.
+        let found = found.and_then(|(run, valid, stored)| {
+            crate::fs::confined(self.spool.root(), Path::new(&stored)).map(|f| (run, valid, f))
+        });
         Ok(Some(match found {
-            Some((run, valid, stored)) => StartState {
+            Some((run, valid, file)) => StartState {
                 start: "warm",
                 from: Some(run),
                 valid_at: Some(valid),
                 into: rule.file.clone(),
-                file: Some(self.spool.root().join(stored)),
+                file: Some(file),
             },
             None => StartState {
                 start: "cold",
@@ -714,12 +718,13 @@ impl Dispatcher {
         self.board.count_running(&model.name, 1);
         let cancel = Arc::new(AtomicBool::new(false));
         self.cancels.insert(id.clone(), Arc::clone(&cancel));
+        let (start, end) = time0::period(&model.time0, time0);
         let plan = RunPlan {
             id: id.clone(),
             model: model.name.clone(),
             time0,
-            start: time0::period(&model.time0, time0).0,
-            end: time0::period(&model.time0, time0).1,
+            start,
+            end,
             mode: if session.is_some() {
                 Mode::Replay
             } else {
@@ -949,7 +954,8 @@ impl Job {
             return Ok(());
         };
         let saved = self.dir.join("output").join(&rule.file);
-        if !saved.is_file() {
+        // A link the model left is never taken as its state: it could point anywhere.
+        if !std::fs::symlink_metadata(&saved).is_ok_and(|m| m.file_type().is_file()) {
             return Ok(());
         }
         let stored = saved
