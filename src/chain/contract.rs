@@ -64,8 +64,11 @@ pub struct RunPlan {
     pub diagnostics: String,
     /// Slots whose files the model gets with time0 as their `forecastDate`.
     pub forecast_date_slots: Vec<String>,
-    /// The state it starts from: where the model reads it under `input/`, and the file.
-    pub state: Option<(String, PathBuf)>,
+    /// The state it starts from: each file's path under `input/`, and the file to copy there.
+    pub state: Vec<(String, PathBuf)>,
+    /// The PI state description the model writes under `output/` (and reads under `input/`
+    /// when its state has one), named in the run file.
+    pub state_description: Option<String>,
 }
 
 fn date_time(t: DateTime<Utc>) -> pi::DateTimeComplexType {
@@ -109,7 +112,12 @@ pub fn run_file(plan: &RunPlan, dir: &Path) -> io::Result<String> {
             last_observation_date_time: None,
             work_dir: d(dir),
             input_parameter_file: Vec::new(),
-            input_state_description_file: Vec::new(),
+            input_state_description_file: plan
+                .state_description
+                .iter()
+                .filter(|desc| plan.state.iter().any(|(into, _)| into == *desc))
+                .map(|desc| d(&dir.join("input").join(desc)))
+                .collect(),
             input_time_series_file: plan
                 .inputs
                 .iter()
@@ -120,7 +128,10 @@ pub fn run_file(plan: &RunPlan, dir: &Path) -> io::Result<String> {
             input_longitudinal_profiles_file: Vec::new(),
             input_rating_curve_file: Vec::new(),
             output_diagnostic_file: d(&dir.join(&plan.diagnostics)),
-            output_state_description_file: None,
+            output_state_description_file: plan
+                .state_description
+                .as_ref()
+                .map(|desc| d(&dir.join("output").join(desc))),
             output_time_series_file: vec![d(&dir.join("output"))],
             output_map_stack_file: Vec::new(),
             output_netcdf_file: Vec::new(),
@@ -192,7 +203,7 @@ pub fn lay_out(plan: &RunPlan, dir: &Path) -> io::Result<PathBuf> {
         let merged = crate::chain::merge::merge(&documents).map_err(invalid)?;
         std::fs::write(&to, merged)?;
     }
-    if let Some((into, from)) = &plan.state {
+    for (into, from) in &plan.state {
         // A copy of its own: a model that changes its state in place never alters the one saved.
         let to = dir.join("input").join(into);
         if let Some(parent) = to.parent() {
@@ -312,7 +323,8 @@ mod tests {
             properties: BTreeMap::new(),
             diagnostics: DIAG_FILE.into(),
             forecast_date_slots: Vec::new(),
-            state: None,
+            state: Vec::new(),
+            state_description: None,
         }
     }
 

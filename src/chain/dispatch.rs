@@ -458,30 +458,53 @@ impl Dispatcher {
         if found.is_none()
             && let Some(original) = replay.and_then(|r| r.1)
             && let Some(from) = self.reader.run(original)?.and_then(|r| r.state_from)
-            && let Some((valid, stored)) = self.reader.state_saved_by(&from)?
         {
-            found = Some((from, valid, stored));
+            found = self.reader.state_saved_by(&from)?;
         }
-        // The stored path comes from the ledger: confined under the spool, or not used.
-        let found = found.and_then(|(run, valid, stored)| {
-            crate::fs::confined(self.spool.root(), Path::new(&stored)).map(|f| (run, valid, f))
-        });
         Ok(Some(match found {
-            Some((run, valid, file)) => StartState {
+            Some(saved) => StartState {
                 start: "warm",
-                from: Some(run),
-                valid_at: Some(valid),
-                into: rule.file.clone(),
-                file: Some(file),
+                files: self.state_files(rule, &saved),
+                from: Some(saved.run),
+                valid_at: Some(saved.valid_at),
             },
             None => StartState {
                 start: "cold",
                 from: None,
                 valid_at: None,
-                into: rule.file.clone(),
-                file: rule.cold.clone(),
+                files: rule
+                    .cold
+                    .as_deref()
+                    .map(|c| cold_files(rule, c))
+                    .unwrap_or_default(),
             },
         }))
+    }
+
+    /// The files of a saved state: (path under `input/`, file). Paths come from the ledger: each
+    /// is confined (under `input/`, and under the spool), or left out.
+    fn state_files(
+        &self,
+        rule: &crate::config::model::StateRule,
+        saved: &crate::ledger::runs::SavedState,
+    ) -> Vec<(String, PathBuf)> {
+        let root = self.spool.root();
+        let files = if saved.files.is_empty() {
+            // Recorded before states had several files: the one declared file.
+            rule.file
+                .iter()
+                .map(|f| (f.clone(), saved.stored.clone()))
+                .collect()
+        } else {
+            saved.files.clone()
+        };
+        files
+            .into_iter()
+            .filter(|(rel, _)| crate::fs::confined(Path::new("input"), Path::new(rel)).is_some())
+            .filter_map(|(rel, stored)| {
+                crate::fs::confined(root, Path::new(&stored)).map(|f| (rel, f))
+            })
+            .collect()
     }
 
     /// The time0 of a run of `model` with these inputs started now, as its rule says: what it
@@ -700,11 +723,32 @@ impl Dispatcher {
     ) {
         let session = replay.map(|r| r.0);
         let origins = self.original_outputs(replay.and_then(|r| r.1));
-        let state = match self.state_for(model, time0, replay) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::error!(run.id = %id, error = %e, "cannot look up the model's state");
-                None
+        // A run never starts cold because the ledger could not be read: a fault that passes is
+        // waited out (the dispatch stage shown degraded, which raises its alert), one that does
+        // not fails the run with the reason.
+        let mut pause = std::time::Duration::from_millis(50);
+        let state = loop {
+            match self.state_for(model, time0, replay) {
+                Ok(state) => break state,
+                Err(e) if e.is_transient() && !self.stop.load(Ordering::Relaxed) => {
+                    tracing::warn!(run.id = %id, error = %e, "cannot look up the model's state yet");
+                    self.board.health().fault(
+                        "dispatch",
+                        Some(format!("cannot look up the state of {}: {e}", model.name)),
+                    );
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(run.id = %id, error = %e, "cannot look up the model's state");
+                    let why = format!("cannot look up the model's state: {e}");
+                    let (run, ended) = (id.clone(), self.clock.now());
+                    let _ = self.writer.with(move |l| {
+                        l.run_ended(&run, RunState::Failed, None, Some(&why), &[], ended)
+                    });
+                    self.board.publish("run", &id);
+                    return;
+                }
             }
         };
         if let Some(s) = &state {
@@ -762,7 +806,8 @@ impl Dispatcher {
                 .as_ref()
                 .map(|s| [("state".to_string(), s.describe())].into_iter().collect())
                 .unwrap_or_default(),
-            state: state.and_then(|s| s.file.map(|f| (s.into, f))),
+            state: state.map(|s| s.files).unwrap_or_default(),
+            state_description: model.state.as_ref().and_then(|s| s.description.clone()),
             diagnostics: model.diagnostics.clone(),
             forecast_date_slots: model
                 .inputs
@@ -809,10 +854,9 @@ struct StartState {
     start: &'static str,
     from: Option<String>,
     valid_at: Option<String>,
-    /// Where the model reads it (under `input/`).
-    into: String,
-    /// The file to give it, if any (none: cold with no cold state declared).
-    file: Option<PathBuf>,
+    /// Its files: (path under `input/`, the file to copy there). None: cold with no cold
+    /// state declared.
+    files: Vec<(String, PathBuf)>,
 }
 
 impl StartState {
@@ -820,10 +864,44 @@ impl StartState {
     fn describe(&self) -> String {
         match (&self.from, &self.valid_at) {
             (Some(run), Some(at)) => format!("warm from run {run} valid at {at}"),
-            _ if self.file.is_some() => "cold (the declared cold state)".into(),
+            _ if !self.files.is_empty() => "cold (the declared cold state)".into(),
             _ => "cold".into(),
         }
     }
+}
+
+/// The files of a declared cold state: a file goes where the model's one state `file` is read
+/// (else under its own name); a folder gives its regular files as they lie below it. Links are
+/// never followed.
+fn cold_files(rule: &crate::config::model::StateRule, cold: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(meta) = std::fs::symlink_metadata(cold) else {
+        return Vec::new();
+    };
+    if meta.is_file() {
+        let name = rule
+            .file
+            .clone()
+            .or_else(|| cold.file_name().map(|n| n.to_string_lossy().into_owned()));
+        return name
+            .map(|n| vec![(n, cold.to_path_buf())])
+            .unwrap_or_default();
+    }
+    walkdir::WalkDir::new(cold)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let rel = e
+                .path()
+                .strip_prefix(cold)
+                .ok()?
+                .to_string_lossy()
+                .into_owned();
+            Some((rel, e.path().to_path_buf()))
+        })
+        .collect()
 }
 
 /// The time0 of a run as the ledger holds it, for a retry or a rerun of it (`now` only if the
@@ -947,29 +1025,59 @@ impl Job {
         (RunState::Succeeded, code, None, diag)
     }
 
-    /// Records the state the run saved (`output/<file>` of the model's state rule), valid at the
-    /// run's time0, for the next runs of its model; it stays in the run folder.
+    /// Records the state the run saved (the files under `output/` its model's state rule
+    /// selects, and its state description), for the next runs of its model; the files stay in
+    /// the run folder. Valid at the `dateTime` of the state description when the model wrote one,
+    /// else at the run's time0.
     fn save_state(&self) -> std::io::Result<()> {
         let Some(rule) = &self.model.state else {
             return Ok(());
         };
-        let saved = self.dir.join("output").join(&rule.file);
-        // A link the model left is never taken as its state: it could point anywhere.
-        if !std::fs::symlink_metadata(&saved).is_ok_and(|m| m.file_type().is_file()) {
+        let output = self.dir.join("output");
+        let root = self.spool.root();
+        let in_spool = |p: &Path| {
+            p.strip_prefix(root)
+                .map(|p| p.to_string_lossy().into_owned())
+                .map_err(std::io::Error::other)
+        };
+        let mut files = Vec::new();
+        // A link the model left is never taken as part of its state: it could point anywhere.
+        for e in walkdir::WalkDir::new(&output)
+            .follow_links(false)
+            .max_depth(32)
+            .sort_by_file_name()
+        {
+            let e = e.map_err(std::io::Error::other)?;
+            if !e.file_type().is_file() {
+                continue;
+            }
+            let Ok(rel) = e.path().strip_prefix(&output) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().into_owned();
+            if rule.selects(&rel) {
+                files.push((rel, in_spool(e.path())?));
+            }
+        }
+        if files.is_empty() {
             return Ok(());
         }
-        let stored = saved
-            .strip_prefix(self.spool.root())
-            .map(|p| p.to_string_lossy().into_owned())
-            .map_err(std::io::Error::other)?;
-        let (run, model, t0, session) = (
+        let valid_at = rule
+            .description
+            .as_ref()
+            .and_then(|d| std::fs::read(output.join(d)).ok())
+            .and_then(|bytes| time0::state_time(&bytes))
+            .unwrap_or(self.time0);
+        let folder = in_spool(&output)?;
+        let (run, model, session) = (
             self.plan.id.clone(),
             self.model.name.clone(),
-            self.time0,
             self.session.clone(),
         );
         self.writer
-            .with(move |l| l.record_state(&run, &model, t0, session.as_deref(), &stored))
+            .with(move |l| {
+                l.record_state(&run, &model, valid_at, session.as_deref(), &folder, &files)
+            })
             .map_err(std::io::Error::other)
     }
 
@@ -1018,13 +1126,7 @@ impl Job {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if out == diagnostics
-                || self
-                    .model
-                    .state
-                    .as_ref()
-                    .is_some_and(|s| out == self.dir.join("output").join(&s.file))
-            {
+            if out == diagnostics || self.model.state.as_ref().is_some_and(|s| s.selects(&name)) {
                 continue;
             }
             let mut keep = |why: String| {

@@ -44,6 +44,43 @@ pub fn period(rule: &Time0, time0: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Ut
     (time0 - d(rule.period.0), time0 + d(rule.period.1))
 }
 
+/// The valid time a PI state description (`pi_state.xsd`) gives: its `dateTime`, in UTC (its
+/// `timeZone` is its offset in hours). `None` when it gives none.
+pub fn state_time(bytes: &[u8]) -> Option<DateTime<Utc>> {
+    let mut reader = Reader::from_reader(bytes);
+    let mut zone_hours = 0.0f64;
+    let mut in_zone = false;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) if e.local_name().as_ref() == b"timeZone" => in_zone = true,
+            Ok(Event::Text(t)) if in_zone => {
+                zone_hours = t.decode().ok()?.trim().parse().ok()?;
+            }
+            Ok(Event::End(_)) => in_zone = false,
+            Ok(Event::Empty(e) | Event::Start(e)) if e.local_name().as_ref() == b"dateTime" => {
+                let at = stamp(&e)?;
+                let offset = chrono::Duration::seconds((zone_hours * 3600.0).round() as i64);
+                return Some(at.and_utc() - offset);
+            }
+            Ok(Event::Eof) | Err(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// The `date` and `time` attributes of a PI date element.
+fn stamp(e: &quick_xml::events::BytesStart<'_>) -> Option<chrono::NaiveDateTime> {
+    let attr = |name: &[u8]| {
+        e.try_get_attribute(name)
+            .ok()
+            .flatten()
+            .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+    };
+    let date = NaiveDate::parse_from_str(&attr(b"date")?, "%Y-%m-%d").ok()?;
+    let time = NaiveTime::parse_from_str(&attr(b"time")?, "%H:%M:%S").ok()?;
+    Some(date.and_time(time))
+}
+
 /// The time a PI time-series document gives for its forecast: the first series' `forecastDate`,
 /// else the time of its last event whose value is not the series' missing value; in UTC (the
 /// document's `timeZone` is its offset in hours). `None` when it gives neither.
@@ -55,17 +92,6 @@ pub fn content_time(bytes: &[u8]) -> Option<DateTime<Utc>> {
     let mut miss: Option<String> = None;
     let mut forecast: Option<DateTime<Utc>> = None;
     let mut last: Option<DateTime<Utc>> = None;
-    let stamp = |e: &quick_xml::events::BytesStart<'_>| -> Option<chrono::NaiveDateTime> {
-        let attr = |name: &[u8]| {
-            e.try_get_attribute(name)
-                .ok()
-                .flatten()
-                .map(|a| String::from_utf8_lossy(&a.value).into_owned())
-        };
-        let date = NaiveDate::parse_from_str(&attr(b"date")?, "%Y-%m-%d").ok()?;
-        let time = NaiveTime::parse_from_str(&attr(b"time")?, "%H:%M:%S").ok()?;
-        Some(date.and_time(time))
-    };
     loop {
         match reader.read_event() {
             Ok(Event::Start(e)) => match e.local_name().as_ref() {
@@ -223,5 +249,19 @@ mod tests {
             "the last value that is not missing, 06:00 at UTC+1"
         );
         assert_eq!(content_time(doc("", "", "0.0").as_bytes()), None);
+    }
+
+    #[test]
+    fn a_pi_state_description_gives_its_date_time_as_the_states_valid_time() {
+        let state = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/corpus/pi-xml/instances/wflow_state.xml"
+        ))
+        .unwrap();
+        assert_eq!(state_time(&state), Some(at("2005-01-08T23:00:00Z")));
+        let shifted = b"<State xmlns=\"http://www.wldelft.nl/fews/PI\"><stateId>s</stateId>\
+            <timeZone>1.0</timeZone><dateTime date=\"2026-11-30\" time=\"06:00:00\"/></State>";
+        assert_eq!(state_time(shifted), Some(at("2026-11-30T05:00:00Z")));
+        assert_eq!(state_time(b"<State><stateId>s</stateId></State>"), None);
     }
 }

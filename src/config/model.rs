@@ -76,7 +76,9 @@ struct RawOutputs {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawState {
-    file: String,
+    file: Option<String>,
+    files: Option<Vec<String>>,
+    description: Option<String>,
     max_age: Option<String>,
     cold: Option<String>,
 }
@@ -345,17 +347,34 @@ fn parse_offset(text: &str, sign: char) -> Result<Duration, String> {
     parse_duration(rest)
 }
 
-/// A model's warm state: the file a run writes as `output/<file>`, given to the next run as
-/// `input/<file>` when a state valid at or before its time0 and not older than `max_age` exists,
-/// else the `cold` state when declared.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A model's warm state: the files a run writes under `output/` (a path, or globs), given to the
+/// next run at the same place under `input/` when a state valid at or before its time0 and not
+/// older than `max_age` exists, else the `cold` state when declared. Its valid time is the run's
+/// time0, or the `dateTime` of the PI state description the model writes.
+#[derive(Debug, Clone)]
 pub struct StateRule {
-    /// The state file's path, under `output/` when saved and `input/` when read.
-    pub file: String,
+    /// The state's files, as declared: paths or globs under `output/` (and `input/`).
+    pub files: Vec<String>,
+    /// The one file declared with `file = "..."`: where a cold state file goes.
+    pub file: Option<String>,
+    /// The PI state description (`pi_state.xsd`) the model writes, under `output/`: its
+    /// `dateTime` is the state's valid time. It is saved with the state, and named in the run
+    /// file as `outputStateDescriptionFile` (and `inputStateDescriptionFile` for the next run).
+    pub description: Option<String>,
     /// The oldest state a run may start from, counted back from its time0.
     pub max_age: Option<Duration>,
-    /// The cold state, absolute (declared relative to the rules folder).
+    /// The cold state, absolute (declared relative to the rules folder): a file, or a folder
+    /// whose files are given as they lie.
     pub cold: Option<PathBuf>,
+    /// `files` compiled: matched against paths relative to `output/`.
+    matcher: globset::GlobSet,
+}
+
+impl StateRule {
+    /// Whether `rel`, a path under `output/`, is part of the state.
+    pub fn selects(&self, rel: &str) -> bool {
+        self.matcher.is_match(rel) || self.description.as_deref() == Some(rel)
+    }
 }
 
 /// Where a model writes its diagnostics when it does not say: `diag.xml` in the run folder.
@@ -747,14 +766,42 @@ impl Model {
         let state = raw.state.map(|st| {
             let span = st.span().start;
             let st = st.into_inner();
-            if !inside_run_folder(&st.file) {
+            let files = match (&st.file, st.files) {
+                (Some(f), None) => vec![f.clone()],
+                (None, Some(fs)) if !fs.is_empty() => fs,
+                _ => {
+                    at(
+                        span,
+                        "state: give `file` (one path) or `files` (paths or globs), one of them"
+                            .into(),
+                    );
+                    Vec::new()
+                }
+            };
+            let mut builder = globset::GlobSetBuilder::new();
+            for f in &files {
+                // A glob's literal parts are checked as a path: no `..`, nothing absolute.
+                if !inside_run_folder(f) {
+                    at(
+                        span,
+                        format!(
+                            "state file `{f}` is not a plain path (it is read under input/ and \
+                             written under output/)"
+                        ),
+                    );
+                    continue;
+                }
+                match globset::GlobBuilder::new(f).literal_separator(true).build() {
+                    Ok(g) => {
+                        builder.add(g);
+                    }
+                    Err(e) => at(span, format!("state files `{f}`: {e}")),
+                }
+            }
+            if let Some(d) = st.description.as_deref().filter(|d| !inside_run_folder(d)) {
                 at(
                     span,
-                    format!(
-                        "state file `{}` is not a plain path (it is read under input/ and \
-                         written under output/)",
-                        st.file
-                    ),
+                    format!("state description `{d}` is not a plain path under output/"),
                 );
             }
             let max_age = st.max_age.and_then(|m| match parse_duration(&m) {
@@ -770,7 +817,8 @@ impl Model {
                 .and_then(Path::parent)
                 .unwrap_or(Path::new("."));
             let cold = st.cold.map(|c| {
-                if !inside_run_folder(&c) {
+                let c = c.trim_end_matches('/');
+                if !inside_run_folder(c) {
                     at(
                         span,
                         format!("cold state `{c}` is not a plain path inside the rules folder"),
@@ -779,9 +827,14 @@ impl Model {
                 rules_dir.join(c)
             });
             StateRule {
+                files,
                 file: st.file,
+                description: st.description,
                 max_age,
                 cold,
+                matcher: builder
+                    .build()
+                    .unwrap_or_else(|_| globset::GlobSet::empty()),
             }
         });
         let outputs = raw.outputs.map(|o| {
@@ -1032,11 +1085,32 @@ mod tests {
         )
         .unwrap();
         let st = m.state.unwrap();
-        assert_eq!(st.file, "state.xml");
+        assert_eq!(st.files, ["state.xml"]);
+        assert!(st.selects("state.xml") && !st.selects("other.xml"));
         assert_eq!(st.max_age, Some(Duration::from_secs(2 * 86_400)));
         assert_eq!(st.cold, Some(PathBuf::from("rules/states/m_cold.xml")));
+        let several = Model::compile(
+            "m",
+            Path::new("rules/models/m.toml"),
+            "command = [\"run\"]\n[state]\nfiles = [\"states/*.nc\"]\ndescription = \"state.xml\"\n\
+             [trigger]\nkind = \"arrival\"\n",
+            &mut p,
+        )
+        .unwrap()
+        .state
+        .unwrap();
+        assert!(several.selects("states/q.nc") && several.selects("state.xml"));
+        assert!(!several.selects("states/deeper/q.nc") && !several.selects("q.nc"));
+        for neither in ["max_age = \"1d\"", "file = \"a\"\nfiles = [\"b\"]"] {
+            let p = compile(&format!(
+                "command = [\"run\"]\n[state]\n{neither}\n[trigger]\nkind = \"arrival\"\n"
+            ))
+            .unwrap_err();
+            assert!(p[0].to_string().contains("one of them"), "{neither}: {p:?}");
+        }
         for bad in [
             "file = \"../state.xml\"",
+            "files = [\"/states/*\"]",
             "file = \"s.xml\"\ncold = \"/etc/passwd\"",
         ] {
             let p = compile(&format!(

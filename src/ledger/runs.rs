@@ -712,59 +712,98 @@ impl Ledger {
             .map_err(sq(self.path(), "read runs of a file"))
     }
 
-    /// Records the state a run saved for the next runs of its model, valid at `valid_at`.
+    /// Records the state a run saved for the next runs of its model, valid at `valid_at`: its
+    /// files as (path under `input/`, where it is kept relative to the spool), and the folder
+    /// that holds them.
     pub fn record_state(
         &mut self,
         run: &str,
         model: &str,
         valid_at: DateTime<Utc>,
         session: Option<&str>,
-        stored: &str,
+        folder: &str,
+        files: &[(String, String)],
     ) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO states (run, model, valid_at, session, stored)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run, model, timestamp(valid_at), session, stored],
+        let path = self.path().to_path_buf();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sq(&path, "record a state"))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO states (run, model, valid_at, session, stored)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run, model, timestamp(valid_at), session, folder],
+        )
+        .map_err(sq(&path, "record a state"))?;
+        tx.execute("DELETE FROM state_files WHERE run = ?1", [run])
+            .map_err(sq(&path, "record a state"))?;
+        for (rel, stored) in files {
+            tx.execute(
+                "INSERT INTO state_files (run, path, stored) VALUES (?1, ?2, ?3)",
+                params![run, rel, stored],
             )
-            .map(|_| ())
-            .map_err(sq(self.path(), "record a state"))
+            .map_err(sq(&path, "record a state"))?;
+        }
+        tx.commit().map_err(sq(&path, "record a state"))
     }
 
     /// The latest state of `model` valid at or before `at` and not before `oldest`, in the same
-    /// history (operational, or one replay session): (run, valid at, stored).
+    /// history (operational, or one replay session).
     pub fn latest_state(
         &self,
         model: &str,
         session: Option<&str>,
         at: DateTime<Utc>,
         oldest: DateTime<Utc>,
-    ) -> Result<Option<(String, String, String)>, LedgerError> {
-        self.conn
+    ) -> Result<Option<SavedState>, LedgerError> {
+        let found: Option<String> = self
+            .conn
             .prepare_cached(
-                "SELECT run, valid_at, stored FROM states WHERE model = ?1 AND session IS ?2
+                "SELECT run FROM states WHERE model = ?1 AND session IS ?2
                  AND valid_at <= ?3 AND valid_at >= ?4 ORDER BY valid_at DESC, run DESC LIMIT 1",
             )
             .and_then(|mut st| {
                 st.query_row(
                     params![model, session, timestamp(at), timestamp(oldest)],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| r.get(0),
                 )
                 .optional()
             })
-            .map_err(sq(self.path(), "read states"))
+            .map_err(sq(self.path(), "read states"))?;
+        match found {
+            Some(run) => self.state_saved_by(&run),
+            None => Ok(None),
+        }
     }
 
-    /// The state a run saved: (valid at, stored).
-    pub fn state_saved_by(&self, run: &str) -> Result<Option<(String, String)>, LedgerError> {
-        self.conn
+    /// The state a run saved, with its files.
+    pub fn state_saved_by(&self, run: &str) -> Result<Option<SavedState>, LedgerError> {
+        let row: Option<(String, String)> = self
+            .conn
             .query_row(
                 "SELECT valid_at, stored FROM states WHERE run = ?1",
                 [run],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .map_err(sq(self.path(), "read states"))
+            .map_err(sq(self.path(), "read states"))?;
+        let Some((valid_at, stored)) = row else {
+            return Ok(None);
+        };
+        let files = self
+            .conn
+            .prepare_cached("SELECT path, stored FROM state_files WHERE run = ?1 ORDER BY path")
+            .and_then(|mut st| {
+                st.query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read states"))?;
+        Ok(Some(SavedState {
+            run: run.to_string(),
+            valid_at,
+            stored,
+            files,
+        }))
     }
 
     /// Says how a run started: `warm` from a run's state valid at a time, or `cold`.
@@ -907,4 +946,19 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         state_from: r.get(18)?,
         state_valid_at: r.get(19)?,
     })
+}
+
+/// A state a run saved, as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedState {
+    /// The run that saved it.
+    pub run: String,
+    /// Its valid time.
+    pub valid_at: String,
+    /// The folder holding its files (relative to the spool); for a state recorded before states
+    /// had several files, the one file.
+    pub stored: String,
+    /// Its files: (path under `input/`, where it is kept relative to the spool). Empty for a
+    /// state recorded before states had several files.
+    pub files: Vec<(String, String)>,
 }

@@ -256,29 +256,22 @@ fn item(path: &Path, m: &crate::archive::ManifestLine) -> Option<Item> {
 
 /// Files, total size and newest change under a folder: unchanged across looks, the copy is over.
 fn signature(dir: &Path) -> (usize, u64, i128) {
-    fn walk(dir: &Path, acc: &mut (usize, u64, i128), depth: usize) {
-        if depth > 32 {
-            return;
-        }
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            use std::os::unix::fs::MetadataExt;
-            acc.2 = acc
-                .2
-                .max(i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()));
-            if m.is_dir() {
-                walk(&e.path(), acc, depth + 1);
-            } else {
-                acc.0 += 1;
-                acc.1 += m.len();
-            }
+    use std::os::unix::fs::MetadataExt;
+    let mut acc = (0, 0, 0);
+    let entries = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .max_depth(33)
+        .follow_links(false);
+    for e in entries.into_iter().flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        acc.2 = acc
+            .2
+            .max(i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()));
+        if !m.is_dir() {
+            acc.0 += 1;
+            acc.1 += m.len();
         }
     }
-    let mut acc = (0, 0, 0);
-    walk(dir, &mut acc, 0);
     acc
 }
 

@@ -175,6 +175,56 @@ fn failures_fatal_diagnostics_and_timeouts_are_recorded() {
     gw.stop();
 }
 
+/// Two forecasts dropped on `obs`, at 06:00 (location L1) and 07:00 (L2) on 2024-03-01 as their
+/// `forecastDate`, named `<prefix>06.xml` and `<prefix>07.xml`, the second once the run of the
+/// first has succeeded: the two succeeded runs of `m`, oldest first.
+fn two_forecast_runs(gw: &Gateway, prefix: &str) -> Vec<pom::ledger::runs::RunRow> {
+    let at = |hour: u32, n: usize| {
+        String::from_utf8(pi_series(n, 1)).unwrap().replace(
+            "<missVal>",
+            &format!(
+                "<forecastDate date=\"2024-03-01\" time=\"{hour:02}:00:00\"/>\n      <missVal>"
+            ),
+        )
+    };
+    gw.drop_file("obs", &format!("{prefix}06.xml"), at(6, 1).as_bytes());
+    let first = wait_run(gw, "m", 30);
+    assert_eq!(first.state, RunState::Succeeded, "{first:?}");
+    gw.drop_file("obs", &format!("{prefix}07.xml"), at(7, 2).as_bytes());
+    wait_succeeded(gw, 2, 30, "the second run");
+    let mut runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
+    runs.reverse();
+    runs
+}
+
+/// Waits up to `secs` for `n` succeeded runs of `m`.
+fn wait_succeeded(gw: &Gateway, n: usize, secs: u64, what: &str) {
+    eventually(secs, what, || {
+        gw.ledger()
+            .runs(Some("m"), Some(RunState::Succeeded), 10)
+            .unwrap()
+            .len()
+            == n
+    });
+}
+
+/// A gateway on the chain channels, started, with one model `m` that runs a shell `script`:
+/// `rule` is the rest of its rule file after its command, `routes` the routes.
+fn script_model(script: &str, rule: &str, routes: &str) -> Gateway {
+    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
+    let path = gw.dir.path().join("model.sh");
+    std::fs::write(&path, script).unwrap();
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(
+        gw.rules().join("models/m.toml"),
+        format!("command = [\"/bin/sh\", \"{}\"]\n{rule}", path.display()),
+    )
+    .unwrap();
+    std::fs::write(gw.rules().join("routes.toml"), routes).unwrap();
+    gw.start();
+    gw
+}
+
 /// A model with two required slots (join) or a batch trigger, fed by file-name routes.
 fn gateway_with(model_toml: &str, routes: &str) -> Gateway {
     let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
@@ -272,13 +322,7 @@ wait = "5s"
     for i in 0..4 {
         gw.drop_file("obs", &format!("f{i}.xml"), &pi_series(i, 1));
     }
-    eventually(30, "two batch runs", || {
-        gw.ledger()
-            .runs(Some("m"), Some(RunState::Succeeded), 10)
-            .unwrap()
-            .len()
-            == 2
-    });
+    wait_succeeded(&gw, 2, 30, "two batch runs");
     let runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
     let mut sizes: Vec<usize> = runs.iter().map(|r| r.inputs.len()).collect();
     sizes.sort();
@@ -314,13 +358,7 @@ wait = "1h"
         "stamped {}",
         decided[0].received_at
     );
-    eventually(20, "the batch to run after its wait", || {
-        gw.ledger()
-            .runs(Some("m"), Some(RunState::Succeeded), 10)
-            .unwrap()
-            .len()
-            == 1
-    });
+    wait_succeeded(&gw, 1, 20, "the batch to run after its wait");
     let run = &gw.ledger().runs(Some("m"), None, 10).unwrap()[0];
     assert_eq!(run.inputs.len(), 1);
     assert!(run.time0.starts_with("2026-03-27"), "time0 {}", run.time0);
@@ -345,27 +383,14 @@ cp input/*.xml output/timeseries_export.xml
 printf '<State xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><stateId>s</stateId></State>' > output/state.xml
 echo 'a log' > output/model.log
 "#;
-    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
-    let path = gw.dir.path().join("fews_like.sh");
-    std::fs::write(&path, script).unwrap();
-    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
-    std::fs::write(
-        gw.rules().join("models/m.toml"),
-        format!(
-            "command = [\"/bin/sh\", \"{}\"]\ndiagnostics = \"output/diag.xml\"\n\
+    let mut gw = script_model(
+        script,
+        "diagnostics = \"output/diag.xml\"\n\
              [inputs.obs]\nformats = [\"pi-timeseries\"]\n\
              [outputs]\nchannel = \"fcst\"\nformats = [\"pi-timeseries\"]\nfiles = [\"*.xml\"]\n\
              [trigger]\nkind = \"arrival\"\n",
-            path.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        gw.rules().join("routes.toml"),
         "[[route]]\nname = \"obs\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n",
-    )
-    .unwrap();
-    gw.start();
+    );
     gw.drop_file("obs", "Catchment_A_Qin_20240301.xml", &pi_series(1, 1));
     let run = wait_run(&gw, "m", 30);
     assert_eq!(run.state, RunState::Succeeded, "{run:?}");
@@ -422,26 +447,13 @@ fn files_delivered_to_a_slot_that_names_its_file_are_merged_into_it() {
 [ -f input/timeseries_import.xml ] || { echo "no input/timeseries_import.xml" >&2; exit 2; }
 ls input > inputs.txt
 "#;
-    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
-    let path = gw.dir.path().join("fews_like.sh");
-    std::fs::write(&path, script).unwrap();
-    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
-    std::fs::write(
-        gw.rules().join("models/m.toml"),
-        format!(
-            "command = [\"/bin/sh\", \"{}\"]\n\
+    let mut gw = script_model(
+        script,
+        "\
              [inputs.obs]\nformats = [\"pi-timeseries\"]\nfile = \"timeseries_import.xml\"\n\
              [trigger]\nkind = \"batch\"\ncount = 2\nwait = \"1h\"\n",
-            path.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        gw.rules().join("routes.toml"),
         "[[route]]\nname = \"obs\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n",
-    )
-    .unwrap();
-    gw.start();
+    );
     gw.drop_file("obs", "Catchment_A_Qin_20240301.xml", &pi_series(1, 1));
     gw.wait_for_decided(1, 10);
     gw.drop_file("obs", "Catchment_B_Qin_20240301.xml", &pi_series(2, 1));
@@ -685,59 +697,18 @@ printf 'state saved by %s\n' "$POM_RUN_ID" > output/state.xml
 cp input/timeseries_import.xml output/timeseries_export.xml
 printf '<Diag xmlns="http://www.wldelft.nl/fews/PI"><line level="3" description="done" eventCode="Model.End"/></Diag>' > output/diag.xml
 "#;
-    let mut gw = Gateway::with_channels(common::CHAIN_CHANNELS);
-    let path = gw.dir.path().join("fews_model.sh");
-    std::fs::write(&path, script).unwrap();
-    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
-    std::fs::write(
-        gw.rules().join("models/m.toml"),
-        format!(
-            "command = [\"/bin/sh\", \"{}\"]\ndiagnostics = \"output/diag.xml\"\n\
+    let mut gw = script_model(
+        script,
+        "diagnostics = \"output/diag.xml\"\n\
              [inputs.obs]\nformats = [\"pi-timeseries\"]\nfile = \"timeseries_import.xml\"\n\
              [time0]\nfrom = \"input\"\nslot = \"obs\"\n\
              [state]\nfile = \"state.xml\"\nmax_age = \"2d\"\n\
              [outputs]\nchannel = \"fcst\"\nfiles = [\"timeseries_export*.xml\"]\n\
              [trigger]\nkind = \"arrival\"\n",
-            path.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        gw.rules().join("routes.toml"),
         "[[route]]\nname = \"obs\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n\
          [[route]]\nname = \"out\"\nchannel = \"fcst\"\npublish = [\"bulletin\"]\n",
-    )
-    .unwrap();
-    gw.start();
-    let at = |hour: u32, n: usize| {
-        String::from_utf8(pi_series(n, 1)).unwrap().replace(
-            "<missVal>",
-            &format!(
-                "<forecastDate date=\"2024-03-01\" time=\"{hour:02}:00:00\"/>\n      <missVal>"
-            ),
-        )
-    };
-    gw.drop_file(
-        "obs",
-        "Catchment_A_Qin_20240301T06.xml",
-        at(6, 1).as_bytes(),
     );
-    let first = wait_run(&gw, "m", 30);
-    assert_eq!(first.state, RunState::Succeeded, "{first:?}");
-    gw.drop_file(
-        "obs",
-        "Catchment_A_Qin_20240301T07.xml",
-        at(7, 2).as_bytes(),
-    );
-    eventually(30, "the second run", || {
-        gw.ledger()
-            .runs(Some("m"), Some(RunState::Succeeded), 10)
-            .unwrap()
-            .len()
-            == 2
-    });
-    let mut runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
-    runs.reverse();
+    let runs = two_forecast_runs(&gw, "Catchment_A_Qin_20240301T");
     let (first, second) = (&runs[0], &runs[1]);
     // The ledger's time0 is the t0 the model used (its input's forecastDate).
     assert!(
@@ -880,6 +851,67 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI"><line level="3" description=
     gw.stop();
 }
 
+#[test]
+fn a_state_of_several_files_with_its_pi_description_starts_the_next_run_warm() {
+    // A model whose state is a folder of files and a PI state description (as wflow writes):
+    // the first run starts from the declared cold folder, the second from every file the first
+    // saved (never a link it left), valid at the description's dateTime, named in its run file.
+    let script = r#"cd "$POM_RUN_DIR"
+cat input/states/*.bin > started_from.txt 2>/dev/null || echo none > started_from.txt
+grep -o '<inputStateDescriptionFile>[^<]*' run.xml > in_description.txt || true
+grep -o '<outputStateDescriptionFile>[^<]*' run.xml > out_description.txt
+mkdir -p output/states
+echo "a of $POM_RUN_ID" > output/states/a.bin
+echo "b of $POM_RUN_ID" > output/states/b.bin
+ln -s /etc/hostname output/states/c.bin
+printf '<State xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><stateId>s</stateId><timeZone>1.0</timeZone><dateTime date="2024-03-01" time="06:00:00"/></State>' > output/state.xml
+"#;
+    let mut gw = script_model(
+        script,
+        "[inputs.obs]\nformats = [\"pi-timeseries\"]\n\
+         [time0]\nfrom = \"input\"\nslot = \"obs\"\n\
+         [state]\nfiles = [\"states/*.bin\"]\ndescription = \"state.xml\"\ncold = \"cold/m\"\n\
+         [trigger]\nkind = \"arrival\"\n",
+        "[[route]]\nname = \"obs\"\nchannel = \"obs\"\ndeliver = [\"m.obs\"]\n",
+    );
+    // The cold state: a folder under rules/, read when a run starts.
+    std::fs::create_dir_all(gw.rules().join("cold/m/states")).unwrap();
+    std::fs::write(gw.rules().join("cold/m/states/a.bin"), "cold a\n").unwrap();
+    let runs = two_forecast_runs(&gw, "obs_");
+    let (first, second) = (&runs[0], &runs[1]);
+    let dir = |r: &pom::ledger::runs::RunRow| gw.spool().join(&r.run_dir);
+    let read = |r, f: &str| std::fs::read_to_string(dir(r).join(f)).unwrap();
+    // Cold from the declared folder, its files as they lie.
+    assert_eq!(first.state_start.as_deref(), Some("cold"));
+    assert_eq!(read(first, "started_from.txt"), "cold a\n");
+    assert_eq!(read(first, "in_description.txt"), "");
+    // Warm from every file the first run saved, but not the link it left.
+    assert_eq!(second.state_start.as_deref(), Some("warm"));
+    assert_eq!(second.state_from.as_deref(), Some(first.id.as_str()));
+    assert_eq!(
+        read(second, "started_from.txt"),
+        format!("a of {0}\nb of {0}\n", first.id)
+    );
+    assert!(!dir(second).join("input/states/c.bin").exists());
+    // Valid at the description's dateTime (06:00 at UTC+1), not at the run's time0.
+    assert!(
+        second
+            .state_valid_at
+            .as_deref()
+            .is_some_and(|v| v.starts_with("2024-03-01T05:00:00")),
+        "{second:?}"
+    );
+    // The run file names the description the model gets and the one it writes.
+    assert!(
+        read(second, "in_description.txt").ends_with("/input/state.xml\n"),
+        "{}",
+        read(second, "in_description.txt")
+    );
+    assert!(dir(second).join("input/state.xml").exists());
+    assert!(read(second, "out_description.txt").ends_with("/output/state.xml\n"));
+    gw.stop();
+}
+
 fn retrying_model(gw: &Gateway, script: &str, timeout: &str) {
     let path = gw.dir.path().join("flaky.sh");
     std::fs::write(&path, format!("#!/bin/sh\ncd \"$POM_RUN_DIR\"\n{script}\n")).unwrap();
@@ -914,13 +946,7 @@ fn a_failed_run_is_retried_after_its_backoff_with_the_same_inputs() {
     );
     gw.start();
     gw.drop_file("obs", "a.xml", &pi_series(1, 1));
-    eventually(30, "the retry to succeed", || {
-        gw.ledger()
-            .runs(Some("m"), Some(RunState::Succeeded), 10)
-            .unwrap()
-            .len()
-            == 1
-    });
+    wait_succeeded(&gw, 1, 30, "the retry to succeed");
     let runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
     let (second, first) = (&runs[0], &runs[1]);
@@ -959,13 +985,7 @@ fn an_automatic_retry_and_a_rerun_keep_the_original_time0() {
     );
     gw.start();
     gw.drop_file("obs", "a.xml", &pi_series(1, 1));
-    eventually(30, "the retry to succeed", || {
-        gw.ledger()
-            .runs(Some("m"), Some(RunState::Succeeded), 10)
-            .unwrap()
-            .len()
-            == 1
-    });
+    wait_succeeded(&gw, 1, 30, "the retry to succeed");
     let (s, v) = gw.api(
         "POST",
         "/api/actions",
@@ -973,13 +993,7 @@ fn an_automatic_retry_and_a_rerun_keep_the_original_time0() {
         Some(serde_json::json!({"action": "rerun", "run": gw.ledger().runs(Some("m"), Some(RunState::Succeeded), 10).unwrap()[0].id})),
     );
     assert_eq!(s, 200, "{v}");
-    eventually(30, "the rerun to succeed", || {
-        gw.ledger()
-            .runs(Some("m"), Some(RunState::Succeeded), 10)
-            .unwrap()
-            .len()
-            == 2
-    });
+    wait_succeeded(&gw, 2, 30, "the rerun to succeed");
     let mut runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
     runs.reverse();
     assert_eq!(runs.len(), 3, "{runs:?}");
@@ -1028,13 +1042,7 @@ fn kill_9_of_the_daemon_while_a_model_runs_interrupts_it_and_retries_it_once() {
         "the model outlived the daemon"
     );
     gw.start();
-    eventually(30, "the retry to succeed", || {
-        gw.ledger()
-            .runs(Some("m"), Some(RunState::Succeeded), 10)
-            .unwrap()
-            .len()
-            == 1
-    });
+    wait_succeeded(&gw, 1, 30, "the retry to succeed");
     let runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert_eq!(runs[1].state, RunState::Interrupted);
@@ -1091,13 +1099,7 @@ fn a_model_whose_pid_the_killed_daemon_never_recorded_is_still_stopped_before_it
         .unwrap();
     assert_eq!(forgotten, 1);
     gw.start();
-    eventually(30, "the retry to succeed", || {
-        gw.ledger()
-            .runs(Some("m"), Some(RunState::Succeeded), 10)
-            .unwrap()
-            .len()
-            == 1
-    });
+    wait_succeeded(&gw, 1, 30, "the retry to succeed");
     let gone = std::fs::read_to_string(format!("/proc/{first_pid}/stat"))
         .map(|s| s.contains(") Z "))
         .unwrap_or(true);
