@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use chrono::NaiveDateTime;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
@@ -12,7 +13,23 @@ pub struct RunFile {
     pub inputs: Vec<PathBuf>,
     pub diag: PathBuf,
     pub output_dir: PathBuf,
-    pub time0: String,
+    /// The forecast time: observations end there, the forecast starts there.
+    pub time0: NaiveDateTime,
+    /// The end of the run's period: how far the forecast goes (its lead time past time0).
+    pub end: NaiveDateTime,
+}
+
+/// A PI `date` and `time` pair.
+pub fn parse_time(date: &str, time: &str) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M:%S").ok()
+}
+
+/// A time as PI writes it: (date, time).
+pub fn pi_time(t: NaiveDateTime) -> (String, String) {
+    (
+        t.format("%Y-%m-%d").to_string(),
+        t.format("%H:%M:%S").to_string(),
+    )
 }
 
 fn text_of(bytes: &[u8], wanted: &[&str]) -> Vec<(String, String)> {
@@ -32,13 +49,20 @@ fn text_of(bytes: &[u8], wanted: &[&str]) -> Vec<(String, String)> {
                 }
             }
             Event::End(_) => current = None,
-            Event::Empty(s) if s.local_name().as_ref() == b"time0" => {
-                let mut d = String::new();
-                for a in s.attributes().flatten() {
-                    d.push_str(&String::from_utf8_lossy(&a.value));
-                    d.push(' ');
-                }
-                out.push(("time0".into(), d.trim().to_string()));
+            Event::Empty(s)
+                if wanted.contains(&&*String::from_utf8_lossy(s.local_name().as_ref())) =>
+            {
+                let attr = |k: &[u8]| {
+                    s.try_get_attribute(k)
+                        .ok()
+                        .flatten()
+                        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                        .unwrap_or_default()
+                };
+                out.push((
+                    String::from_utf8_lossy(s.local_name().as_ref()).into_owned(),
+                    format!("{} {}", attr(b"date"), attr(b"time")),
+                ));
             }
             Event::Eof => break,
             _ => {}
@@ -59,6 +83,8 @@ pub fn run_file() -> Result<RunFile, String> {
             "inputTimeSeriesFile",
             "outputDiagnosticFile",
             "outputTimeSeriesFile",
+            "time0",
+            "endDateTime",
         ],
     );
     let get = |k: &str| {
@@ -66,6 +92,14 @@ pub fn run_file() -> Result<RunFile, String> {
             .iter()
             .find(|(n, _)| n == k)
             .map(|(_, v)| PathBuf::from(v))
+    };
+    let time = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.split_once(' '))
+            .and_then(|(d, t)| parse_time(d, t))
+            .ok_or(format!("no {k} in the run file"))
     };
     Ok(RunFile {
         work_dir: get("workDir").ok_or("no workDir")?,
@@ -76,11 +110,8 @@ pub fn run_file() -> Result<RunFile, String> {
             .collect(),
         diag: get("outputDiagnosticFile").ok_or("no outputDiagnosticFile")?,
         output_dir: get("outputTimeSeriesFile").ok_or("no outputTimeSeriesFile")?,
-        time0: fields
-            .iter()
-            .find(|(n, _)| n == "time0")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default(),
+        time0: time("time0")?,
+        end: time("endDateTime")?,
     })
 }
 
@@ -88,7 +119,18 @@ pub fn run_file() -> Result<RunFile, String> {
 pub struct Series {
     pub location: String,
     pub parameter: String,
+    /// The forecast's time0, for a forecast.
+    pub forecast: Option<NaiveDateTime>,
     pub events: Vec<(String, String, f64)>,
+}
+
+impl Series {
+    /// The events with their times.
+    pub fn timed(&self) -> impl Iterator<Item = (NaiveDateTime, f64)> + '_ {
+        self.events
+            .iter()
+            .filter_map(|(d, t, v)| parse_time(d, t).map(|at| (at, *v)))
+    }
 }
 
 /// Reads the first series of a PI time series file.
@@ -128,6 +170,7 @@ pub fn read_series(path: &Path) -> Result<Series, String> {
     Ok(Series {
         location: get("locationId"),
         parameter: get("parameterId"),
+        forecast: None,
         events,
     })
 }
@@ -140,8 +183,17 @@ pub fn write_series(path: &Path, s: &Series, units: &str) -> std::io::Result<()>
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<TimeSeries xmlns=\"http://www.wldelft.nl/fews/PI\" version=\"1.2\">\n  <timeZone>0.0</timeZone>\n  <series>\n    <header>\n      <type>instantaneous</type>\n",
     );
     x.push_str(&format!(
-        "      <locationId>{}</locationId>\n      <parameterId>{}</parameterId>\n      <timeStep unit=\"second\" multiplier=\"3600\"/>\n      <startDate date=\"{}\" time=\"{}\"/>\n      <endDate date=\"{}\" time=\"{}\"/>\n      <missVal>-999.0</missVal>\n      <units>{units}</units>\n    </header>\n",
+        "      <locationId>{}</locationId>\n      <parameterId>{}</parameterId>\n      <timeStep unit=\"second\" multiplier=\"3600\"/>\n      <startDate date=\"{}\" time=\"{}\"/>\n      <endDate date=\"{}\" time=\"{}\"/>\n",
         s.location, s.parameter, first.0, first.1, last.0, last.1
+    ));
+    if let Some(t0) = s.forecast {
+        let (d, t) = pi_time(t0);
+        x.push_str(&format!(
+            "      <forecastDate date=\"{d}\" time=\"{t}\"/>\n"
+        ));
+    }
+    x.push_str(&format!(
+        "      <missVal>-999.0</missVal>\n      <units>{units}</units>\n    </header>\n"
     ));
     for (d, t, v) in &s.events {
         x.push_str(&format!(

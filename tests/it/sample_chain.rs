@@ -49,7 +49,7 @@ fn the_sample_chain_runs_end_to_end() {
     let mut gw = sample_chain_started();
     let forecast = gw
         .spool()
-        .join("outgoing/forecasts/forecast_Y1232010-downstream.xml");
+        .join("outgoing/forecasts/forecast_Y1232010-downstream_2026112811.xml");
     let t = std::time::Instant::now();
     eventually(60, "the forecast to be published", || forecast.exists());
     println!("forecast published {:?} after the drop", t.elapsed());
@@ -88,6 +88,44 @@ fn the_sample_chain_runs_end_to_end() {
     );
     let text = std::fs::read_to_string(&forecast).unwrap();
     assert!(text.contains("<parameterId>Q.fcst</parameterId>"), "{text}");
+    // A real forecast: one time0 through the chain, on the hour of the last observation; the
+    // observations before it, the forecast from it to 24 hours of lead time past it.
+    for m in ["rainfall-runoff", "propagation"] {
+        assert!(
+            model(m).time0.starts_with("2026-11-28T11:00:00"),
+            "{m}: {}",
+            model(m).time0
+        );
+    }
+    assert!(
+        text.contains("<forecastDate date=\"2026-11-28\" time=\"11:00:00\"/>"),
+        "{text}"
+    );
+    let times: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("<event date=\""))
+        .map(|l| &l[..l.find("\" value").unwrap()])
+        .collect();
+    assert_eq!(
+        (times.first(), times.last(), times.len()),
+        (
+            Some(&"2026-11-28\" time=\"11:00:00"),
+            Some(&"2026-11-29\" time=\"11:00:00"),
+            25
+        ),
+        "{text}"
+    );
+    let runoff = std::fs::read_to_string(
+        gw.spool()
+            .join(&model("rainfall-runoff").run_dir)
+            .join("output/runoff_Y1232010.xml"),
+    )
+    .unwrap();
+    assert!(
+        runoff.contains("<event date=\"2026-11-28\" time=\"00:00:00\"")
+            && runoff.contains("<event date=\"2026-11-29\" time=\"11:00:00\""),
+        "the simulation covers the observations and the lead time: {runoff}"
+    );
     gw.stop();
 }
 
@@ -99,7 +137,7 @@ fn a_replay_of_the_sample_chain_compares_a_retuned_model_with_what_ran() {
     let mut gw = sample_chain_started();
     let forecast = gw
         .spool()
-        .join("outgoing/forecasts/forecast_Y1232010-downstream.xml");
+        .join("outgoing/forecasts/forecast_Y1232010-downstream_2026112811.xml");
     eventually(60, "the forecast to be published", || forecast.exists());
     let from = gw
         .submissions()
