@@ -53,7 +53,8 @@ pub struct Board {
     refused: Mutex<Option<Refused>>,
     alerts: Mutex<Vec<Alert>>,
     rules_loaded: Mutex<String>,
-    decided: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Per traffic (operational, replay), then channel, then outcome.
+    decided: Mutex<BTreeMap<crate::ledger::Traffic, Decided>>,
     operational_claim: std::sync::atomic::AtomicI64,
     events: tokio::sync::broadcast::Sender<Event>,
     health: std::sync::Arc<crate::health::Health>,
@@ -202,15 +203,32 @@ impl Board {
         fresh
     }
 
-    /// Files decided per channel and outcome (archived, rejected, duplicate) since the ledger
-    /// began: counted at start, then as files are filed.
-    pub fn decided(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
-        lock(&self.decided).clone()
+    /// Operational files decided per channel and outcome (archived, rejected, duplicate) since
+    /// the ledger began: counted at start, then as files are filed. A replay's never count here.
+    pub fn decided(&self) -> Decided {
+        self.decided_in(crate::ledger::Traffic::Operational)
     }
 
-    /// Counts `n` more files of `channel` decided as `state`.
-    pub fn count_decided(&self, channel: &str, state: &str, n: u64) {
+    /// Files of one traffic (operational or replay) decided per channel and outcome.
+    pub fn decided_in(&self, traffic: crate::ledger::Traffic) -> Decided {
+        lock(&self.decided)
+            .get(&traffic)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Counts `n` more files of `channel` decided as `state`, in operational traffic or a
+    /// replay's.
+    pub fn count_decided(
+        &self,
+        traffic: crate::ledger::Traffic,
+        channel: &str,
+        state: &str,
+        n: u64,
+    ) {
         *lock(&self.decided)
+            .entry(traffic)
+            .or_default()
             .entry(channel.to_string())
             .or_default()
             .entry(state.to_string())
@@ -263,3 +281,6 @@ fn set(map: &RwLock<BTreeMap<String, Pause>>, name: &str, pause: Option<Pause>) 
         None => g.remove(name).is_some(),
     }
 }
+
+/// Files decided per channel, then outcome.
+pub type Decided = BTreeMap<String, BTreeMap<String, u64>>;

@@ -135,6 +135,17 @@ function timelineSvg(t) {
   return out + "</svg>";
 }
 
+// Operational traffic by default; a replay's has its own view and its mark.
+function modeSelect(params) {
+  const m = params.get("mode") ?? "operational";
+  return `<label>Mode <select name="mode">${["operational", "replay", "all"].map((v) =>
+    `<option${v === m ? " selected" : ""}>${v}</option>`).join("")}</select></label>`;
+}
+
+function replayMark(session) {
+  return session ? ` <span class="badge replay" title="replay session ${esc(session)}">replay</span>` : "";
+}
+
 async function runs(params) {
   const q = new URLSearchParams(params);
   const [list, t, o] = await Promise.all([api(`/api/runs?${q}`), api("/api/timeline?hours=24"), api("/api/overview")]);
@@ -146,10 +157,11 @@ async function runs(params) {
     <form id="runfilter" class="filters">
       <label>Model <select name="model"><option value="">all</option>${models}</select></label>
       <label>State <select name="state"><option value="">all</option>${states}</select></label>
+      ${modeSelect(params)}
       <button type="submit">Filter</button></form>
     <table id="runs"><thead><tr><th>Run</th><th>Model</th><th>State</th><th>Trigger</th><th>time0</th>
       <th>Started</th><th>Ended</th><th>Reason</th></tr></thead><tbody>
-      ${list.map((r) => `<tr data-run="${esc(r.id)}" data-model="${esc(r.model)}"><td>${runLink(r.id)}</td><td>${esc(r.model)}</td>
+      ${list.map((r) => `<tr data-run="${esc(r.id)}" data-model="${esc(r.model)}"${r.session ? ' data-mode="replay"' : ""}><td>${runLink(r.id)}${replayMark(r.session)}</td><td>${esc(r.model)}</td>
         <td>${badge(r.state)}</td><td>${esc(r.trigger)}${r.requested_by ? ` <span class="muted small">by ${esc(r.requested_by)}</span>` : ""}</td>
         <td>${time(r.time0)}</td><td>${time(r.started_at)}</td><td>${time(r.ended_at)}</td><td class="small">${esc(r.reason)}</td></tr>`).join("")}
     </tbody></table>`;
@@ -197,9 +209,10 @@ async function files(params) {
       <label>Channel ${sel("channel", o.channels.map((c) => c.name))}</label>
       <label>Format <input name="format" value="${esc(params.get("format") ?? "")}" size="10"></label>
       <label>State ${sel("state", ["archived", "rejected", "duplicate", "claimed"])}</label>
+      ${modeSelect(params)}
       <button type="submit">Search</button></form>
     <table id="files"><thead><tr><th>Received</th><th>Name</th><th>Channel</th><th>Format</th><th>State</th><th>Route / reason</th></tr></thead><tbody>
-      ${list.map((f) => `<tr data-file="${esc(f.id)}"><td>${time(f.received_at)}</td><td>${fileLink(f.id, f.original)}</td><td>${esc(f.channel)}</td>
+      ${list.map((f) => `<tr data-file="${esc(f.id)}"${f.session ? ' data-mode="replay"' : ""}><td>${time(f.received_at)}</td><td>${fileLink(f.id, f.original)}${replayMark(f.session)}</td><td>${esc(f.channel)}</td>
         <td>${esc(f.format ?? "")} ${esc(f.version ?? "")}</td><td>${badge(f.state)}${f.held_by ? " " + badge("held") : ""}</td>
         <td class="small">${f.state === "rejected" ? `${esc(f.reason)}${f.errors.length ? `<ul class="errors">${f.errors.slice(0, 3).map((e) =>
           `<li>line ${esc(e.line ?? "?")}: ${esc(e.message)}</li>`).join("")}</ul>` : ""}` : esc(f.route ?? "")}</td></tr>`).join("")}

@@ -759,7 +759,10 @@ impl Dispatcher {
                 .with(move |l| l.set_run_state(&run, start, from.as_deref(), valid.as_deref()));
         }
         *self.running.entry(model.name.clone()).or_default() += 1;
-        self.board.count_running(&model.name, 1);
+        // The board shows operational work: a replay's runs are on its own views.
+        if session.is_none() {
+            self.board.count_running(&model.name, 1);
+        }
         let cancel = Arc::new(AtomicBool::new(false));
         self.cancels.insert(id.clone(), Arc::clone(&cancel));
         let (start, end) = time0::period(&model.time0, time0);
@@ -955,7 +958,9 @@ impl Job {
         let _ = self
             .writer
             .with(move |l| l.run_ended(&id2, state, code, reason.as_deref(), &diag, ended));
-        self.board.count_running(&self.model.name, -1);
+        if self.session.is_none() {
+            self.board.count_running(&self.model.name, -1);
+        }
         self.board.publish("run", &id);
     }
 

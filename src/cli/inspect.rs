@@ -124,7 +124,8 @@ pub(super) fn validate(paths: &Paths, a: &ValidateArgs) -> Result<ExitCode> {
 
 pub(super) fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
     let ledger = open_ledger(paths)?;
-    let channels = ledger.status()?;
+    let channels = ledger.status(pom::ledger::Traffic::Operational)?;
+    let paused = ledger.pauses()?;
     let spool = Spool::new(&paths.spool);
     let queue = count_files(&spool.queue());
     let rules = RuleSet::load(&paths.rules);
@@ -132,6 +133,9 @@ pub(super) fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
         let v = serde_json::json!({
             "queue_depth": queue,
             "channels": channels,
+            "paused": paused.iter().map(|(kind, name, p)| serde_json::json!({
+                "kind": kind, "name": name, "by": p.by, "at": p.at,
+            })).collect::<Vec<_>>(),
             "rules": match &rules {
                 Ok(r) => serde_json::json!({"version": r.version, "problems": []}),
                 Err(p) => serde_json::json!({"version": null, "problems": p.0}),
@@ -145,21 +149,35 @@ pub(super) fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
         Err(p) => println!("rules: {p}"),
     }
     println!("queue: {queue} file(s) in flight");
-    println!(
-        "{:<20} {:>9} {:>9} {:>9} {:>9}  last arrival",
-        "channel", "claimed", "archived", "rejected", "duplicate"
-    );
+    if channels.is_empty() {
+        println!("no operational file received yet");
+    } else {
+        println!(
+            "{:<20} {:>9} {:>9} {:>9} {:>9}  {:<33} paused",
+            "channel", "claimed", "archived", "rejected", "duplicate", "last arrival (UTC)"
+        );
+    }
     for c in &channels {
         let n = |s: State| c.states.get(s.name()).copied().unwrap_or(0);
         println!(
-            "{:<20} {:>9} {:>9} {:>9} {:>9}  {}",
+            "{:<20} {:>9} {:>9} {:>9} {:>9}  {:<33} {}",
             c.channel,
             n(State::Claimed),
             n(State::Archived),
             n(State::Rejected),
             n(State::Duplicate),
-            c.last_arrival.as_deref().unwrap_or("-")
+            c.last_arrival.as_deref().unwrap_or("-"),
+            paused
+                .iter()
+                .find(|(kind, name, _)| kind == "channel" && *name == c.channel)
+                .map(|(_, _, p)| format!("by {} at {}", p.by, p.at))
+                .unwrap_or_else(|| "no".into())
         );
+    }
+    for (kind, name, p) in &paused {
+        if kind == "channel" && !channels.iter().any(|c| &c.channel == name) {
+            println!("channel {name} paused by {} at {}", p.by, p.at);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -173,6 +191,7 @@ pub(super) fn files(paths: &Paths, a: &FilesArgs) -> Result<ExitCode> {
     };
     let ledger = open_ledger(paths)?;
     let rows = ledger.files(&FileFilter {
+        traffic: a.mode,
         state,
         channel: a.channel.clone(),
         route: a.route.clone(),
@@ -185,6 +204,14 @@ pub(super) fn files(paths: &Paths, a: &FilesArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if rows.is_empty() {
+        println!("no {} files match", a.mode.name());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<9} {:<11} {:<12} {:<32} detail",
+        "file", "state", "mode", "channel", "name"
+    );
     for r in rows {
         let what = match r.state {
             State::Archived | State::Duplicate => format!(
@@ -201,11 +228,16 @@ pub(super) fn files(paths: &Paths, a: &FilesArgs) -> Result<ExitCode> {
             State::Claimed => String::new(),
         };
         println!(
-            "{}  {:<9} {:<12} {:?}  {}",
+            "{:<24} {:<9} {:<11} {:<12} {:<32} {}",
             r.id,
             r.state.name(),
+            if r.session.is_some() {
+                "replay"
+            } else {
+                "operational"
+            },
             r.channel,
-            String::from_utf8_lossy(&r.original),
+            format!("{:?}", String::from_utf8_lossy(&r.original)),
             what
         );
     }
@@ -296,43 +328,71 @@ pub(super) fn describe_route(d: &serde_json::Value) -> String {
 pub(super) fn models(paths: &Paths, json: bool) -> Result<ExitCode> {
     let rules = load_rules(paths)?;
     let now = chrono::Utc::now();
-    let rows: Vec<serde_json::Value> = rules
-        .models
-        .values()
-        .map(|m| {
-            serde_json::json!({
-                "name": m.name,
-                "description": m.description,
-                "trigger": m.trigger.kind(),
-                "next": m.trigger.next_after(now).map(pom::ledger::timestamp),
-                "paused": m.paused,
-                "inputs": m.inputs.keys().collect::<Vec<_>>(),
-                "outputs": m.outputs.as_ref().map(|o| &o.channel),
-                "output_files": m.outputs.as_ref().map(|o| &o.files),
-                "diagnostics": &m.diagnostics,
-                "executor": format!("{:?}", m.executor).to_lowercase(),
-            })
-        })
-        .collect();
+    // The runtime state an operator set (pauses) and the inputs waiting, from the ledger the
+    // daemon keeps them in: the same whether it runs or not.
+    let ledger = paths
+        .db()
+        .exists()
+        .then(|| open_ledger(paths))
+        .transpose()?;
+    let pauses: std::collections::BTreeMap<String, pom::ledger::audit::Pause> = match &ledger {
+        Some(l) => l
+            .pauses()?
+            .into_iter()
+            .filter(|(kind, _, _)| kind == "model")
+            .map(|(_, name, p)| (name, p))
+            .collect(),
+        None => Default::default(),
+    };
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    for m in rules.models.values() {
+        let waiting = match &ledger {
+            Some(l) => l.pending_count(&m.name)?,
+            None => 0,
+        };
+        let by = pauses.get(&m.name);
+        rows.push(serde_json::json!({
+            "name": m.name,
+            "description": m.description,
+            "trigger": m.trigger.kind(),
+            "next": m.trigger.next_after(now).map(pom::ledger::timestamp),
+            "paused": m.paused || by.is_some(),
+            "paused_in_rules": m.paused,
+            "paused_by": by.map(|p| &p.by),
+            "paused_at": by.map(|p| &p.at),
+            "waiting_inputs": waiting,
+            "inputs": m.inputs.keys().collect::<Vec<_>>(),
+            "outputs": m.outputs.as_ref().map(|o| &o.channel),
+            "output_files": m.outputs.as_ref().map(|o| &o.files),
+            "diagnostics": &m.diagnostics,
+            "executor": format!("{:?}", m.executor).to_lowercase(),
+        }));
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if rows.is_empty() {
+        println!("no models in {}", paths.rules.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
-        "{:<24} {:<9} {:<28} {:<7} inputs",
-        "model", "trigger", "next", "paused"
+        "{:<24} {:<9} {:<28} {:<36} {:>7}  inputs",
+        "model", "trigger", "next (UTC)", "paused", "waiting"
     );
     for r in &rows {
+        let paused = match (r["paused_by"].as_str(), r["paused_in_rules"].as_bool()) {
+            (Some(by), _) => format!("yes, by {by} at {}", r["paused_at"].as_str().unwrap_or("?")),
+            (None, Some(true)) => "yes, in its rule file".into(),
+            _ => "no".into(),
+        };
         println!(
-            "{:<24} {:<9} {:<28} {:<7} {}",
+            "{:<24} {:<9} {:<28} {:<36} {:>7}  {}",
             r["name"].as_str().unwrap_or(""),
             r["trigger"].as_str().unwrap_or(""),
             r["next"].as_str().unwrap_or("-"),
-            if r["paused"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                "no"
-            },
+            paused,
+            r["waiting_inputs"],
             r["inputs"]
                 .as_array()
                 .into_iter()
@@ -354,17 +414,32 @@ pub(super) fn runs(paths: &Paths, a: &RunsArgs) -> Result<ExitCode> {
         None => None,
     };
     let ledger = open_ledger(paths)?;
-    let rows = ledger.runs(a.model.as_deref(), state, a.limit)?;
+    let rows = ledger.runs_in(a.model.as_deref(), state, a.mode, a.limit)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if rows.is_empty() {
+        println!("no {} runs match", a.mode.name());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<40} {:<11} {:<11} {:>7} {:<25} {:>9}  reason",
+        "run", "state", "mode", "attempt", "time0", "duration"
+    );
     for r in rows {
         println!(
-            "{:<40} {:<11} time0 {}  {}",
+            "{:<40} {:<11} {:<11} {:>7} {:<25} {:>9}  {}",
             r.id,
             r.state.name(),
+            if r.session.is_some() {
+                "replay"
+            } else {
+                "operational"
+            },
+            r.attempt,
             r.time0,
+            duration(r.started_at.as_deref(), r.ended_at.as_deref()),
             r.reason.as_deref().unwrap_or("")
         );
     }
@@ -489,4 +564,20 @@ pub(super) fn count_files(dir: &Path) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// A run's duration as a table shows it (`12.3 s`, `4 min 05 s`), or `-` when it has not ended.
+fn duration(started: Option<&str>, ended: Option<&str>) -> String {
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    match (started.and_then(at), ended.and_then(at)) {
+        (Some(s), Some(e)) => {
+            let ms = (e - s).num_milliseconds().max(0);
+            if ms < 60_000 {
+                format!("{:.1} s", ms as f64 / 1000.0)
+            } else {
+                format!("{} min {:02} s", ms / 60_000, (ms / 1000) % 60)
+            }
+        }
+        _ => "-".into(),
+    }
 }

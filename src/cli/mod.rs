@@ -252,6 +252,9 @@ pub(super) struct RunsArgs {
     /// interrupted).
     #[arg(long)]
     state: Option<String>,
+    /// Operational runs (the default), replay runs, or all.
+    #[arg(long, default_value = "operational", value_parser = parse_traffic)]
+    mode: pom::ledger::Traffic,
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -371,12 +374,20 @@ pub(super) struct FilesArgs {
     /// Only files of this format.
     #[arg(long)]
     format: Option<String>,
+    /// Operational files (the default), replayed files, or all.
+    #[arg(long, default_value = "operational", value_parser = parse_traffic)]
+    mode: pom::ledger::Traffic,
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     limit: usize,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `--mode`: operational, replay or all.
+fn parse_traffic(s: &str) -> Result<pom::ledger::Traffic, String> {
+    s.parse()
 }
 
 /// Parses the command line and runs the verb.
@@ -387,6 +398,8 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log file or the journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {

@@ -29,7 +29,7 @@ use crate::examine::{Limits, Verdict, examine_dropped};
 use crate::fs::sync_filesystem;
 use crate::intake::watch::{self, Hint};
 use crate::intake::{Intake, Work};
-use crate::ledger::{Decision, Ledger, LedgerError, State, Submission, Writer};
+use crate::ledger::{Decision, Ledger, LedgerError, State, Submission, Traffic, Writer};
 use crate::route::Facts;
 use crate::spool::Spool;
 
@@ -166,10 +166,12 @@ impl Daemon {
         if !interrupted.is_empty() {
             tracing::warn!(runs = ?interrupted, "runs left unfinished by the last daemon are marked interrupted");
         }
-        for c in ledger.status()? {
-            for (state, n) in c.states {
-                if state != "claimed" {
-                    board.count_decided(&c.channel, &state, n as u64);
+        for traffic in [Traffic::Operational, Traffic::Replay] {
+            for c in ledger.status(traffic)? {
+                for (state, n) in c.states {
+                    if state != "claimed" {
+                        board.count_decided(traffic, &c.channel, &state, n as u64);
+                    }
                 }
             }
         }
@@ -800,6 +802,9 @@ fn filer_loop(
         if filed.is_empty() {
             continue;
         }
+        for s in &filed {
+            log_decided(s);
+        }
         if sync && let Err(e) = sync_filesystem(spool.root()) {
             tracing::error!(error = %e, "cannot sync the spool");
         }
@@ -808,12 +813,18 @@ fn filer_loop(
                 .iter()
                 .any(|a| matches!(a, crate::config::routes::Action::Deliver { .. }))
         });
-        let mut counts: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+        let mut counts: std::collections::BTreeMap<(Traffic, &str, &str), u64> = Default::default();
         for s in &filed {
-            *counts.entry((&s.channel, s.state.name())).or_default() += 1;
+            let traffic = match s.session {
+                Some(_) => Traffic::Replay,
+                None => Traffic::Operational,
+            };
+            *counts
+                .entry((traffic, &s.channel, s.state.name()))
+                .or_default() += 1;
         }
-        for ((channel, state), n) in counts {
-            board.count_decided(channel, state, n);
+        for ((traffic, channel, state), n) in counts {
+            board.count_decided(traffic, channel, state, n);
         }
         if let Some(last) = filed.last() {
             board.publish("files", &last.id);
@@ -854,6 +865,31 @@ fn lock_spool(spool: &Spool) -> Result<std::fs::File, DaemonError> {
     file.set_len(0).map_err(|e| err("write the lock file", e))?;
     write!(file, "{}", std::process::id()).map_err(|e| err("write the lock file", e))?;
     Ok(file)
+}
+
+/// One log line per file decided, at info: its id, channel, name and outcome (with the route,
+/// or the reason it was refused, or the file it duplicates), and its replay session if any.
+fn log_decided(s: &Submission) {
+    let name = String::from_utf8_lossy(&s.original);
+    let mode = match &s.session {
+        Some(session) => format!("replay:{session}"),
+        None => "operational".into(),
+    };
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    match s.state {
+        State::Rejected => tracing::info!(
+            file.id = %s.id, channel = %s.channel, name = %name, %mode,
+            reason = %text(&s.reason), "file rejected"
+        ),
+        State::Duplicate => tracing::info!(
+            file.id = %s.id, channel = %s.channel, name = %name, %mode,
+            duplicate_of = %text(&s.duplicate_of), "file is a duplicate"
+        ),
+        _ => tracing::info!(
+            file.id = %s.id, channel = %s.channel, name = %name, %mode,
+            format = %text(&s.format), route = %text(&s.route), "file archived"
+        ),
+    }
 }
 
 /// Device and inode of a file: another pair later means it was replaced.

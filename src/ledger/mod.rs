@@ -244,9 +244,69 @@ pub struct ChannelStatus {
     pub last_arrival: Option<String>,
 }
 
+/// Which traffic a view counts or lists: operational files and runs (what every operational view,
+/// count, metric, lateness and alert shows), a replay's, or both.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Traffic {
+    /// Operational traffic only: no replay session's.
+    #[default]
+    Operational,
+    /// Replay sessions' traffic only.
+    Replay,
+    /// Both.
+    All,
+}
+
+impl Traffic {
+    /// Stable name: `operational`, `replay` or `all`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Traffic::Operational => "operational",
+            Traffic::Replay => "replay",
+            Traffic::All => "all",
+        }
+    }
+
+    /// The SQL condition on a row's `session` column.
+    fn condition(self) -> &'static str {
+        match self {
+            Traffic::Operational => "session IS NULL",
+            Traffic::Replay => "session IS NOT NULL",
+            Traffic::All => "1=1",
+        }
+    }
+}
+
+impl std::str::FromStr for Traffic {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "operational" => Ok(Traffic::Operational),
+            "replay" => Ok(Traffic::Replay),
+            "all" => Ok(Traffic::All),
+            _ => Err(format!("`{s}` is not a mode: operational, replay or all")),
+        }
+    }
+}
+
 /// Filter for `pom files`.
 #[derive(Debug, Clone, Default)]
 pub struct FileFilter {
+    /// Operational files (the default), a replay's, or both.
+    pub traffic: Traffic,
     /// Only this state.
     pub state: Option<State>,
     /// Only this channel.
@@ -715,9 +775,10 @@ impl Ledger {
         get(&self.conn, id).map_err(sq(&self.path, "read submission"))
     }
 
-    /// Submissions in a state, oldest first.
+    /// Submissions in a state, operational and replayed, oldest first.
     pub fn in_state(&self, state: State) -> Result<Vec<Submission>, LedgerError> {
         self.files(&FileFilter {
+            traffic: Traffic::All,
             state: Some(state),
             limit: usize::MAX,
             ..FileFilter::default()
@@ -730,7 +791,10 @@ impl Ledger {
 
     /// Submissions matching a filter, newest first.
     pub fn files(&self, filter: &FileFilter) -> Result<Vec<Submission>, LedgerError> {
-        let mut sql = format!("SELECT {COLUMNS} FROM submissions WHERE 1=1");
+        let mut sql = format!(
+            "SELECT {COLUMNS} FROM submissions WHERE {}",
+            filter.traffic.condition()
+        );
         let state = filter.state.map(State::name);
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
@@ -791,14 +855,15 @@ impl Ledger {
             .map_err(sq(&self.path, "read archive"))
     }
 
-    /// Counts per channel and state, and the last arrival per channel.
-    pub fn status(&self) -> Result<Vec<ChannelStatus>, LedgerError> {
+    /// Counts per channel and state, and the last arrival per channel, of one traffic.
+    pub fn status(&self, traffic: Traffic) -> Result<Vec<ChannelStatus>, LedgerError> {
         let mut st = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT channel, state, count(*), max(received_at) FROM submissions
-                 GROUP BY channel, state ORDER BY channel",
-            )
+                 WHERE {} GROUP BY channel, state ORDER BY channel",
+                traffic.condition()
+            ))
             .map_err(sq(&self.path, "status"))?;
         let mut out: Vec<ChannelStatus> = Vec::new();
         let rows = st

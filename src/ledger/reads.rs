@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Ledger, LedgerError, sq};
 
@@ -14,21 +14,23 @@ pub type DeliveryRow = (String, String, String, Option<String>);
 pub type ReplayRunRow = (String, String, String, Option<String>, String);
 
 impl Ledger {
-    /// Files claimed and not yet decided, per channel.
+    /// Operational files claimed and not yet decided, per channel.
     pub fn in_progress_by_channel(&self) -> Result<BTreeMap<String, i64>, LedgerError> {
         self.conn
             .prepare_cached(
-                "SELECT channel, count(*) FROM submissions WHERE state = 'claimed' GROUP BY channel",
+                "SELECT channel, count(*) FROM submissions WHERE state = 'claimed'
+                 AND session IS NULL GROUP BY channel",
             )
             .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(sq(self.path(), "count files in progress"))
     }
 
-    /// Deliveries waiting for a model.
+    /// Operational deliveries waiting for a model.
     pub fn pending_count(&self, model: &str) -> Result<i64, LedgerError> {
         self.conn
             .prepare_cached(
-                "SELECT count(*) FROM deliveries WHERE model = ?1 AND state = 'pending'",
+                "SELECT count(*) FROM deliveries d JOIN submissions s ON s.id = d.submission
+                 WHERE d.model = ?1 AND d.state = 'pending' AND s.session IS NULL",
             )
             .and_then(|mut st| st.query_row([model], |r| r.get(0)))
             .map_err(sq(self.path(), "count pending inputs"))
@@ -63,12 +65,12 @@ impl Ledger {
             .map_err(sq(self.path(), "read re-injections"))
     }
 
-    /// Every ended run's duration in seconds, with its model.
+    /// Every ended operational run's duration in seconds, with its model.
     pub fn run_durations(&self) -> Result<Vec<(String, f64)>, LedgerError> {
         self.conn
             .prepare_cached(
                 "SELECT model, (julianday(ended_at) - julianday(started_at)) * 86400.0 FROM runs
-                 WHERE ended_at IS NOT NULL AND started_at IS NOT NULL",
+                 WHERE ended_at IS NOT NULL AND started_at IS NOT NULL AND session IS NULL",
             )
             .and_then(|mut st| {
                 st.query_map(params![], |r| {
@@ -79,14 +81,15 @@ impl Ledger {
             .map_err(sq(self.path(), "read run durations"))
     }
 
-    /// The id of the last file received on a channel.
+    /// The id of the last operational file received on a channel (a replay's never counts: it
+    /// would hide a late feed).
     pub fn last_id_on(&self, channel: &str) -> Result<Option<String>, LedgerError> {
         self.conn
-            .query_row(
-                "SELECT max(id) FROM submissions WHERE channel = ?1",
-                [channel],
-                |r| r.get::<_, Option<String>>(0),
+            .prepare_cached(
+                "SELECT id FROM submissions WHERE channel = ?1 AND session IS NULL
+                 ORDER BY id DESC LIMIT 1",
             )
+            .and_then(|mut st| st.query_row([channel], |r| r.get(0)).optional())
             .map_err(sq(self.path(), "read last arrival"))
     }
 

@@ -110,6 +110,8 @@ pub struct RunRow {
     pub state_from: Option<String>,
     /// That state's valid time.
     pub state_valid_at: Option<String>,
+    /// The replay session it belongs to; none for an operational run.
+    pub session: Option<String>,
 }
 
 /// A run to create, with the deliveries it consumes.
@@ -159,7 +161,7 @@ pub struct Pending {
 
 const RUN_COLUMNS: &str = "id, model, state, attempt, trigger, time0, mode, run_dir, pid, queued_at, \
                            started_at, ended_at, exit_code, reason, diag, retry_of, requested_by, \
-                           state_start, state_from, state_valid_at";
+                           state_start, state_from, state_valid_at, session";
 
 impl Ledger {
     /// Deliveries waiting for a model, oldest first.
@@ -598,7 +600,8 @@ impl Ledger {
     pub fn runs_since(&self, since: DateTime<Utc>) -> Result<Vec<RunRow>, LedgerError> {
         self.conn
             .prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE queued_at >= ?1 ORDER BY queued_at"
+                "SELECT {RUN_COLUMNS} FROM runs WHERE queued_at >= ?1 AND session IS NULL
+                 ORDER BY queued_at"
             ))
             .and_then(|mut st| st.query_map([timestamp(since)], run_row)?.collect())
             .map_err(sq(self.path(), "read timeline"))
@@ -660,18 +663,23 @@ impl Ledger {
     pub fn last_run(&self, model: &str) -> Result<Option<RunRow>, LedgerError> {
         self.conn
             .prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE model = ?1 ORDER BY id DESC LIMIT 1"
+                "SELECT {RUN_COLUMNS} FROM runs WHERE model = ?1 AND session IS NULL
+                 ORDER BY id DESC LIMIT 1"
             ))
             .and_then(|mut st| st.query_row([model], run_row).optional())
             .map_err(sq(self.path(), "read last run"))
     }
 
-    /// Runs in a state, per model.
-    pub fn runs_by_state(&self) -> Result<Vec<(String, String, i64)>, LedgerError> {
+    /// Runs in a state, per model and mode (`operational` or `replay`).
+    pub fn runs_by_state(&self) -> Result<Vec<(String, String, String, i64)>, LedgerError> {
         self.conn
-            .prepare_cached("SELECT model, state, count(*) FROM runs GROUP BY model, state")
+            .prepare_cached(
+                "SELECT model, state,
+                        CASE WHEN session IS NULL THEN 'operational' ELSE 'replay' END AS mode,
+                        count(*) FROM runs GROUP BY model, state, mode",
+            )
             .and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                     .collect()
             })
             .map_err(sq(self.path(), "count runs"))
@@ -830,14 +838,28 @@ impl Ledger {
             .map_err(sq(self.path(), "read runs"))
     }
 
-    /// Runs, newest first.
+    /// Runs of any traffic, newest first.
     pub fn runs(
         &self,
         model: Option<&str>,
         state: Option<RunState>,
         limit: usize,
     ) -> Result<Vec<RunRow>, LedgerError> {
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1");
+        self.runs_in(model, state, super::Traffic::All, limit)
+    }
+
+    /// Runs of one traffic (operational, a replay's, or both), newest first.
+    pub fn runs_in(
+        &self,
+        model: Option<&str>,
+        state: Option<RunState>,
+        traffic: super::Traffic,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, LedgerError> {
+        let mut sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE {}",
+            traffic.condition()
+        );
         let state = state.map(RunState::name);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
@@ -945,6 +967,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         state_start: r.get(17)?,
         state_from: r.get(18)?,
         state_valid_at: r.get(19)?,
+        session: r.get(20)?,
     })
 }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::board::Board;
 use crate::config::rules::RuleSet;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, Traffic};
 
 /// Upper bounds of the run-duration histogram, seconds.
 pub const DURATION_BUCKETS: [f64; 10] = [
@@ -39,16 +39,20 @@ pub fn render(
         &mut out,
         "pom_files_total",
         "counter",
-        "Files decided, by channel and outcome (archived, rejected, duplicate).",
+        "Files decided, by channel, outcome (archived, rejected, duplicate) and mode \
+         (operational, replay).",
     );
-    for (channel, states) in board.decided() {
-        for (state, n) in states {
-            let _ = writeln!(
-                out,
-                "pom_files_total{{channel=\"{}\",outcome=\"{}\"}} {n}",
-                label(&channel),
-                label(&state)
-            );
+    for traffic in [Traffic::Operational, Traffic::Replay] {
+        for (channel, states) in board.decided_in(traffic) {
+            for (state, n) in states {
+                let _ = writeln!(
+                    out,
+                    "pom_files_total{{channel=\"{}\",outcome=\"{}\",mode=\"{}\"}} {n}",
+                    label(&channel),
+                    label(&state),
+                    traffic.name()
+                );
+            }
         }
     }
     let overview = crate::supervise::view::overview(reader, rules, board, now)?;
@@ -104,14 +108,15 @@ pub fn render(
         &mut out,
         "pom_runs_total",
         "counter",
-        "Model runs, by model and state.",
+        "Model runs, by model, state and mode (operational, replay).",
     );
-    for (model, state, n) in crate::supervise::view::run_counts(reader)? {
+    for (model, state, mode, n) in crate::supervise::view::run_counts(reader)? {
         let _ = writeln!(
             out,
-            "pom_runs_total{{model=\"{}\",state=\"{}\"}} {n}",
+            "pom_runs_total{{model=\"{}\",state=\"{}\",mode=\"{}\"}} {n}",
             label(&model),
-            label(&state)
+            label(&state),
+            label(&mode)
         );
     }
     head(

@@ -510,8 +510,8 @@ pub fn timeline(
     Ok(out)
 }
 
-/// Counts for `/metrics` that the board does not keep.
-pub fn run_counts(reader: &Ledger) -> Result<Vec<(String, String, i64)>, LedgerError> {
+/// Counts for `/metrics` that the board does not keep: runs per model, state and mode.
+pub fn run_counts(reader: &Ledger) -> Result<Vec<(String, String, String, i64)>, LedgerError> {
     reader.runs_by_state()
 }
 

@@ -686,7 +686,18 @@ async fn overview(State(app): State<Shared2>) -> ApiResult {
 struct RunsQuery {
     model: Option<String>,
     state: Option<String>,
+    mode: Option<String>,
     limit: Option<usize>,
+}
+
+/// The traffic a list shows: `mode=operational` (the default), `replay` or `all`.
+fn traffic(mode: Option<&str>) -> Result<crate::ledger::Traffic, ApiError> {
+    match mode.filter(|m| !m.is_empty()) {
+        Some(m) => m
+            .parse()
+            .map_err(|e: String| ApiError(StatusCode::BAD_REQUEST, e)),
+        None => Ok(crate::ledger::Traffic::Operational),
+    }
 }
 
 async fn runs(State(app): State<Shared2>, Query(q): Query<RunsQuery>) -> ApiResult {
@@ -701,8 +712,12 @@ async fn runs(State(app): State<Shared2>, Query(q): Query<RunsQuery>) -> ApiResu
     };
     let limit = q.limit.unwrap_or(100).min(1000);
     let model = q.model.filter(|m| !m.is_empty());
+    let traffic = traffic(q.mode.as_deref())?;
     let v = app
-        .read(move |_, r| r.runs(model.as_deref(), state, limit).map_err(internal))
+        .read(move |_, r| {
+            r.runs_in(model.as_deref(), state, traffic, limit)
+                .map_err(internal)
+        })
         .await?;
     Ok(json_response(&v))
 }
@@ -747,6 +762,7 @@ struct FilesQuery {
     state: Option<String>,
     route: Option<String>,
     before: Option<String>,
+    mode: Option<String>,
     limit: Option<usize>,
 }
 
@@ -762,6 +778,7 @@ async fn files(State(app): State<Shared2>, Query(q): Query<FilesQuery>) -> ApiRe
         None => None,
     };
     let filter = FileFilter {
+        traffic: traffic(q.mode.as_deref())?,
         state,
         channel: some(q.channel),
         route: some(q.route),

@@ -176,11 +176,11 @@ fn every_read_endpoint_answers_open_on_loopback() {
     assert!(m.header("content-type").unwrap().starts_with("text/plain"));
     let metrics = m.text();
     for line in [
-        "pom_files_total{channel=\"obs\",outcome=\"archived\"} 1",
-        "pom_files_total{channel=\"obs\",outcome=\"rejected\"} 1",
-        "pom_files_total{channel=\"fcst\",outcome=\"archived\"} 1",
+        "pom_files_total{channel=\"obs\",outcome=\"archived\",mode=\"operational\"} 1",
+        "pom_files_total{channel=\"obs\",outcome=\"rejected\",mode=\"operational\"} 1",
+        "pom_files_total{channel=\"fcst\",outcome=\"archived\",mode=\"operational\"} 1",
         "pom_queue_depth{channel=\"obs\"} 0",
-        "pom_runs_total{model=\"fc\",state=\"succeeded\"} 1",
+        "pom_runs_total{model=\"fc\",state=\"succeeded\",mode=\"operational\"} 1",
         "pom_run_duration_seconds_count{model=\"fc\"} 1",
         "pom_last_arrival_timestamp_seconds{channel=\"obs\"}",
         "pom_rules_info{version=\"",
@@ -569,6 +569,30 @@ fn the_cli_acts_through_the_api() {
     let out = pom(&["pause", "model", "fc"], Some(TOKEN));
     assert_eq!(out.status.code(), Some(1), "refused: {out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("already paused"));
+    // The CLI shows the pause an operator made (not only the rule file's), and who made it.
+    let out = pom(&["models"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("fc ")).unwrap_or("");
+    assert!(line.contains("yes, by alice at "), "{text}");
+    let out = pom(&["models", "--json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&v[0]["paused"], &v[0]["paused_by"]),
+        (&json!(true), &json!("alice"))
+    );
+    let out = pom(&["pause", "channel", "obs"], Some(TOKEN));
+    assert!(out.status.success(), "{out:?}");
+    let out = pom(&["status"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("channel obs paused by alice at ")
+            || text
+                .lines()
+                .any(|l| l.starts_with("obs ") && l.contains("by alice at ")),
+        "{text}"
+    );
+    let out = pom(&["resume", "channel", "obs"], Some(TOKEN));
+    assert!(out.status.success(), "{out:?}");
     let out = pom(&["resume", "model", "fc"], None);
     assert_eq!(out.status.code(), Some(2), "no token: {out:?}");
     let out = pom(&["resume", "model", "fc"], Some(TOKEN));

@@ -102,6 +102,14 @@ fn status_and_files_read_the_ledger_as_text_and_json() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["original"], "bad.xml");
     assert_eq!(rows[0]["reject_kind"], "malformed");
+    let id = rows[0]["id"].as_str().unwrap();
+    assert!(
+        gw.log()
+            .lines()
+            .any(|l| l.contains("file rejected") && l.contains(&format!("file.id={id}"))),
+        "{}",
+        gw.log()
+    );
 
     let out = gw
         .pom()
@@ -109,8 +117,30 @@ fn status_and_files_read_the_ledger_as_text_and_json() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.lines().count(), 1, "{text}");
+    assert_eq!(text.lines().count(), 2, "a header and one file: {text}");
+    assert!(
+        text.lines().next().unwrap().starts_with("file ")
+            && text.lines().next().unwrap().contains("mode"),
+        "{text}"
+    );
     assert!(text.contains("bad.xml"), "newest first: {text}");
+    assert!(text.contains("operational"), "{text}");
+
+    // An empty list says so; replay traffic has its own view.
+    let out = gw.pom().args(["runs"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "no operational runs match\n"
+    );
+    let out = gw
+        .pom()
+        .args(["files", "--mode", "replay"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "no replay files match\n"
+    );
 
     let out = gw.pom().args(["status"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -206,16 +206,7 @@ fn a_day_copied_back_and_the_same_day_by_pom_replay_give_the_original_runs() {
     );
 
     // 2. The same day by `pom replay`, a period around it.
-    let times: Vec<String> = gw
-        .submissions()
-        .iter()
-        .filter(|s| s.session.is_none())
-        .map(|s| s.received_at.clone())
-        .collect();
-    let from = times.iter().min().unwrap();
-    let to = chrono::DateTime::parse_from_rfc3339(times.iter().max().unwrap()).unwrap()
-        + chrono::Duration::seconds(1);
-    gw.replay(from, &to.to_rfc3339(), "by-command", &[]);
+    gw.replay_everything("by-command");
     let by_command = wait_done(gw, "by-command");
     check_isolation(&day, &by_command);
     assert_eq!(by_command.files_total, copied.files_total);
@@ -261,7 +252,7 @@ fn a_day_copied_back_and_the_same_day_by_pom_replay_give_the_original_runs() {
         .unwrap()
         .replace("s/Q.obs/Q.fcst/", "s/Q.obs/Q.fcst/; s/value=\"/value=\"1/");
     std::fs::write(&script, changed).unwrap();
-    gw.replay(from, &to.to_rfc3339(), "changed", &[]);
+    gw.replay_everything("changed");
     let r = report(gw, "changed");
     assert_eq!(r["matched"].as_u64(), Some(RUNS as u64), "{r}");
     assert_eq!(r["identical"].as_u64(), Some(0), "{r}");
@@ -406,4 +397,129 @@ fn a_scheduled_model_fires_in_the_replay_at_its_original_times() {
     assert_eq!(spans.len(), 9);
     let mean = spans.iter().sum::<i64>() as f64 / spans.len() as f64;
     assert!((180.0..=400.0).contains(&mean), "spacing {spans:?} ms");
+}
+
+/// What the operational views show: each channel's last arrival, counts, lateness and queue;
+/// each model's last run, state, running and waiting inputs; the timeline; the operational
+/// lines of `/metrics`; and `pom runs` and `pom files`.
+fn operational_views(gw: &Gateway) -> Vec<String> {
+    let (_, o) = gw.api("GET", "/api/overview", None, None);
+    let mut seen: Vec<String> = Vec::new();
+    for c in o["channels"].as_array().unwrap() {
+        seen.push(format!(
+            "channel {} last {} decided {} late {} queue {}",
+            c["name"], c["last_arrival"], c["decided"], c["late"], c["queue_depth"]
+        ));
+    }
+    for m in o["models"].as_array().unwrap() {
+        seen.push(format!(
+            "model {} last {} state {} running {} pending {}",
+            m["name"], m["last_run"]["id"], m["state"], m["running"], m["pending_inputs"]
+        ));
+    }
+    let (_, t) = gw.api("GET", "/api/timeline?hours=24", None, None);
+    seen.push(format!("timeline {}", t["models"]));
+    let (_, runs) = gw.api("GET", "/api/runs", None, None);
+    seen.push(format!("runs {runs}"));
+    let (_, files) = gw.api("GET", "/api/files", None, None);
+    let ids: Vec<&str> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    seen.push(format!("files {ids:?}"));
+    let metrics = gw.http("GET", "/metrics", None, None).text();
+    seen.extend(
+        metrics
+            .lines()
+            .filter(|l| {
+                (l.starts_with("pom_files_total") || l.starts_with("pom_runs_total"))
+                    && l.contains("mode=\"operational\"")
+                    || l.starts_with("pom_last_arrival")
+                    || l.starts_with("pom_runs_running")
+                    || l.starts_with("pom_queue_depth")
+                    || l.starts_with("pom_run_duration_seconds_count")
+            })
+            .map(String::from),
+    );
+    for args in [&["runs"][..], &["files"][..]] {
+        let out = gw.pom().args(args).output().unwrap();
+        seen.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    seen
+}
+
+#[test]
+fn a_replay_beside_operational_traffic_moves_no_operational_count_metric_lateness_or_last_run() {
+    let mut gw = chain_gateway_with(&[("fc", FORECAST, "1m")], |gw| {
+        let channels = common::CHAIN_CHANNELS.replace(
+            "[channels.obs]\ncompletion = \"rename\"",
+            "[channels.obs]\ncompletion = \"rename\"\ncadence = \"3s\"\ngrace = \"1s\"",
+        );
+        std::fs::write(gw.rules().join("channels.toml"), channels).unwrap();
+        gw.extra_args
+            .extend(["--alert-interval".into(), "0.2".into()]);
+    });
+    gw.drop_file("obs", "fc_1.xml", &pi_series(1, 2));
+    gw.wait_for_decided(2, 20);
+    let late = |gw: &Gateway| {
+        let (_, a) = gw.api("GET", "/api/alerts", None, None);
+        a.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "late_feed" && a["subject"] == "obs")
+    };
+    // The feed goes late: nothing arrives on it for longer than its cadence and grace.
+    eventually(15, "the operational feed to be late", || late(&gw));
+    let before = operational_views(&gw);
+
+    // A replay of that period re-injects the file, runs the model and re-archives its output.
+    gw.replay_everything("beside");
+    let session = wait_done(&gw, "beside");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+
+    // Nothing operational moved: not a count, a metric, a last arrival or a last run; the
+    // feed is still late.
+    assert_eq!(operational_views(&gw), before);
+    assert!(late(&gw), "a replay must not hide a late feed");
+
+    // The replay's own views show it, marked.
+    let (_, runs) = gw.api("GET", "/api/runs?mode=replay", None, None);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["session"], session.id.as_str());
+    assert_eq!(runs[0]["mode"], "replay");
+    let (_, all) = gw.api("GET", "/api/runs?mode=all", None, None);
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let (_, files) = gw.api("GET", "/api/files?mode=replay", None, None);
+    assert!(
+        files
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["session"] == session.id.as_str())
+            && files.as_array().unwrap().len() >= 2,
+        "{files}"
+    );
+    let (status, bad) = gw.api("GET", "/api/runs?mode=everything", None, None);
+    assert_eq!(status, 400, "{bad}");
+    let metrics = gw.http("GET", "/metrics", None, None).text();
+    assert!(
+        metrics.contains("pom_files_total{channel=\"obs\",outcome=\"archived\",mode=\"replay\"} 1")
+            && metrics
+                .contains("pom_runs_total{model=\"fc\",state=\"succeeded\",mode=\"replay\"} 1"),
+        "{metrics}"
+    );
+    let out = gw
+        .pom()
+        .args(["runs", "--mode", "replay"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().nth(1).is_some_and(|l| l.contains(" replay ")),
+        "{text}"
+    );
+    gw.stop();
 }

@@ -118,6 +118,19 @@ fn every_accepted_file_is_routed_and_the_decision_recorded() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["original"], "other.xml");
+    // The log at info level says what became of every file, one line each.
+    let line = gw
+        .log()
+        .lines()
+        .find(|l| l.contains(&format!("file.id={}", by("other.xml").id)))
+        .map(String::from)
+        .unwrap_or_default();
+    assert!(
+        line.contains("file archived")
+            && line.contains("channel=obs")
+            && line.contains("route=unrouted"),
+        "{line}"
+    );
 
     // A rule edit applies to the next files, with the new version recorded.
     std::fs::write(

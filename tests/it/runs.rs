@@ -790,14 +790,7 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI"><line level="3" description=
 
     // A replay of that period: the same outputs, and the same state chain in its own history
     // (cold, as the original first run, then warm from the replay's own first run).
-    let times: Vec<String> = gw
-        .submissions()
-        .iter()
-        .map(|s| s.received_at.clone())
-        .collect();
-    let to = chrono::DateTime::parse_from_rfc3339(times.iter().max().unwrap()).unwrap()
-        + chrono::Duration::seconds(1);
-    gw.replay(times.iter().min().unwrap(), &to.to_rfc3339(), "again", &[]);
+    gw.replay_everything("again");
     let mut session = None;
     eventually(120, "the replay to end", || {
         session = gw.ledger().session("again").unwrap();

@@ -211,6 +211,20 @@ impl Gateway {
         );
     }
 
+    /// Replays every operational file received so far (from the first arrival to a second
+    /// after the last) as the session `name`.
+    pub fn replay_everything(&self, name: &str) {
+        let times: Vec<String> = self
+            .submissions()
+            .iter()
+            .filter(|s| s.session.is_none())
+            .map(|s| s.received_at.clone())
+            .collect();
+        let to = chrono::DateTime::parse_from_rfc3339(times.iter().max().unwrap()).unwrap()
+            + chrono::Duration::seconds(1);
+        self.replay(times.iter().min().unwrap(), &to.to_rfc3339(), name, &[]);
+    }
+
     /// The log of the current (or last) run.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("serve-{}.log", self.starts)))
@@ -314,6 +328,7 @@ impl Gateway {
         let mut v = self
             .ledger()
             .files(&FileFilter {
+                traffic: pom::ledger::Traffic::All,
                 limit: usize::MAX,
                 ..Default::default()
             })
