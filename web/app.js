@@ -58,7 +58,7 @@ view.addEventListener("click", async (e) => {
   const key = { pause_model: "model", resume_model: "model", trigger: "model", pause_channel: "channel",
     resume_channel: "channel", cancel: "run", retry: "run", rerun: "run", hold: "file", release: "file",
     reinject: "file", cancel_replay: "session" }[a];
-  const action = { action: a, [key]: t };
+  const action = a === "reroute" ? { action: a, files: [t] } : { action: a, [key]: t };
   if (a === "trigger") {
     const input = document.querySelector(`input[data-time0="${CSS.escape(t)}"]`);
     if (input && input.value) action.time0 = new Date(input.value).toISOString();
@@ -215,7 +215,7 @@ async function files(params) {
       ${list.map((f) => `<tr data-file="${esc(f.id)}"${f.session ? ' data-mode="replay"' : ""}><td>${time(f.received_at)}</td><td>${fileLink(f.id, f.original)}${replayMark(f.session)}</td><td>${esc(f.channel)}</td>
         <td>${esc(f.format ?? "")} ${esc(f.version ?? "")}</td><td>${badge(f.state)}${f.held_by ? " " + badge("held") : ""}</td>
         <td class="small">${f.state === "rejected" ? `${esc(f.reason)}${f.errors.length ? `<ul class="errors">${f.errors.slice(0, 3).map((e) =>
-          `<li>line ${esc(e.line ?? "?")}: ${esc(e.message)}</li>`).join("")}</ul>` : ""}` : esc(f.route ?? "")}</td></tr>`).join("")}
+          `<li>line ${esc(e.line ?? "?")}: ${esc(e.message)}</li>`).join("")}</ul>` : ""}` : (f.route ? badge(f.route) : "")}</td></tr>`).join("")}
     </tbody></table>`;
   document.getElementById("filefilter").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -229,7 +229,8 @@ async function file(id) {
   const f = d.file;
   view.innerHTML = `<h1>File ${esc(f.original)} ${badge(f.state)}${f.held_by ? " " + badge("held") : ""}</h1>
     <div class="actions">${f.state === "archived" && !f.held_by ? button("hold", f.id, "Hold") : ""}
-      ${f.held_by ? button("release", f.id, "Release") : ""}</div>
+      ${f.held_by ? button("release", f.id, "Release") : ""}
+      ${f.state === "archived" && !f.session ? button("reroute", f.id, "Route again") : ""}</div>
     <dl class="facts"><dt>Id</dt><dd>${esc(f.id)}</dd><dt>Channel</dt><dd>${esc(f.channel)}</dd>
       <dt>Received</dt><dd>${time(f.received_at)}</dd><dt>Format</dt><dd>${esc(f.format ?? "—")} ${esc(f.version ?? "")}</dd>
       <dt>Checked</dt><dd>${esc(f.checked ?? "—")}</dd><dt>Size</dt><dd>${f.size ?? "—"}</dd><dt>SHA-256</dt><dd><code>${esc(f.sha256 ?? "—")}</code></dd>
@@ -240,6 +241,15 @@ async function file(id) {
       <ul class="errors">${f.errors.map((e) => `<li>line ${esc(e.line ?? "?")}, column ${esc(e.column ?? "?")}: ${esc(e.message)}</li>`).join("")}</ul>
       <h3>Re-inject after a fix</h3><p class="muted small">Paste the fixed file, or leave empty to take the file as fixed in place in <code>${esc(f.stored)}</code>.</p>
       <textarea id="fixed" rows="8"></textarea><div>${button("reinject", f.id, "Re-inject")}</div></section>` : ""}
+    ${d.nearest.length ? `<section id="nearest"><h2>Why no rule takes it</h2>
+      <p class="muted small">The nearest rules in force, and each of their conditions this file fails. Fix the rule, then route the file again.</p>
+      <table><thead><tr><th>Rule</th><th>Condition</th><th>Wants</th><th>The file has</th></tr></thead><tbody>
+      ${d.nearest.flatMap((n) => n.failed.length ? n.failed.map((c, i) => `<tr><td>${i ? "" : esc(n.rule)}</td><td><code>${esc(c.condition)}</code></td>
+        <td><code>${esc(c.wanted)}</code></td><td><code>${esc(c.found)}</code></td></tr>`) : [`<tr><td>${esc(n.rule)}</td><td colspan="3">matches now: route the file again</td></tr>`]).join("")}
+      </tbody></table></section>` : ""}
+    ${d.reroutes.length ? `<section><h2>Routed again</h2><table><thead><tr><th>When</th><th>By</th><th>Before</th><th>After</th><th>Rules</th></tr></thead><tbody>
+      ${d.reroutes.map((r) => `<tr><td>${time(r.at)}</td><td>${esc(r.by)}</td><td>${badge(r.route_before ?? "—")}</td><td>${badge(r.route)} ${esc(r.rules.join(", "))}</td>
+        <td><code>${esc(r.rules_version.slice(0, 12))}</code></td></tr>`).join("")}</tbody></table></section>` : ""}
     <section><h2>Deliveries</h2><table><thead><tr><th>Model</th><th>Slot</th><th>State</th><th>Run</th></tr></thead><tbody>
       ${d.deliveries.map(({model: m, slot: s, state: st, run: r}) => `<tr><td>${esc(m)}</td><td>${esc(s)}</td><td>${badge(st)}</td><td>${runLink(r)}</td></tr>`).join("")}</tbody></table></section>`;
 }

@@ -129,6 +129,25 @@ pub fn file_batch(
     failed
 }
 
+/// Publishes an archived file by the publish actions of its route (after an operator routed it
+/// again): the same publication as at its arrival.
+pub fn publish_archived(spool: &Spool, s: &Submission) -> io::Result<()> {
+    let stored = s.stored.as_deref().unwrap_or_default();
+    let archived = crate::fs::confined(spool.root(), Path::new(stored)).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{stored} is not a plain path under the spool"),
+        )
+    })?;
+    let mut folders = Folders::default();
+    for a in &s.route_actions {
+        if let Action::Publish { target, name } = a {
+            publish(spool, s, &archived, (target, name.as_deref()), &mut folders)?;
+        }
+    }
+    Ok(())
+}
+
 /// Publishes an archived file to `outgoing/<target>/` under its original name, or the name its
 /// rule's template makes: a hard link, made under a temporary name and renamed over the previous
 /// file of that name, so that a consumer sees the old file or the new one, never half of either.

@@ -276,11 +276,19 @@ pub(super) fn route(paths: &Paths, a: &RouteArgs) -> Result<ExitCode> {
                     .then(|| std::fs::read(f).ok())
                     .flatten();
                 let d = rules.routes.decide(&facts, content.as_deref());
-                serde_json::to_value(&d)?
+                let mut v = serde_json::to_value(&d)?;
+                if d == pom::route::Decision::Unrouted {
+                    // Why: the nearest rules, each condition the file fails and on what value.
+                    let bytes = content.or_else(|| std::fs::read(f).ok());
+                    v["nearest"] =
+                        serde_json::to_value(rules.routes.explain(&facts, bytes.as_deref(), 3))?;
+                }
+                v
             }
         };
         if !a.json {
             println!("{shown}: {}", describe_route(&decision));
+            print_nearest(&decision["nearest"]);
         }
         out.push(serde_json::json!({"file": shown, "decision": decision, "rules_version": rules.version}));
     }
@@ -288,6 +296,34 @@ pub(super) fn route(paths: &Paths, a: &RouteArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The nearest rules of an unrouted file, and why each does not take it.
+pub(super) fn print_nearest(nearest: &serde_json::Value) {
+    for n in nearest.as_array().into_iter().flatten() {
+        let failed: Vec<String> = n["failed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                format!(
+                    "{} wants {:?}, the file has {:?}",
+                    f["condition"].as_str().unwrap_or(""),
+                    f["wanted"].as_str().unwrap_or(""),
+                    f["found"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        println!(
+            "  rule {}: {}",
+            n["rule"].as_str().unwrap_or(""),
+            if failed.is_empty() {
+                "matches".into()
+            } else {
+                failed.join("; ")
+            }
+        );
+    }
 }
 
 pub(super) fn describe_route(d: &serde_json::Value) -> String {
@@ -485,14 +521,59 @@ pub(super) fn show(paths: &Paths, a: &ShowArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(d) = view::file_detail(&ledger, &a.id)? else {
+    let Some(mut d) = view::file_detail(&ledger, &a.id)? else {
         anyhow::bail!("no run or file `{}` in the ledger", a.id);
     };
+    if let Ok(rules) = RuleSet::load(&paths.rules) {
+        d.nearest = view::explain_unrouted(&paths.spool, &rules, &d.file);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&d)?);
         return Ok(ExitCode::SUCCESS);
     }
-    print_fields(serde_json::to_value(&d.file)?);
+    // The routing said in words, not as the ledger's JSON.
+    let mut fields = serde_json::to_value(&d.file)?;
+    if let Some(o) = fields.as_object_mut() {
+        for raw in [
+            "route",
+            "route_rules",
+            "route_actions",
+            "errors",
+            "original",
+        ] {
+            o.remove(raw);
+        }
+    }
+    println!(
+        "{:<14} {}",
+        "name",
+        String::from_utf8_lossy(&d.file.original)
+    );
+    print_fields(fields);
+    if let Some(route) = &d.file.route {
+        let decision = match route.as_str() {
+            "unrouted" => serde_json::json!({"outcome": "unrouted"}),
+            _ => serde_json::json!({
+                "outcome": "routed",
+                "rules": d.file.route_rules,
+                "actions": d.file.route_actions,
+            }),
+        };
+        println!("{:<14} {}", "route", describe_route(&decision));
+        if !d.nearest.is_empty() {
+            println!("why no rule in force takes it:");
+            print_nearest(&serde_json::to_value(&d.nearest)?);
+        }
+    }
+    for e in &d.file.errors {
+        let e = serde_json::to_value(e)?;
+        println!(
+            "{:<14} line {}: {}",
+            "error",
+            e["line"],
+            e["message"].as_str().unwrap_or("")
+        );
+    }
     println!("lineage:");
     if let Some(run) = &d.produced_by {
         println!("  produced by run {run}");

@@ -133,6 +133,9 @@ pub(super) enum Command {
     /// Put a rejected file back into its channel after it was fixed (in place in rejected/, or
     /// given with --fixed): a new submission linked to the original.
     Reinject(ReinjectArgs),
+    /// Route archived files again under the rules in force (after a rule was fixed): the files
+    /// named, or with --unrouted every unrouted file (received since --since, on --channel).
+    Reroute(RerouteArgs),
     /// The audit log of operators' actions, newest first.
     Audit(AuditArgs),
     /// Alerts in force.
@@ -213,6 +216,22 @@ pub(super) struct TriggerArgs {
     /// time0, RFC 3339 [default: now].
     #[arg(long)]
     time0: Option<String>,
+}
+
+#[derive(Args)]
+pub(super) struct RerouteArgs {
+    /// File ids.
+    #[arg(required_unless_present = "unrouted")]
+    files: Vec<String>,
+    /// Every unrouted file (received since --since, on --channel).
+    #[arg(long)]
+    unrouted: bool,
+    /// Only unrouted files of this channel.
+    #[arg(long, requires = "unrouted")]
+    channel: Option<String>,
+    /// Only unrouted files received at or after this time (RFC 3339).
+    #[arg(long, requires = "unrouted")]
+    since: Option<String>,
 }
 
 #[derive(Args)]
@@ -437,6 +456,15 @@ pub fn main() -> ExitCode {
         Command::Hold(a) => act(&cli.paths, &Action::Hold { file: a.id.clone() }),
         Command::Release(a) => act(&cli.paths, &Action::Release { file: a.id.clone() }),
         Command::Reinject(a) => reinject(&cli.paths, a),
+        Command::Reroute(a) => act(
+            &cli.paths,
+            &Action::Reroute {
+                files: a.files.clone(),
+                unrouted: a.unrouted,
+                channel: a.channel.clone(),
+                since: a.since.clone(),
+            },
+        ),
         Command::Audit(a) => audit(&cli.paths, a),
         Command::Alerts(a) => alerts(&cli.paths, a.json),
         Command::Replay(a) => replay(&cli.paths, a),

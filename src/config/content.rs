@@ -44,6 +44,87 @@ pub fn compile_filter(path: &str, value: &str) -> Result<ContentFilter, String> 
     })
 }
 
+/// The values a document holds at each filter's path (up to `most` each, in document order):
+/// what an operator is shown when a content test fails.
+pub fn content_values(
+    document: &[u8],
+    filters: &[&ContentFilter],
+    most: usize,
+) -> Vec<Vec<String>> {
+    let mut values = vec![Vec::new(); filters.len()];
+    if filters.is_empty() {
+        return values;
+    }
+    let mut reader = Reader::from_reader(document);
+    let mut buf = Vec::new();
+    let mut stack: Vec<Vec<u8>> = Vec::new();
+    let mut depth = 0usize;
+    let mut text: Option<(usize, String)> = None;
+    let at = |stack: &[Vec<u8>], f: &ContentFilter| {
+        stack.len() == f.path.len() && stack.iter().zip(&f.path).all(|(a, b)| a == b.as_bytes())
+    };
+    while let Ok(event) = reader.read_event_into(&mut buf) {
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let empty = matches!(event, Event::Empty(_));
+                if depth > 0 {
+                    stack.push(e.local_name().as_ref().to_vec());
+                    for (i, f) in filters.iter().enumerate() {
+                        if values[i].len() >= most || !at(&stack, f) {
+                            continue;
+                        }
+                        match &f.attribute {
+                            Some(a) => values[i].extend(
+                                e.attributes()
+                                    .with_checks(false)
+                                    .flatten()
+                                    .filter(|x| x.key.local_name().as_ref() == a.as_bytes())
+                                    .map(|x| String::from_utf8_lossy(&x.value).into_owned()),
+                            ),
+                            None if empty => values[i].push(String::new()),
+                            None => text = Some((stack.len(), String::new())),
+                        }
+                    }
+                    if empty {
+                        stack.pop();
+                    }
+                }
+                if !empty {
+                    depth += 1;
+                }
+            }
+            Event::Text(t) => {
+                if let Some((_, s)) = &mut text {
+                    s.push_str(&String::from_utf8_lossy(t.as_ref()));
+                }
+            }
+            Event::End(_) => {
+                if let Some((level, s)) = &text
+                    && *level == stack.len()
+                {
+                    for (i, f) in filters.iter().enumerate() {
+                        if values[i].len() < most && f.attribute.is_none() && at(&stack, f) {
+                            values[i].push(s.trim().to_string());
+                        }
+                    }
+                    text = None;
+                }
+                depth = depth.saturating_sub(1);
+                if depth > 0 {
+                    stack.pop();
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        if values.iter().all(|v| v.len() >= most) {
+            break;
+        }
+        buf.clear();
+    }
+    values
+}
+
 /// Reads, in one pass, whether each filter is satisfied by a document.
 pub fn content_matches(document: &[u8], filters: &[&ContentFilter]) -> Vec<bool> {
     let mut found = vec![false; filters.len()];

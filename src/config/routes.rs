@@ -189,6 +189,8 @@ pub struct Route {
     /// Name, recorded with each decision.
     pub name: String,
     pub(crate) channel: Option<String>,
+    /// The file pattern, as written.
+    pub(crate) file: Option<String>,
     pub(crate) format: Option<String>,
     pub(crate) versions: Vec<String>,
     /// Content the file must hold.
@@ -342,6 +344,7 @@ impl Routes {
             routes.push(Route {
                 name: r.name.clone(),
                 channel: r.channel.clone(),
+                file: r.file.clone(),
                 format: r.format.clone(),
                 versions: r.versions.clone(),
                 filter,

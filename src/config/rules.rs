@@ -58,6 +58,9 @@ struct RawChannel {
     cadence: Option<Spanned<String>>,
     /// Slack after the cadence before the alert. Default: a quarter of the cadence.
     grace: Option<Spanned<String>>,
+    /// Every accepted file of this channel must be routed: an unrouted one raises an alert.
+    #[serde(default)]
+    expect_routed: bool,
 }
 
 /// When a dropped file is complete.
@@ -86,6 +89,8 @@ pub struct Channel {
     pub ignore_patterns: Vec<String>,
     /// Expected cadence and grace: a feed is late when nothing came within both.
     pub cadence: Option<(Duration, Duration)>,
+    /// Every accepted file must be routed: an unrouted one raises an alert.
+    pub expect_routed: bool,
 }
 
 impl Channel {
@@ -318,6 +323,7 @@ impl RuleSet {
                     ignore,
                     ignore_patterns: patterns,
                     cadence,
+                    expect_routed: raw.expect_routed,
                 },
             );
         }

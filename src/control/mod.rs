@@ -93,6 +93,24 @@ pub enum Action {
         /// Session id or name.
         session: String,
     },
+    /// Routes archived operational files again under the rules in force (after a rule was
+    /// fixed): the files named, and with `unrouted`, every unrouted file received since `since`
+    /// (on `channel` if given). Each is a new decision, kept beside the route it had; its
+    /// deliveries and publications follow as at an arrival.
+    Reroute {
+        /// Submission ids.
+        #[serde(default)]
+        files: Vec<String>,
+        /// Also every unrouted file received since `since`.
+        #[serde(default)]
+        unrouted: bool,
+        /// Only unrouted files of this channel.
+        #[serde(default)]
+        channel: Option<String>,
+        /// RFC 3339: unrouted files received at or after it [default: all].
+        #[serde(default)]
+        since: Option<String>,
+    },
 }
 
 impl Action {
@@ -111,6 +129,7 @@ impl Action {
             Action::Release { .. } => "release",
             Action::Reinject { .. } => "reinject",
             Action::CancelReplay { .. } => "cancel_replay",
+            Action::Reroute { .. } => "reroute",
         }
     }
 
@@ -126,6 +145,12 @@ impl Action {
                 file
             }
             Action::CancelReplay { session } => session,
+            Action::Reroute {
+                files, unrouted, ..
+            } => match (files.first(), unrouted) {
+                (_, true) | (None, _) => "unrouted files",
+                (Some(f), false) => f,
+            },
         }
     }
 }
@@ -365,6 +390,19 @@ impl Control {
                 }
             }
             Action::Reinject { file, content } => self.reinject(file, content.as_deref(), &rules),
+            Action::Reroute {
+                files,
+                unrouted,
+                channel,
+                since,
+            } => self.reroute(
+                who,
+                files,
+                *unrouted,
+                channel.as_deref(),
+                since.as_deref(),
+                &rules,
+            ),
             Action::CancelReplay { session } => {
                 use crate::ledger::sessions::Cancelled;
                 let s = session.clone();
@@ -425,6 +463,156 @@ impl Control {
                 Answer::done(format!("channel `{name}` resumed"))
             }
         }
+    }
+
+    /// Routes archived files again under `rules` (see [`Action::Reroute`]).
+    fn reroute(
+        &self,
+        who: &str,
+        files: &[String],
+        unrouted: bool,
+        channel: Option<&str>,
+        since: Option<&str>,
+        rules: &RuleSet,
+    ) -> Answer {
+        /// At most this many files in one action.
+        const MOST: usize = 10_000;
+        let mut ids: Vec<String> = files.to_vec();
+        if unrouted {
+            let from = match since {
+                None => String::new(),
+                Some(t) => match DateTime::parse_from_rfc3339(t) {
+                    Ok(t) => crate::id::ClaimId(t.with_timezone(&Utc).timestamp_micros()).text(),
+                    Err(_) => {
+                        return Answer::refused(
+                            Refusal::Invalid,
+                            format!("since `{t}` is not an RFC 3339 time"),
+                        );
+                    }
+                },
+            };
+            let channel = channel.map(String::from);
+            match self
+                .writer
+                .with(move |l| l.unrouted_since(channel.as_deref(), &from, MOST))
+            {
+                Ok(found) => ids.extend(found),
+                Err(e) => return Answer::failed(e),
+            }
+        }
+        if ids.is_empty() {
+            return Answer::refused(Refusal::NotFound, "no file to route again");
+        }
+        if ids.len() > MOST {
+            return Answer::refused(
+                Refusal::Invalid,
+                format!("{} files: at most {MOST} in one action", ids.len()),
+            );
+        }
+        let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut refused = Vec::new();
+        let mut delivered = false;
+        for id in &ids {
+            match self.reroute_one(who, id, rules) {
+                Ok(s) => {
+                    delivered |= s
+                        .route_actions
+                        .iter()
+                        .any(|a| matches!(a, crate::config::routes::Action::Deliver { .. }));
+                    *outcomes
+                        .entry(s.route.clone().unwrap_or_default())
+                        .or_default() += 1;
+                }
+                Err(why) => refused.push(format!("{id}: {why}")),
+            }
+        }
+        if delivered {
+            let _ = self.wake.try_send(Wake::Kick);
+        }
+        self.board
+            .publish("files", ids.last().map_or("", String::as_str));
+        if outcomes.is_empty() {
+            return Answer::refused(Refusal::Conflict, refused.join("; "));
+        }
+        let done: Vec<String> = outcomes
+            .iter()
+            .map(|(route, n)| format!("{n} {route}"))
+            .collect();
+        let mut message = format!(
+            "{} file(s) routed again under rules {}: {}",
+            outcomes.values().sum::<usize>(),
+            &rules.version[..12.min(rules.version.len())],
+            done.join(", ")
+        );
+        if !refused.is_empty() {
+            message.push_str(&format!("; not routed: {}", refused.join("; ")));
+        }
+        Answer::done(message)
+    }
+
+    /// Routes one archived file again: its content read from the archive when a rule asks
+    /// about it, the decision recorded, its publications made.
+    fn reroute_one(
+        &self,
+        who: &str,
+        id: &str,
+        rules: &RuleSet,
+    ) -> Result<crate::ledger::Submission, String> {
+        use crate::ledger::Rerouted;
+        let key = id.to_string();
+        let row = match self.writer.with(move |l| l.get(&key)) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err("no such file".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let facts = crate::route::Facts {
+            channel: &row.channel,
+            name: &row.original,
+            format: row.format.as_deref().unwrap_or(""),
+            version: row.version.as_deref().unwrap_or(""),
+        };
+        let content = if crate::route::needs_content(&rules.routes, &rules.models, &facts) {
+            let stored = row.stored.clone().unwrap_or_default();
+            Some(
+                crate::fs::read_confined(
+                    self.spool.root(),
+                    Path::new(&stored),
+                    crate::examine::DEFAULT_MAX_SIZE,
+                )
+                .map_err(|e| format!("cannot read {stored}: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let (decision, _misfits) =
+            crate::route::route(&rules.routes, &rules.models, &facts, content.as_deref());
+        let (key, version, by, now) = (
+            id.to_string(),
+            rules.version.clone(),
+            who.to_string(),
+            self.clock.now(),
+        );
+        let s = match self
+            .writer
+            .with(move |l| l.reroute(&key, &decision, &version, &by, now))
+        {
+            Ok(Rerouted::Done(s)) => *s,
+            Ok(Rerouted::NotFound) => return Err("no such file".into()),
+            Ok(Rerouted::NotArchived(state)) => {
+                return Err(format!(
+                    "it is {}: only an archived file is routed",
+                    state.name()
+                ));
+            }
+            Ok(Rerouted::Replayed) => {
+                return Err("a replay's file is routed within its replay".into());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        crate::archive::publish_archived(&self.spool, &s)
+            .map_err(|e| format!("routed, but not published: {e}"))?;
+        tracing::info!(file.id = %id, route = s.route.as_deref().unwrap_or(""), who, "file routed again");
+        Ok(s)
     }
 
     fn reinject(&self, file: &str, content: Option<&str>, rules: &RuleSet) -> Answer {

@@ -77,6 +77,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005.sql"),
     include_str!("migrations/006.sql"),
     include_str!("migrations/007.sql"),
+    include_str!("migrations/008.sql"),
 ];
 
 /// Where a submission stands.
@@ -231,6 +232,60 @@ pub struct Decision {
     pub examined: Examined,
     /// Where an accepted file goes, and the version of the rules that said so.
     pub route: Option<(route::Decision, String)>,
+}
+
+/// A routing decision as the ledger records it: `routed`, `unrouted`, `held` (and by which
+/// rule's reason) or `dropped`.
+fn route_outcome(d: &route::Decision) -> (&'static str, Option<String>) {
+    match d {
+        route::Decision::Unrouted => ("unrouted", None),
+        route::Decision::Routed { actions, .. } => {
+            let held = actions.iter().find_map(|a| match a {
+                Action::Hold { reason } => Some(format!("rule: {reason}")),
+                _ => None,
+            });
+            let route = if held.is_some() {
+                "held"
+            } else if actions.iter().any(|a| matches!(a, Action::Drop { .. })) {
+                "dropped"
+            } else {
+                "routed"
+            };
+            (route, held)
+        }
+    }
+}
+
+/// What routing an archived file again did.
+#[derive(Debug, Clone)]
+pub enum Rerouted {
+    /// No such file.
+    NotFound,
+    /// The file is not archived (rejected, a duplicate, or being examined): nothing to route.
+    NotArchived(State),
+    /// A replay's file: it is routed within its replay, never again by an operator.
+    Replayed,
+    /// Routed again: the file as it now stands (its new route and actions).
+    Done(Box<Submission>),
+}
+
+/// A file routed again, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RerouteRow {
+    /// When.
+    pub at: String,
+    /// The operator.
+    pub by: String,
+    /// The rule set that decided.
+    pub rules_version: String,
+    /// The route before (`unrouted`…), and the rules that had matched.
+    pub route_before: Option<String>,
+    /// The rules that had matched before.
+    pub rules_before: Vec<String>,
+    /// The new route, and the rules that matched.
+    pub route: String,
+    /// The rules that matched.
+    pub rules: Vec<String>,
 }
 
 /// Counts for `pom status`.
@@ -636,29 +691,12 @@ impl Ledger {
                         decided.state = State::Duplicate;
                     } else if let Some((d, version)) = &d.route {
                         decided.rules_version = Some(version.clone());
-                        match d {
-                            route::Decision::Unrouted => decided.route = Some("unrouted".into()),
-                            route::Decision::Routed { rules, actions } => {
-                                decided.route_rules = rules.clone();
-                                decided.route_actions = actions.clone();
-                                decided.held_by = actions.iter().find_map(|a| match a {
-                                    Action::Hold { reason } => Some(format!("rule: {reason}")),
-                                    _ => None,
-                                });
-                                decided.route = Some(
-                                    if actions.iter().any(|a| matches!(a, Action::Hold { .. })) {
-                                        "held"
-                                    } else if actions
-                                        .iter()
-                                        .any(|a| matches!(a, Action::Drop { .. }))
-                                    {
-                                        "dropped"
-                                    } else {
-                                        "routed"
-                                    }
-                                    .into(),
-                                );
-                            }
+                        let (route, held_by) = route_outcome(d);
+                        decided.route = Some(route.into());
+                        decided.held_by = held_by;
+                        if let route::Decision::Routed { rules, actions } = d {
+                            decided.route_rules = rules.clone();
+                            decided.route_actions = actions.clone();
                         }
                     }
                 }
@@ -835,6 +873,127 @@ impl Ledger {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sq(&self.path, "list files"))?;
         Ok(rows)
+    }
+
+    /// Routes an archived operational file again under a new decision (the rules in force),
+    /// in one transaction: its route, rules and actions replaced, its new deliveries recorded
+    /// (a delivery it already had is kept as it is), a held route holding it, and the decision
+    /// kept in `reroutes` beside the route it had.
+    pub fn reroute(
+        &mut self,
+        id: &str,
+        decision: &route::Decision,
+        rules_version: &str,
+        who: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Rerouted, LedgerError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(sq(&path, "reroute"))?;
+        let Some(row) = get(&tx, id).map_err(sq(&path, "read submission"))? else {
+            return Ok(Rerouted::NotFound);
+        };
+        if row.state != State::Archived {
+            return Ok(Rerouted::NotArchived(row.state));
+        }
+        if row.session.is_some() {
+            return Ok(Rerouted::Replayed);
+        }
+        let (route, held_by) = route_outcome(decision);
+        let (rules, actions) = match decision {
+            route::Decision::Routed { rules, actions } => (rules.clone(), actions.clone()),
+            route::Decision::Unrouted => (Vec::new(), Vec::new()),
+        };
+        let json =
+            |v: &[String]| (!v.is_empty()).then(|| serde_json::to_string(v).unwrap_or_default());
+        tx.execute(
+            "INSERT INTO reroutes (file, at, by, rules_version, route_before, rules_before, route, rules)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                id,
+                timestamp(now),
+                who,
+                rules_version,
+                row.route,
+                json(&row.route_rules),
+                route,
+                json(&rules)
+            ],
+        )
+        .map_err(sq(&path, "record a reroute"))?;
+        tx.execute(
+            "UPDATE submissions SET route = ?2, route_rules = ?3, route_actions = ?4,
+             rules_version = ?5, held_by = coalesce(held_by, ?6) WHERE id = ?1",
+            params![
+                id,
+                route,
+                json(&rules),
+                (!actions.is_empty()).then(|| serde_json::to_string(&actions).unwrap_or_default()),
+                rules_version,
+                held_by
+            ],
+        )
+        .map_err(sq(&path, "reroute"))?;
+        for a in &actions {
+            if let Action::Deliver { model, slot } = a {
+                tx.execute(
+                    "INSERT OR IGNORE INTO deliveries (submission, model, slot) VALUES (?1, ?2, ?3)",
+                    params![id, model, slot],
+                )
+                .map_err(sq(&path, "record delivery"))?;
+            }
+        }
+        let now_row = get(&tx, id).map_err(sq(&path, "read submission"))?;
+        tx.commit().map_err(sq(&path, "reroute"))?;
+        Ok(now_row.map_or(Rerouted::NotFound, |r| Rerouted::Done(Box::new(r))))
+    }
+
+    /// The times a file was routed again, oldest first.
+    pub fn reroutes_of(&self, id: &str) -> Result<Vec<RerouteRow>, LedgerError> {
+        let list = |t: Option<String>| -> Vec<String> {
+            t.and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default()
+        };
+        self.conn
+            .prepare_cached(
+                "SELECT at, by, rules_version, route_before, rules_before, route, rules
+                 FROM reroutes WHERE file = ?1 ORDER BY id",
+            )
+            .and_then(|mut st| {
+                st.query_map([id], |r| {
+                    Ok(RerouteRow {
+                        at: r.get(0)?,
+                        by: r.get(1)?,
+                        rules_version: r.get(2)?,
+                        route_before: r.get(3)?,
+                        rules_before: list(r.get(4)?),
+                        route: r.get(5)?,
+                        rules: list(r.get(6)?),
+                    })
+                })?
+                .collect()
+            })
+            .map_err(sq(&self.path, "read reroutes"))
+    }
+
+    /// Unrouted operational files, on a channel if given, received at or after `since` (an id
+    /// prefix or time), oldest first, at most `limit`.
+    pub fn unrouted_since(
+        &self,
+        channel: Option<&str>,
+        since: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM submissions WHERE route = 'unrouted' AND session IS NULL
+                 AND (?1 IS NULL OR channel = ?1) AND id >= ?2 ORDER BY id LIMIT ?3",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![channel, since, limit], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(sq(&self.path, "read unrouted files"))
     }
 
     /// Operational submissions archived with ids in `[from, to)` (received in that period), on

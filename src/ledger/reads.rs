@@ -10,6 +10,9 @@ use super::{Ledger, LedgerError, sq};
 /// A file's delivery: (model, slot, state, run).
 pub type DeliveryRow = (String, String, String, Option<String>);
 
+/// A file's id and name as dropped.
+pub type NewestFile = (String, Vec<u8>);
+
 /// A replay run: (id, model, time0, the run it mirrors, state).
 pub type ReplayRunRow = (String, String, String, Option<String>, String);
 
@@ -91,6 +94,34 @@ impl Ledger {
             )
             .and_then(|mut st| st.query_row([channel], |r| r.get(0)).optional())
             .map_err(sq(self.path(), "read last arrival"))
+    }
+
+    /// Operational files of a channel that no rule routed (and no reroute has routed since):
+    /// how many, and the newest (id, name).
+    pub fn unrouted_on(
+        &self,
+        channel: &str,
+    ) -> Result<(i64, Option<NewestFile>), LedgerError> {
+        let count = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM submissions WHERE channel = ?1 AND route = 'unrouted'
+                 AND session IS NULL",
+            )
+            .and_then(|mut st| st.query_row([channel], |r| r.get(0)))
+            .map_err(sq(self.path(), "count unrouted files"))?;
+        let newest = self
+            .conn
+            .prepare_cached(
+                "SELECT id, original FROM submissions WHERE channel = ?1 AND route = 'unrouted'
+                 AND session IS NULL ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row([channel], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(sq(self.path(), "read unrouted files"))?;
+        Ok((count, newest))
     }
 
     /// A run's outputs still stored: (output name, submission id, stored path).

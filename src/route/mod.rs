@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::content::{ContentFilter, content_matches};
+use crate::config::content::{ContentFilter, content_matches, content_values};
 use crate::config::model::Model;
 use crate::config::routes::{Action, Apply, Route, Routes};
 
@@ -167,6 +167,107 @@ impl Routes {
     }
 }
 
+/// How near a rule came to taking a file: each of its conditions the file fails, with what the
+/// rule wants and what the file has.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Nearness {
+    /// The rule.
+    pub rule: String,
+    /// Its conditions the file fails (none: the rule matches).
+    pub failed: Vec<Failed>,
+}
+
+/// One condition a file fails.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failed {
+    /// `channel`, `file`, `format`, `versions`, or `where <path>`.
+    pub condition: String,
+    /// What the rule wants.
+    pub wanted: String,
+    /// What the file has.
+    pub found: String,
+}
+
+impl Routes {
+    /// Why rules do not take a file: for the `most` nearest rules (fewest conditions failed,
+    /// then values nearest to those wanted, then file order), each condition failed with the value wanted and the value found.
+    /// `content` is the file's bytes (a content test without them shows nothing found).
+    pub fn explain(&self, facts: &Facts<'_>, content: Option<&[u8]>, most: usize) -> Vec<Nearness> {
+        let name = String::from_utf8_lossy(facts.name);
+        let base = name.rsplit('/').next().unwrap_or(&name);
+        let mut by_name: std::collections::HashSet<usize> =
+            self.names.unconditional.iter().copied().collect();
+        for m in self
+            .names
+            .set
+            .matches(base)
+            .into_iter()
+            .chain(self.names.set.matches(name.as_ref()))
+        {
+            by_name.insert(self.names.rule_of[m]);
+        }
+        let filters: Vec<&ContentFilter> = self.routes.iter().flat_map(|r| &r.filter).collect();
+        let values = content.map(|bytes| content_values(bytes, &filters, 3));
+        let mut k = 0;
+        let mut out: Vec<(usize, Nearness)> = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let mut failed = Vec::new();
+            let mut fail = |condition: &str, wanted: String, found: String| {
+                failed.push(Failed {
+                    condition: condition.into(),
+                    wanted,
+                    found,
+                })
+            };
+            if let Some(c) = r.channel.as_deref().filter(|c| *c != facts.channel) {
+                fail("channel", c.into(), facts.channel.into());
+            }
+            if let Some(f) = r.file.as_deref().filter(|_| !by_name.contains(&i)) {
+                fail("file", f.into(), name.clone().into_owned());
+            }
+            if let Some(f) = r.format.as_deref().filter(|f| *f != facts.format) {
+                fail("format", f.into(), facts.format.into());
+            }
+            if !r.versions.is_empty() && !r.versions.iter().any(|v| v == facts.version) {
+                fail("versions", r.versions.join(", "), facts.version.into());
+            }
+            for f in &r.filter {
+                let found = values.as_ref().map(|v| v[k].clone()).unwrap_or_default();
+                if !found.contains(&f.value) {
+                    let found = if found.is_empty() {
+                        "nothing there".into()
+                    } else {
+                        found.join(", ")
+                    };
+                    fail(&format!("where {}", f.written), f.value.clone(), found);
+                }
+                k += 1;
+            }
+            out.push((
+                i,
+                Nearness {
+                    rule: r.name.clone(),
+                    failed,
+                },
+            ));
+        }
+        // Nearest first: fewest conditions failed, then values nearest to those wanted (a
+        // typo in a rule is a value one letter off), then file order.
+        let distance = |n: &Nearness| -> f64 {
+            n.failed
+                .iter()
+                .map(|f| 1.0 - strsim::jaro_winkler(&f.wanted, &f.found))
+                .sum()
+        };
+        out.sort_by(|(i, a), (j, b)| {
+            (a.failed.len(), distance(a), i)
+                .partial_cmp(&(b.failed.len(), distance(b), j))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        out.into_iter().take(most).map(|(_, n)| n).collect()
+    }
+}
+
 impl Route {
     /// Channel, format and version (the file name is matched by the routes' name index).
     fn matches_facts(&self, f: &Facts<'_>) -> bool {
@@ -248,6 +349,46 @@ publish = ["all"]
             r.decide(&facts("obs", b"d/rain_1.xml"), Some(PI)),
             Decision::Routed { .. }
         ));
+    }
+
+    #[test]
+    fn an_unrouted_file_is_told_which_condition_of_the_nearest_rules_failed_and_on_what_value() {
+        let r = routes(
+            "[[route]]\nname = \"rain\"\nchannel = \"obs\"\n\
+             where = { \"series/header/parameterId\" = \"P.obs\" }\ndrop = \"x\"\n\
+             [[route]]\nname = \"far\"\nchannel = \"sandre\"\nfile = \"*.csv\"\nformat = \"sandre\"\n\
+             drop = \"x\"\n\
+             [[route]]\nname = \"discharge\"\nchannel = \"obs\"\n\
+             where = { \"series/header/parameterId\" = \"Q.obs\" }\ndrop = \"x\"\n",
+        );
+        let doc = String::from_utf8_lossy(PI).replace("P.obs", "P.ob");
+        let near = r.explain(&facts("obs", b"rain.xml"), Some(doc.as_bytes()), 2);
+        assert_eq!(near.len(), 2);
+        assert_eq!(near[0].rule, "rain");
+        assert_eq!(
+            near[0].failed,
+            [Failed {
+                condition: "where series/header/parameterId".into(),
+                wanted: "P.obs".into(),
+                found: "P.ob".into(),
+            }]
+        );
+        assert_eq!(near[1].rule, "discharge");
+        let far = r.explain(&facts("obs", b"rain.xml"), None, 3);
+        assert_eq!(far[2].rule, "far");
+        assert_eq!(
+            far[2]
+                .failed
+                .iter()
+                .map(|f| (f.condition.as_str(), f.found.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("channel", "obs"),
+                ("file", "rain.xml"),
+                ("format", "pi-timeseries")
+            ]
+        );
+        assert_eq!(far[0].failed[0].found, "nothing there");
     }
 
     #[test]

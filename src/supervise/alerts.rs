@@ -76,6 +76,9 @@ pub struct Facts {
     pub disk: Option<(u64, u64)>,
     /// When the daemon started (a feed that never sent is late from then).
     pub started: Option<DateTime<Utc>>,
+    /// Channels that expect every file routed and hold unrouted ones: (channel, how many, the
+    /// newest's id and name).
+    pub unrouted: Vec<(String, i64, String, String)>,
 }
 
 /// A channel that declares its cadence.
@@ -132,6 +135,18 @@ pub fn evaluate(
                 since: since("late_feed", &f.channel),
             });
         }
+    }
+    for (channel, n, id, name) in &facts.unrouted {
+        out.push(Alert {
+            kind: "unrouted".into(),
+            subject: channel.clone(),
+            message: format!(
+                "channel `{channel}`: {n} file(s) no rule routes, the newest {name} (file {id}); \
+                 `pom route` or the file's page says which condition failed; once the rules \
+                 are fixed, `pom reroute --unrouted` routes them again"
+            ),
+            since: since("unrouted", channel),
+        });
     }
     for (model, run, state, reason) in &facts.failed {
         out.push(Alert {
@@ -266,7 +281,22 @@ pub fn gather(
             )
         })
         .collect();
+    let unrouted = rules
+        .channels
+        .values()
+        .filter(|c| c.expect_routed)
+        .filter_map(|c| match reader.unrouted_on(&c.name) {
+            Ok((n, Some((id, name)))) if n > 0 => Some((
+                c.name.clone(),
+                n,
+                id,
+                String::from_utf8_lossy(&name).into_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
     Facts {
+        unrouted,
         feeds,
         failed,
         refused: board.refused(),

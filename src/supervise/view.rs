@@ -362,6 +362,11 @@ pub struct FileDetail {
     pub deliveries: Vec<Delivery>,
     /// Submissions that re-inject it.
     pub reinjected_as: Vec<String>,
+    /// For an unrouted file, the nearest rules under the rules in force, and why each does not
+    /// take it (see [`explain_unrouted`]).
+    pub nearest: Vec<crate::route::Nearness>,
+    /// The times an operator routed it again, with the route it had before.
+    pub reroutes: Vec<crate::ledger::RerouteRow>,
 }
 
 /// A delivery of a file to a model's input slot.
@@ -404,7 +409,39 @@ pub fn file_detail(reader: &Ledger, id: &str) -> Result<Option<FileDetail>, Ledg
         produced_from,
         deliveries,
         reinjected_as,
+        nearest: Vec::new(),
+        reroutes: reader.reroutes_of(id)?,
     }))
+}
+
+/// The largest archived file read to explain its routing.
+const EXPLAIN_MAX_BYTES: u64 = 64 << 20;
+
+/// Why no rule in force takes an unrouted file: its nearest rules, each condition it fails and
+/// on what value, its content read from the archive (confined under the spool, never through a
+/// link, at most 64 MiB). Empty for a file that is not unrouted.
+pub fn explain_unrouted(
+    spool: &std::path::Path,
+    rules: &RuleSet,
+    file: &Submission,
+) -> Vec<crate::route::Nearness> {
+    if file.route.as_deref() != Some("unrouted") {
+        return Vec::new();
+    }
+    let content = file.stored.as_deref().and_then(|stored| {
+        use std::io::Read;
+        let f = crate::fs::open_confined(spool, std::path::Path::new(stored)).ok()?;
+        let mut bytes = Vec::new();
+        f.take(EXPLAIN_MAX_BYTES).read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    });
+    let facts = crate::route::Facts {
+        channel: &file.channel,
+        name: &file.original,
+        format: file.format.as_deref().unwrap_or(""),
+        version: file.version.as_deref().unwrap_or(""),
+    };
+    rules.routes.explain(&facts, content.as_deref(), 3)
 }
 
 /// Files matching a search, newest first.

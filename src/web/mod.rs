@@ -795,10 +795,16 @@ async fn files(State(app): State<Shared2>, Query(q): Query<FilesQuery>) -> ApiRe
 
 async fn file(State(app): State<Shared2>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let v = app
-        .read(move |_, r| {
-            crate::supervise::view::file_detail(r, &id)
+        .read(move |app, r| {
+            let mut d = crate::supervise::view::file_detail(r, &id)
                 .map_err(internal)?
-                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no file `{id}`")))
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no file `{id}`")))?;
+            d.nearest = crate::supervise::view::explain_unrouted(
+                app.spool.root(),
+                &current(&app.rules),
+                &d.file,
+            );
+            Ok(d)
         })
         .await?;
     Ok(json_response(&v))

@@ -191,3 +191,153 @@ kind = "arrival"
     assert!(gw.log().contains("does not fit"), "{}", gw.log());
     gw.stop();
 }
+
+/// A join of rainfall and discharge, each routed by its parameter.
+const JOIN: &str = r#"
+command = ["/bin/sh", "-c", "ls input > inputs.txt"]
+[inputs.rain]
+formats = ["pi-timeseries"]
+[inputs.discharge]
+formats = ["pi-timeseries"]
+[trigger]
+kind = "join"
+window = "1h"
+"#;
+
+fn join_routes(discharge: &str) -> String {
+    format!(
+        "[[route]]\nname = \"rain\"\nchannel = \"obs\"\n\
+         where = {{ \"series/header/parameterId\" = \"P.obs\" }}\ndeliver = [\"m.rain\"]\n\n\
+         [[route]]\nname = \"discharge\"\nchannel = \"obs\"\n\
+         where = {{ \"series/header/parameterId\" = \"{discharge}\" }}\ndeliver = [\"m.discharge\"]\n"
+    )
+}
+
+#[test]
+fn a_file_a_rule_mistake_left_unrouted_raises_an_alert_is_explained_and_routed_again() {
+    const TOKEN: &str = "alice-0123456789abcdef";
+    let mut gw =
+        Gateway::with_channels("[channels.obs]\ncompletion = \"rename\"\nexpect_routed = true\n");
+    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
+    std::fs::write(gw.rules().join("models/m.toml"), JOIN).unwrap();
+    // The mistake: a typo in the discharge rule's parameter.
+    std::fs::write(gw.rules().join("routes.toml"), join_routes("Q.ob")).unwrap();
+    gw.extra_env
+        .push(("POM_TOKEN".into(), format!("alice:{TOKEN}")));
+    gw.extra_args
+        .extend(["--alert-interval".into(), "0.2".into()]);
+    gw.start();
+    let rain = String::from_utf8(pi_series(1, 1))
+        .unwrap()
+        .replace("Q.obs", "P.obs");
+    gw.drop_file("obs", "rain_1.xml", rain.as_bytes());
+    gw.drop_file("obs", "discharge_1.xml", &pi_series(1, 1));
+    let decided = gw.wait_for_decided(2, 20);
+    let discharge = decided
+        .iter()
+        .find(|s| s.original == b"discharge_1.xml")
+        .unwrap();
+    assert_eq!(discharge.route.as_deref(), Some("unrouted"));
+
+    // The alert, on the channel that expects every file routed.
+    let alert = |gw: &Gateway| {
+        let (_, a) = gw.api("GET", "/api/alerts", None, None);
+        a.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["kind"] == "unrouted" && a["subject"] == "obs")
+            .cloned()
+    };
+    eventually(10, "the unrouted alert", || alert(&gw).is_some());
+    let message = alert(&gw).unwrap()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("discharge_1.xml"), "{message}");
+
+    // The explanation names the rule, the failed condition, and the value the file has.
+    let (_, d) = gw.api("GET", &format!("/api/files/{}", discharge.id), None, None);
+    let nearest = &d["nearest"][0];
+    assert_eq!(nearest["rule"], "discharge", "{d}");
+    assert_eq!(
+        nearest["failed"],
+        serde_json::json!([{
+            "condition": "where series/header/parameterId",
+            "wanted": "Q.ob",
+            "found": "Q.obs",
+        }]),
+        "{d}"
+    );
+    let out = gw.pom().args(["show", &discharge.id]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "rule discharge: where series/header/parameterId wants \"Q.ob\", the file has \"Q.obs\""
+        ),
+        "{text}"
+    );
+    assert!(gw.ledger().runs(Some("m"), None, 10).unwrap().is_empty());
+
+    // The rule fixed, the unrouted files routed again: the model runs on the right inputs.
+    let since = decided.iter().map(|s| s.received_at.clone()).min().unwrap();
+    std::fs::write(gw.rules().join("routes.toml"), join_routes("Q.obs")).unwrap();
+    eventually(10, "the fixed rules", || {
+        gw.log().contains("rules reloaded")
+    });
+    let out = gw
+        .pom()
+        .env("POM_SERVER", gw.server())
+        .env("POM_TOKEN", TOKEN)
+        .args([
+            "reroute",
+            "--unrouted",
+            "--channel",
+            "obs",
+            "--since",
+            &since,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said} {out:?}");
+    assert!(
+        said.contains("1 file(s) routed again") && said.contains("1 routed"),
+        "{said}"
+    );
+    let mut runs = Vec::new();
+    eventually(20, "the join to run", || {
+        runs = gw.ledger().runs(Some("m"), None, 10).unwrap();
+        runs.first().is_some_and(|r| r.ended_at.is_some())
+    });
+    assert_eq!(runs.len(), 1);
+    let rain_id = decided
+        .iter()
+        .find(|s| s.original == b"rain_1.xml")
+        .unwrap()
+        .id
+        .clone();
+    let mut inputs = runs[0].inputs.clone();
+    inputs.sort();
+    assert_eq!(
+        inputs,
+        [
+            ("discharge".to_string(), discharge.id.clone()),
+            ("rain".to_string(), rain_id)
+        ]
+    );
+    // A new decision linked to the old; the alert is over; routing again does nothing twice.
+    let (_, d) = gw.api("GET", &format!("/api/files/{}", discharge.id), None, None);
+    assert_eq!(d["file"]["route"], "routed");
+    assert_eq!(d["reroutes"][0]["route_before"], "unrouted", "{d}");
+    assert_eq!(d["reroutes"][0]["by"], "alice", "{d}");
+    assert_eq!(d["reroutes"][0]["rules"], serde_json::json!(["discharge"]));
+    assert_eq!(d["nearest"], serde_json::json!([]));
+    eventually(10, "the alert to end", || alert(&gw).is_none());
+    let (s, v) = gw.api(
+        "POST",
+        "/api/actions",
+        Some(TOKEN),
+        Some(serde_json::json!({"action": "reroute", "files": [discharge.id]})),
+    );
+    assert_eq!(s, 200, "{v}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(gw.ledger().runs(Some("m"), None, 10).unwrap().len(), 1);
+    gw.stop();
+}
