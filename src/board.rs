@@ -24,7 +24,7 @@ pub struct Refused {
 /// An alert raised by [`crate::supervise::alerts`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Alert {
-    /// late_feed, failed_run, refused_rules, low_disk.
+    /// late_feed, unrouted, failed_run, refused_rules, low_disk, stage.
     pub kind: String,
     /// What it is about: a channel, a model, the rules, the spool.
     pub subject: String,
@@ -32,6 +32,8 @@ pub struct Alert {
     pub message: String,
     /// When it was first raised.
     pub since: String,
+    /// The web client's page of its subject (`#/run/ID`, `#/files?channel=…`).
+    pub link: String,
 }
 
 /// Something changed: the web client refreshes what it shows.

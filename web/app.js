@@ -78,7 +78,8 @@ async function overview() {
   const o = await api("/api/overview");
   const alerts = o.alerts.length
     ? `<ul class="alerts">${o.alerts.map((a) => `<li class="alert k-${esc(a.kind)}" data-alert="${esc(a.kind)}">
-        <b>${esc(a.kind.replace("_", " "))}</b> ${esc(a.message)} <span class="muted">since ${time(a.since)}</span></li>`).join("")}</ul>`
+        <b>${esc(a.kind.replace("_", " "))}</b> ${esc(a.message)} <span class="muted">since ${time(a.since)}</span>
+        ${a.link && a.link !== "#/" ? `<a class="alert-link" href="${esc(a.link)}">open ${esc(a.subject)}</a>` : ""}</li>`).join("")}</ul>`
     : `<p class="ok-line">No alert.</p>`;
   const refused = o.rules.refused
     ? `<div class="refused"><b>Rule edit refused</b> at ${time(o.rules.refused.at)}; the previous rules stay in force.

@@ -98,10 +98,7 @@ impl Ledger {
 
     /// Operational files of a channel that no rule routed (and no reroute has routed since):
     /// how many, and the newest (id, name).
-    pub fn unrouted_on(
-        &self,
-        channel: &str,
-    ) -> Result<(i64, Option<NewestFile>), LedgerError> {
+    pub fn unrouted_on(&self, channel: &str) -> Result<(i64, Option<NewestFile>), LedgerError> {
         let count = self
             .conn
             .prepare_cached(

@@ -133,6 +133,7 @@ pub fn evaluate(
                     human(f.grace)
                 ),
                 since: since("late_feed", &f.channel),
+                link: format!("#/files?channel={}", f.channel),
             });
         }
     }
@@ -146,6 +147,7 @@ pub fn evaluate(
                  are fixed, `pom reroute --unrouted` routes them again"
             ),
             since: since("unrouted", channel),
+            link: format!("#/files?channel={channel}&route=unrouted"),
         });
     }
     for (model, run, state, reason) in &facts.failed {
@@ -154,6 +156,7 @@ pub fn evaluate(
             subject: model.clone(),
             message: format!("model `{model}`: run `{run}` {state}: {reason}"),
             since: since("failed_run", model),
+            link: format!("#/run/{run}"),
         });
     }
     if let Some(r) = &facts.refused {
@@ -167,6 +170,7 @@ pub fn evaluate(
                 r.problems.first().cloned().unwrap_or_default()
             ),
             since: since("refused_rules", "rules"),
+            link: "#/rules".into(),
         });
     }
     if let Some((available, total)) = facts.disk
@@ -181,6 +185,7 @@ pub fn evaluate(
                 bytes(total)
             ),
             since: since("low_disk", "spool"),
+            link: "#/".into(),
         });
     }
     out
@@ -402,6 +407,7 @@ fn stage_alerts(board: &Board, previous: &[Alert], now: DateTime<Utc>) -> Vec<Al
                     s.reason.unwrap_or_default()
                 ),
                 since,
+                link: "#/".into(),
             }
         })
         .collect()
@@ -417,6 +423,7 @@ fn notify(cmd: &str, a: &Alert, state: &str) {
         .env("POM_ALERT_SUBJECT", &a.subject)
         .env("POM_ALERT_MESSAGE", &a.message)
         .env("POM_ALERT_SINCE", &a.since)
+        .env("POM_ALERT_LINK", &a.link)
         .stdin(Stdio::null())
         .spawn();
     match child {

@@ -153,3 +153,55 @@ fn status_and_files_read_the_ledger_as_text_and_json() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_example_alert_command_writes_a_mail_for_the_local_mta() {
+    // The MTA's sendmail interface (`sendmail -t` reads the message, headers first): a stand-in
+    // that keeps what it is given, as the MTA would queue it.
+    let d = tempfile::tempdir().unwrap();
+    let queued = d.path().join("queued.eml");
+    let sendmail = d.path().join("sendmail");
+    std::fs::write(
+        &sendmail,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = -t ] || exit 64\ncat > {}\n",
+            queued.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sendmail, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(common::repo().join("scripts/alert-mail"))
+        .arg("duty@centre.example")
+        .env("SENDMAIL", &sendmail)
+        .env("POM_ALERT_STATE", "raised")
+        .env("POM_ALERT_KIND", "late_feed")
+        .env("POM_ALERT_SUBJECT", "obs")
+        .env(
+            "POM_ALERT_MESSAGE",
+            "channel `obs` is late:\nlast file at 06:00",
+        )
+        .env("POM_ALERT_SINCE", "2026-11-30T07:00:00Z")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mail = std::fs::read_to_string(&queued).unwrap();
+    let (head, body) = mail.split_once("\n\n").unwrap();
+    assert!(
+        head.starts_with("To: duty@centre.example\nSubject: [POM "),
+        "{mail}"
+    );
+    assert!(
+        head.lines()
+            .any(|l| l.starts_with("Subject: ") && l.ends_with("raised late_feed: obs")),
+        "{mail}"
+    );
+    assert_eq!(
+        head.lines().count(),
+        3,
+        "no line break gets into a header: {mail}"
+    );
+    assert!(
+        body.contains("channel `obs` is late") && body.contains("Since:  2026-11-30T07:00:00Z")
+    );
+}

@@ -251,6 +251,11 @@ fn a_file_a_rule_mistake_left_unrouted_raises_an_alert_is_explained_and_routed_a
     eventually(10, "the unrouted alert", || alert(&gw).is_some());
     let message = alert(&gw).unwrap()["message"].as_str().unwrap().to_string();
     assert!(message.contains("discharge_1.xml"), "{message}");
+    assert_eq!(
+        alert(&gw).unwrap()["link"],
+        "#/files?channel=obs&route=unrouted",
+        "the alert links to its subject"
+    );
 
     // The explanation names the rule, the failed condition, and the value the file has.
     let (_, d) = gw.api("GET", &format!("/api/files/{}", discharge.id), None, None);
