@@ -61,7 +61,8 @@ view.addEventListener("click", async (e) => {
   const action = a === "reroute" ? { action: a, files: [t] } : { action: a, [key]: t };
   if (a === "trigger") {
     const input = document.querySelector(`input[data-time0="${CSS.escape(t)}"]`);
-    if (input && input.value) action.time0 = new Date(input.value).toISOString();
+    // The picker's time is UTC, as every time POM shows: never the browser's zone.
+    if (input && input.value) action.time0 = new Date(`${input.value}${input.value.length === 16 ? ":00" : ""}Z`).toISOString();
   }
   if (a === "reinject") {
     const area = document.getElementById("fixed");
@@ -73,6 +74,15 @@ view.addEventListener("click", async (e) => {
 });
 
 // ---- pages -------------------------------------------------------------------------------
+
+// What a model waits for: each slot filled (since when) or missing, and a join's window end.
+function waitingFor(m) {
+  if (m.trigger === "schedule" || !m.slots.some((s) => s.waiting)) return "";
+  const slots = m.slots.map((s) => s.waiting
+    ? `<span class="slot filled" data-slot="${esc(s.name)}">${esc(s.name)} ✓ <span class="muted">since ${time(s.since)}</span></span>`
+    : `<span class="slot missing" data-slot="${esc(s.name)}">${esc(s.name)} ${s.required ? "missing" : "(optional)"}</span>`);
+  return slots.join("<br>") + (m.window_ends ? `<div class="muted">window ends ${time(m.window_ends)}</div>` : "");
+}
 
 async function overview() {
   const o = await api("/api/overview");
@@ -97,10 +107,11 @@ async function overview() {
       <td class="state">${badge(m.state)}${m.paused ? `<div class="muted small">by ${esc(m.paused.by)}</div>` : ""}</td>
       <td>${esc(m.trigger)}</td>
       <td class="num pending">${m.pending_inputs}</td>
+      <td class="small waiting-for">${waitingFor(m)}</td>
       <td>${m.last_run ? `${runLink(m.last_run.id)} ${badge(m.last_run.state)}` : "—"}</td>
       <td>${time(m.next_time)}</td>
       <td class="actions">${m.paused ? button("resume_model", m.name, "Resume") : button("pause_model", m.name, "Pause")}
-        <input type="datetime-local" data-time0="${esc(m.name)}" title="time0 (default: now)">
+        <input type="datetime-local" data-time0="${esc(m.name)}" title="time0, in UTC (default: now)" aria-label="time0 in UTC">
         ${button("trigger", m.name, "Run now")}</td>
     </tr>`).join("");
   view.innerHTML = `<h1>Overview</h1>
@@ -108,7 +119,7 @@ async function overview() {
     <section><h2>Channels</h2><table id="channels"><thead><tr><th>Channel</th><th>State</th><th>Queue</th>
       <th>Last arrival</th><th>Decided</th><th></th></tr></thead><tbody>${channels}</tbody></table></section>
     <section><h2>Models</h2><table id="models"><thead><tr><th>Model</th><th>State</th><th>Trigger</th>
-      <th>Waiting inputs</th><th>Last run</th><th>Next scheduled</th><th></th></tr></thead><tbody>${models}</tbody></table></section>
+      <th>Waiting inputs</th><th>Waiting for</th><th>Last run</th><th>Next scheduled</th><th>time0 (UTC)</th></tr></thead><tbody>${models}</tbody></table></section>
     <p class="muted small">Rules ${esc(o.rules.version.slice(0, 12))} loaded ${time(o.rules.loaded_at)} · ${time(o.now)}</p>`;
 }
 

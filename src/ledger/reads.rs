@@ -39,6 +39,23 @@ impl Ledger {
             .map_err(sq(self.path(), "count pending inputs"))
     }
 
+    /// Operational deliveries waiting for a model, per slot: how many, and the oldest's id
+    /// (the time it arrived).
+    pub fn pending_by_slot(&self, model: &str) -> Result<BTreeMap<String, (i64, String)>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT d.slot, count(*), min(d.submission) FROM deliveries d
+                 JOIN submissions s ON s.id = d.submission
+                 WHERE d.model = ?1 AND d.state = 'pending' AND s.session IS NULL
+                 GROUP BY d.slot",
+            )
+            .and_then(|mut st| {
+                st.query_map([model], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read pending inputs"))
+    }
+
     /// The runs that retry a run, oldest first.
     pub fn retries_of(&self, run: &str) -> Result<Vec<String>, LedgerError> {
         self.conn

@@ -91,6 +91,23 @@ pub struct ModelView {
     pub last_run: Option<RunBrief>,
     /// Next scheduled time (schedule trigger).
     pub next_time: Option<String>,
+    /// What it is waiting for: each input slot, filled or missing.
+    pub slots: Vec<SlotView>,
+    /// For a join with an input waiting: when its window closes (the inputs then expire).
+    pub window_ends: Option<String>,
+}
+
+/// An input slot of a model, as the overview shows what the model waits for.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlotView {
+    /// Slot name.
+    pub name: String,
+    /// A join runs only once every required slot is filled.
+    pub required: bool,
+    /// Files waiting in it.
+    pub waiting: i64,
+    /// When the oldest of them arrived; none: the slot is missing.
+    pub since: Option<String>,
 }
 
 /// A run, briefly.
@@ -154,6 +171,17 @@ pub fn overview(
     for m in rules.models.values() {
         let last = reader.last_run(&m.name)?;
         let pending = reader.pending_count(&m.name)?;
+        let by_slot = reader.pending_by_slot(&m.name)?;
+        let slots: Vec<(&crate::config::model::Slot, Option<DateTime<Utc>>, i64)> = m
+            .inputs
+            .values()
+            .map(|slot| {
+                let (n, oldest) = by_slot
+                    .get(&slot.name)
+                    .map_or((0, None), |(n, id)| (*n, crate::id::ClaimId::parse(id)));
+                (slot, oldest.map(|id| id.time()), n)
+            })
+            .collect();
         let busy = running.get(&m.name).copied().unwrap_or(0);
         let paused = paused_models.get(&m.name).cloned();
         let state = if m.paused || paused.is_some() {
@@ -189,6 +217,21 @@ pub fn overview(
                 t @ Trigger::Schedule { .. } => t.next_after(now).map(timestamp),
                 _ => None,
             },
+            window_ends: match (&m.trigger, slots.iter().filter_map(|s| s.1).min()) {
+                (Trigger::Join { window }, Some(first)) => {
+                    chrono::Duration::from_std(*window).ok().map(|w| timestamp(first + w))
+                }
+                _ => None,
+            },
+            slots: slots
+                .into_iter()
+                .map(|(slot, since, waiting)| SlotView {
+                    name: slot.name.clone(),
+                    required: slot.required,
+                    waiting,
+                    since: since.map(timestamp),
+                })
+                .collect(),
         });
     }
     Ok(Overview {

@@ -276,6 +276,24 @@ fn a_join_runs_once_all_slots_are_filled_within_the_window() {
         gw.ledger().runs(Some("m"), None, 10).unwrap().is_empty(),
         "ran before the join"
     );
+    // What the model waits for: rain since its arrival, flow missing, the window's end.
+    let (_, o) = gw.api("GET", "/api/overview", None, None);
+    let m = &o["models"][0];
+    let rain_at = gw.submissions()[0].received_at.clone();
+    let since = |slot: &str| {
+        m["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == slot)
+            .map(|s| (s["waiting"].clone(), s["since"].clone()))
+            .unwrap()
+    };
+    assert_eq!(since("rain"), (serde_json::json!(1), serde_json::json!(rain_at)), "{m}");
+    assert_eq!(since("flow"), (serde_json::json!(0), serde_json::Value::Null), "{m}");
+    let ends = chrono::DateTime::parse_from_rfc3339(m["window_ends"].as_str().unwrap()).unwrap();
+    let arrived = chrono::DateTime::parse_from_rfc3339(&rain_at).unwrap();
+    assert_eq!(ends - arrived, chrono::Duration::seconds(30), "{m}");
     gw.drop_file("obs", "flow_1.xml", &pi_series(2, 1));
     let run = wait_run(&gw, "m", 30);
     assert_eq!(run.state, RunState::Succeeded, "{run:?}");
