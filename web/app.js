@@ -16,8 +16,14 @@ const badge = (state) => `<span class="badge s-${esc(state)}">${esc(String(state
 const runLink = (id) => (id ? `<a href="#/run/${encodeURIComponent(id)}">${esc(id)}</a>` : "—");
 const fileLink = (id, text) => `<a href="#/file/${encodeURIComponent(id)}">${esc(text ?? id)}</a>`;
 
+// Reads carry the signed-in token: from another host, reading needs it.
+function authHeaders() {
+  const token = sessionStorage.getItem("pom-token");
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 async function api(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const r = await fetch(path, { headers: { Accept: "application/json", ...authHeaders() } });
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
   return body;
@@ -147,6 +153,12 @@ function timelineSvg(t) {
   return out + "</svg>";
 }
 
+// What started a run: its model's trigger, or a retry or rerun of another run.
+function triggerOf(r) {
+  if (!r.retry_of) return esc(r.trigger);
+  return `${r.attempt > 1 ? "retry" : "rerun"} of ${runLink(r.retry_of)}`;
+}
+
 // Operational traffic by default; a replay's has its own view and its mark.
 function modeSelect(params) {
   const m = params.get("mode") ?? "operational";
@@ -174,7 +186,7 @@ async function runs(params) {
     <table id="runs"><thead><tr><th>Run</th><th>Model</th><th>State</th><th>Trigger</th><th>time0</th>
       <th>Started</th><th>Ended</th><th>Reason</th></tr></thead><tbody>
       ${list.map((r) => `<tr data-run="${esc(r.id)}" data-model="${esc(r.model)}"${r.session ? ' data-mode="replay"' : ""}><td>${runLink(r.id)}${replayMark(r.session)}</td><td>${esc(r.model)}</td>
-        <td>${badge(r.state)}</td><td>${esc(r.trigger)}${r.requested_by ? ` <span class="muted small">by ${esc(r.requested_by)}</span>` : ""}</td>
+        <td>${badge(r.state)}</td><td>${triggerOf(r)}${r.requested_by ? ` <span class="muted small">by ${esc(r.requested_by)}</span>` : ""}</td>
         <td>${time(r.time0)}</td><td>${time(r.started_at)}</td><td>${time(r.ended_at)}</td><td class="small">${esc(r.reason)}</td></tr>`).join("")}
     </tbody></table>`;
   document.getElementById("runfilter").addEventListener("submit", (e) => {
@@ -193,7 +205,7 @@ async function run(id) {
     <div class="actions">${!ended ? button("cancel", r.id, "Cancel") : ""}
       ${ended && r.state !== "succeeded" ? button("retry", r.id, "Retry") : ""}
       ${ended ? button("rerun", r.id, "Rerun") : ""}</div>
-    <dl class="facts"><dt>Model</dt><dd>${esc(r.model)}</dd><dt>Trigger</dt><dd>${esc(r.trigger)}${r.requested_by ? ` by ${esc(r.requested_by)}` : ""}</dd>
+    <dl class="facts"><dt>Model</dt><dd>${esc(r.model)}</dd><dt>Trigger</dt><dd>${triggerOf(r)}${r.requested_by ? ` by ${esc(r.requested_by)}` : ""}</dd>
       <dt>time0</dt><dd>${time(r.time0)}</dd><dt>Attempt</dt><dd>${r.attempt}${r.retry_of ? ` (of ${runLink(r.retry_of)})` : ""}</dd>
       <dt>Queued</dt><dd>${time(r.queued_at)}</dd><dt>Started</dt><dd>${time(r.started_at)}</dd><dt>Ended</dt><dd>${time(r.ended_at)}</dd>
       <dt>Exit code</dt><dd>${r.exit_code ?? "—"}</dd><dt>Reason</dt><dd>${esc(r.reason ?? "—")}</dd><dt>Folder</dt><dd><code>${esc(r.run_dir)}</code></dd>
@@ -275,7 +287,8 @@ async function rules() {
       <ul>${r.refused.problems.map((p) => `<li><code>${esc(p)}</code></li>`).join("")}</ul></div>` : `<p class="ok-line">The last edit was accepted.</p>`}
     <section><h2>Channels</h2><table><tbody>${r.channels.map(([n, c, cad]) => `<tr><td>${esc(n)}</td><td>${esc(c)}</td><td>${cad ? `every ${cad} s` : ""}</td></tr>`).join("")}</tbody></table></section>
     <section><h2>Models</h2><table><tbody>${r.models.map(([n, t, i, o]) => `<tr><td>${esc(n)}</td><td>${esc(t)}</td><td>${esc(i.join(", "))}</td><td>${o ? "→ " + esc(o) : ""}</td></tr>`).join("")}</tbody></table></section>
-    <section><h2>Routes</h2><table><tbody>${r.routes.map(([n, a]) => `<tr><td>${esc(n)}</td><td><code>${a.map(esc).join("<br>")}</code></td></tr>`).join("")}</tbody></table></section>`;
+    <section><h2>Routes</h2><table id="routes"><thead><tr><th>Rule</th><th>When</th><th>Then</th></tr></thead><tbody>
+      ${r.routes.map(([n, c, a]) => `<tr><td>${esc(n)}</td><td>${c.length ? c.map(esc).join("<br>") : "every file"}</td><td>${a.map(esc).join("<br>")}</td></tr>`).join("")}</tbody></table></section>`;
 }
 
 async function replays() {
@@ -350,11 +363,25 @@ function refresh() {
   }, 250);
 }
 
-function live() {
+// The event stream. An EventSource cannot send a header: signed in, the page trades its token
+// for a one-use ticket (never the token in a URL), and for a new one at each reconnection.
+let stream = null;
+async function live() {
   const dot = document.getElementById("live");
-  const es = new EventSource("/api/events");
+  if (stream) stream.close();
+  let url = "/api/events";
+  if (sessionStorage.getItem("pom-token")) {
+    const r = await fetch("/api/events/ticket", { method: "POST", headers: authHeaders() }).catch(() => null);
+    if (r && r.ok) url += `?ticket=${encodeURIComponent((await r.json()).ticket)}`;
+  }
+  const es = new EventSource(url);
+  stream = es;
   es.onopen = () => { dot.className = "live on"; document.body.dataset.live = "on"; };
-  es.onerror = () => { dot.className = "live off"; document.body.dataset.live = "off"; };
+  es.onerror = () => {
+    dot.className = "live off"; document.body.dataset.live = "off";
+    es.close();
+    if (stream === es) setTimeout(live, 2000);
+  };
   for (const kind of ["files", "run", "control", "alert", "rules", "replay", "lagged"]) es.addEventListener(kind, refresh);
 }
 
@@ -374,15 +401,19 @@ async function session() {
 document.getElementById("signin").addEventListener("submit", async (e) => {
   e.preventDefault();
   const input = document.getElementById("token");
-  sessionStorage.setItem("pom-token", input.value.trim());
+  // A whole `name:token` line of the tokens file is taken for its token.
+  const line = input.value.trim();
+  sessionStorage.setItem("pom-token", line.includes(":") ? line.slice(line.indexOf(":") + 1).trim() : line);
   input.value = "";
   await session();
-  if (!who) say("That token is not valid.", true);
+  if (!who) say("That token is not valid (paste the token, or its whole name:token line).", true);
+  live();
   render();
 });
 document.getElementById("signout").addEventListener("click", async () => {
   sessionStorage.removeItem("pom-token");
   await session();
+  live();
   render();
 });
 

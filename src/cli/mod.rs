@@ -119,17 +119,17 @@ pub(super) enum Command {
     /// Resume a paused model or channel.
     Resume(TargetArgs),
     /// Stop a running run (or a retry that is due).
-    Cancel(IdArg),
+    Cancel(RunArg),
     /// Retry an ended, unsuccessful run with the same inputs.
-    Retry(IdArg),
+    Retry(RunArg),
     /// Run a run again (same inputs, same time0) as a new first attempt.
-    Rerun(IdArg),
+    Rerun(RunArg),
     /// Run a model now with the latest input of each slot.
     Trigger(TriggerArgs),
     /// Keep an archived file from its models until released.
-    Hold(IdArg),
+    Hold(FileArg),
     /// Release a held file.
-    Release(IdArg),
+    Release(FileArg),
     /// Put a rejected file back into its channel after it was fixed (in place in rejected/, or
     /// given with --fixed): a new submission linked to the original.
     Reinject(ReinjectArgs),
@@ -204,8 +204,14 @@ pub(super) struct TargetArgs {
 }
 
 #[derive(Args)]
-pub(super) struct IdArg {
-    /// A run id or a file id.
+pub(super) struct RunArg {
+    /// The run's id (as `pom runs` lists it).
+    id: String,
+}
+
+#[derive(Args)]
+pub(super) struct FileArg {
+    /// The file's id (as `pom files` lists it).
     id: String,
 }
 

@@ -183,6 +183,46 @@ pub enum Action {
     },
 }
 
+impl std::fmt::Display for Action {
+    /// In words: `deliver to model.slot`, `publish to outgoing/web/`, `hold: why`, `drop: why`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Deliver { model, slot } => write!(f, "deliver to {model}.{slot}"),
+            Action::Publish { target, name: None } => write!(f, "publish to outgoing/{target}/"),
+            Action::Publish {
+                target,
+                name: Some(n),
+            } => write!(f, "publish to outgoing/{target}/ as {n}"),
+            Action::Hold { reason } => write!(f, "hold: {reason}"),
+            Action::Drop { reason } => write!(f, "drop: {reason}"),
+        }
+    }
+}
+
+impl Route {
+    /// Its conditions in words (`channel obs`, `file rain_*.xml`, `where a/b = v`); none: it
+    /// takes every file.
+    pub fn conditions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.channel {
+            out.push(format!("channel {c}"));
+        }
+        if let Some(f) = &self.file {
+            out.push(format!("file {f}"));
+        }
+        if let Some(f) = &self.format {
+            out.push(format!("format {f}"));
+        }
+        if !self.versions.is_empty() {
+            out.push(format!("versions {}", self.versions.join(", ")));
+        }
+        for w in &self.filter {
+            out.push(format!("where {} = {}", w.written, w.value));
+        }
+        out
+    }
+}
+
 /// One compiled rule.
 #[derive(Debug, Clone)]
 pub struct Route {

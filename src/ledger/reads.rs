@@ -41,7 +41,10 @@ impl Ledger {
 
     /// Operational deliveries waiting for a model, per slot: how many, and the oldest's id
     /// (the time it arrived).
-    pub fn pending_by_slot(&self, model: &str) -> Result<BTreeMap<String, (i64, String)>, LedgerError> {
+    pub fn pending_by_slot(
+        &self,
+        model: &str,
+    ) -> Result<BTreeMap<String, (i64, String)>, LedgerError> {
         self.conn
             .prepare_cached(
                 "SELECT d.slot, count(*), min(d.submission) FROM deliveries d

@@ -218,9 +218,9 @@ pub fn overview(
                 _ => None,
             },
             window_ends: match (&m.trigger, slots.iter().filter_map(|s| s.1).min()) {
-                (Trigger::Join { window }, Some(first)) => {
-                    chrono::Duration::from_std(*window).ok().map(|w| timestamp(first + w))
-                }
+                (Trigger::Join { window }, Some(first)) => chrono::Duration::from_std(*window)
+                    .ok()
+                    .map(|w| timestamp(first + w)),
                 _ => None,
             },
             slots: slots
@@ -507,8 +507,8 @@ pub struct RulesView {
     pub channels: Vec<(String, String, Option<u64>)>,
     /// Models: (name, trigger, inputs, output channel).
     pub models: Vec<(String, String, Vec<String>, Option<String>)>,
-    /// Routes: (name, actions as text).
-    pub routes: Vec<(String, Vec<String>)>,
+    /// Routes: (name, conditions in words, actions in words).
+    pub routes: Vec<(String, Vec<String>, Vec<String>)>,
 }
 
 /// Builds the rules page.
@@ -562,10 +562,8 @@ pub fn rules(rules: &RuleSet, board: &Board, dir: &Path) -> RulesView {
             .map(|r| {
                 (
                     r.name.clone(),
-                    r.actions
-                        .iter()
-                        .map(|a| serde_json::to_string(a).unwrap_or_default())
-                        .collect(),
+                    r.conditions(),
+                    r.actions.iter().map(ToString::to_string).collect(),
                 )
             })
             .collect(),

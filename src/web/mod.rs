@@ -139,6 +139,20 @@ struct App {
     settings: Settings,
     readers: Mutex<Vec<Ledger>>,
     failed_sign_ins: Mutex<SignInFailures>,
+    /// Event-stream tickets: one-use, short-lived stand-ins for a token in the one request a
+    /// browser cannot give a header (`EventSource`).
+    tickets: Mutex<std::collections::HashMap<String, (String, Instant)>>,
+}
+
+/// How long an event-stream ticket stays good.
+const TICKET_LIFE: Duration = Duration::from_secs(30);
+
+/// A ticket: 128 random bits from the kernel, in hex.
+fn new_ticket() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
 }
 
 /// Failed sign-ins: logged, and beyond [`SIGN_IN_FAILURES_PER_S`] a second, refused with 429
@@ -272,6 +286,7 @@ impl Web {
                 count: 0,
                 total: 0,
             }),
+            tickets: Mutex::new(std::collections::HashMap::new()),
         });
         let router = router(app, shutdown.subscribe());
         let server = runtime.spawn(async move {
@@ -315,7 +330,6 @@ impl Web {
 fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
     // Everything that shows the chain: open to loopback, a token from elsewhere.
     let reads = Router::new()
-        .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/api/overview", get(overview))
         .route("/api/runs", get(runs))
@@ -338,6 +352,10 @@ fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
     // check their token themselves.
     Router::new()
         .merge(reads)
+        // The page is a shell with no data of the chain: from another host it loads, then reads
+        // with the token its user signs in with.
+        .route("/", get(index))
+        .route("/api/events/ticket", post(event_ticket))
         .route("/assets/{file}", get(asset))
         .route("/theme.css", get(theme_css))
         .route("/theme/logo", get(theme_logo))
@@ -382,6 +400,27 @@ async fn read_access(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // The event stream from a browser elsewhere: a one-use ticket the page got with its token.
+    if request.uri().path() == "/api/events"
+        && let Some(ticket) = request
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ticket=")))
+    {
+        let now = Instant::now();
+        let valid = app.tickets.lock().ok().and_then(|mut t| {
+            t.retain(|_, (_, until)| *until > now);
+            t.remove(ticket)
+        });
+        return match valid {
+            Some(_) => next.run(request).await,
+            None => ApiError(
+                StatusCode::UNAUTHORIZED,
+                "the event-stream ticket is unknown, used or expired: ask for another".into(),
+            )
+            .into_response(),
+        };
+    }
     if peer.ip().is_loopback() && bearer(request.headers()).is_none() {
         // Open to loopback, but only under a loopback name: a page of another site whose name
         // was rebound to 127.0.0.1 (DNS rebinding) sends its own name as Host, and is refused.
@@ -880,6 +919,35 @@ async fn replay_page(State(app): State<Shared2>, UrlPath(file): UrlPath<String>)
 
 async fn alerts(State(app): State<Shared2>) -> ApiResult {
     Ok(json_response(&app.board.alerts()))
+}
+
+/// A one-use ticket for the event stream, good for 30 s, for the holder of a token: a browser's
+/// `EventSource` cannot send a header, and the token itself never goes into a URL.
+async fn event_ticket(
+    State(app): State<Shared2>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let who = app.operator(&headers, Some(peer))?;
+    let ticket = new_ticket().map_err(internal)?;
+    let now = Instant::now();
+    let mut tickets = app
+        .tickets
+        .lock()
+        .map_err(|_| internal("the ticket table is poisoned"))?;
+    tickets.retain(|_, (_, until)| *until > now);
+    // Bounded: a flood of requests cannot grow it past what 30 s of real use needs.
+    if tickets.len() >= 1024 {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many event-stream tickets outstanding: wait a moment".into(),
+        ));
+    }
+    tickets.insert(ticket.clone(), (who, now + TICKET_LIFE));
+    Ok(json_response(&json!({
+        "ticket": ticket,
+        "expires_in_s": TICKET_LIFE.as_secs(),
+    })))
 }
 
 async fn events(

@@ -157,6 +157,16 @@ fn every_read_endpoint_answers_open_on_loopback() {
     let (s, r) = gw.api("GET", "/api/rules", None, None);
     assert_eq!(s, 200);
     assert_eq!(r["version"], o["rules"]["version"]);
+    // Routes in words: what each takes, what it does.
+    assert_eq!(
+        r["routes"][0],
+        json!([
+            "to-fc",
+            ["channel obs", "file fc_*.xml"],
+            ["deliver to fc.obs"]
+        ]),
+        "{r}"
+    );
     assert!(
         r["files"]
             .as_array()
@@ -210,11 +220,16 @@ fn every_read_endpoint_answers_open_on_loopback() {
 
 /// Reads a server-sent event stream until `want` appears.
 fn read_events_until(server: &str, trigger: impl FnOnce(), want: &[&str]) -> String {
+    read_stream_until(server, "/api/events", trigger, want)
+}
+
+/// Reads the server-sent event stream at `path` until `want` appears.
+fn read_stream_until(server: &str, path: &str, trigger: impl FnOnce(), want: &[&str]) -> String {
     let host = server.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(host).unwrap();
     write!(
         s,
-        "GET /api/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
     )
     .unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
@@ -766,4 +781,46 @@ fn reading_from_another_host_needs_a_token() {
     assert_eq!(r.status, 200);
     let r = common::http::request(&outside, "GET", "/metrics", &[], None).unwrap();
     assert_eq!(r.status, 401);
+
+    // The page itself loads (a shell with no data of the chain); the event stream needs a
+    // credential: a one-use ticket got with the token, never the token in the URL.
+    let r = common::http::request(&outside, "GET", "/", &[], None).unwrap();
+    assert_eq!(r.status, 200);
+    let r = common::http::request(&outside, "GET", "/api/events", &[], None).unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = common::http::request(&outside, "POST", "/api/events/ticket", &[], None).unwrap();
+    assert_eq!(r.status, 401, "a ticket needs the token");
+    let r = common::http::request(
+        &outside,
+        "POST",
+        "/api/events/ticket",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ticket = r.json()["ticket"].as_str().unwrap().to_string();
+    assert!(!ticket.contains(TOKEN) && ticket.len() == 32, "{ticket}");
+    let path = format!("/api/events?ticket={ticket}");
+    let seen = read_stream_until(
+        &outside,
+        &path,
+        || {
+            gw.drop_file("obs", "fc_1.xml", &pi_series(1, 2));
+        },
+        &["event: files"],
+    );
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(
+        seen.contains("event: files"),
+        "followed from another host: {seen}"
+    );
+    // Used once: the same ticket is refused, as is one never issued.
+    for path in [
+        path.as_str(),
+        "/api/events?ticket=00112233445566778899aabbccddeeff",
+    ] {
+        let r = common::http::request(&outside, "GET", path, &[], None).unwrap();
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+    }
 }

@@ -289,8 +289,16 @@ fn a_join_runs_once_all_slots_are_filled_within_the_window() {
             .map(|s| (s["waiting"].clone(), s["since"].clone()))
             .unwrap()
     };
-    assert_eq!(since("rain"), (serde_json::json!(1), serde_json::json!(rain_at)), "{m}");
-    assert_eq!(since("flow"), (serde_json::json!(0), serde_json::Value::Null), "{m}");
+    assert_eq!(
+        since("rain"),
+        (serde_json::json!(1), serde_json::json!(rain_at)),
+        "{m}"
+    );
+    assert_eq!(
+        since("flow"),
+        (serde_json::json!(0), serde_json::Value::Null),
+        "{m}"
+    );
     let ends = chrono::DateTime::parse_from_rfc3339(m["window_ends"].as_str().unwrap()).unwrap();
     let arrived = chrono::DateTime::parse_from_rfc3339(&rain_at).unwrap();
     assert_eq!(ends - arrived, chrono::Duration::seconds(30), "{m}");
