@@ -55,73 +55,12 @@ pub fn content_values(
     if filters.is_empty() {
         return values;
     }
-    let mut reader = Reader::from_reader(document);
-    let mut buf = Vec::new();
-    let mut stack: Vec<Vec<u8>> = Vec::new();
-    let mut depth = 0usize;
-    let mut text: Option<(usize, String)> = None;
-    let at = |stack: &[Vec<u8>], f: &ContentFilter| {
-        stack.len() == f.path.len() && stack.iter().zip(&f.path).all(|(a, b)| a == b.as_bytes())
-    };
-    while let Ok(event) = reader.read_event_into(&mut buf) {
-        match event {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                let empty = matches!(event, Event::Empty(_));
-                if depth > 0 {
-                    stack.push(e.local_name().as_ref().to_vec());
-                    for (i, f) in filters.iter().enumerate() {
-                        if values[i].len() >= most || !at(&stack, f) {
-                            continue;
-                        }
-                        match &f.attribute {
-                            Some(a) => values[i].extend(
-                                e.attributes()
-                                    .with_checks(false)
-                                    .flatten()
-                                    .filter(|x| x.key.local_name().as_ref() == a.as_bytes())
-                                    .map(|x| String::from_utf8_lossy(&x.value).into_owned()),
-                            ),
-                            None if empty => values[i].push(String::new()),
-                            None => text = Some((stack.len(), String::new())),
-                        }
-                    }
-                    if empty {
-                        stack.pop();
-                    }
-                }
-                if !empty {
-                    depth += 1;
-                }
-            }
-            Event::Text(t) => {
-                if let Some((_, s)) = &mut text {
-                    s.push_str(&String::from_utf8_lossy(t.as_ref()));
-                }
-            }
-            Event::End(_) => {
-                if let Some((level, s)) = &text
-                    && *level == stack.len()
-                {
-                    for (i, f) in filters.iter().enumerate() {
-                        if values[i].len() < most && f.attribute.is_none() && at(&stack, f) {
-                            values[i].push(s.trim().to_string());
-                        }
-                    }
-                    text = None;
-                }
-                depth = depth.saturating_sub(1);
-                if depth > 0 {
-                    stack.pop();
-                }
-            }
-            Event::Eof => break,
-            _ => {}
+    walk(document, filters, |i, v| {
+        if values[i].len() < most {
+            values[i].push(v.to_string());
         }
-        if values.iter().all(|v| v.len() >= most) {
-            break;
-        }
-        buf.clear();
-    }
+        values.iter().all(|v| v.len() >= most)
+    });
     values
 }
 
@@ -131,6 +70,19 @@ pub fn content_matches(document: &[u8], filters: &[&ContentFilter]) -> Vec<bool>
     if filters.is_empty() {
         return found;
     }
+    walk(document, filters, |i, v| {
+        if v == filters[i].value {
+            found[i] = true;
+        }
+        found.iter().all(|&f| f)
+    });
+    found
+}
+
+/// Walks a document once, calling `seen(i, value)` for each value at filter `i`'s path (an
+/// attribute's value, an element's trimmed text, `""` for an empty element), until `seen` says
+/// everything wanted is known.
+fn walk(document: &[u8], filters: &[&ContentFilter], mut seen: impl FnMut(usize, &str) -> bool) {
     let mut reader = Reader::from_reader(document);
     let mut buf = Vec::new();
     let mut stack: Vec<Vec<u8>> = Vec::new();
@@ -140,23 +92,25 @@ pub fn content_matches(document: &[u8], filters: &[&ContentFilter]) -> Vec<bool>
         stack.len() == f.path.len() && stack.iter().zip(&f.path).all(|(a, b)| a == b.as_bytes())
     };
     while let Ok(event) = reader.read_event_into(&mut buf) {
+        let mut done = false;
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let empty = matches!(event, Event::Empty(_));
                 if depth > 0 {
                     stack.push(e.local_name().as_ref().to_vec());
                     for (i, f) in filters.iter().enumerate() {
-                        if found[i] || !at(&stack, f) {
+                        if !at(&stack, f) {
                             continue;
                         }
                         match &f.attribute {
                             Some(a) => {
-                                found[i] = e.attributes().with_checks(false).flatten().any(|x| {
-                                    x.key.local_name().as_ref() == a.as_bytes()
-                                        && x.value.as_ref() == f.value.as_bytes()
-                                });
+                                for x in e.attributes().with_checks(false).flatten() {
+                                    if x.key.local_name().as_ref() == a.as_bytes() {
+                                        done |= seen(i, &String::from_utf8_lossy(&x.value));
+                                    }
+                                }
                             }
-                            None if empty => found[i] = f.value.is_empty(),
+                            None if empty => done |= seen(i, ""),
                             None => text = Some((stack.len(), String::new())),
                         }
                     }
@@ -179,8 +133,8 @@ pub fn content_matches(document: &[u8], filters: &[&ContentFilter]) -> Vec<bool>
                 {
                     let value = s.trim();
                     for (i, f) in filters.iter().enumerate() {
-                        if !found[i] && f.attribute.is_none() && at(&stack, f) && f.value == value {
-                            found[i] = true;
+                        if f.attribute.is_none() && at(&stack, f) {
+                            done |= seen(i, value);
                         }
                     }
                     text = None;
@@ -193,12 +147,11 @@ pub fn content_matches(document: &[u8], filters: &[&ContentFilter]) -> Vec<bool>
             Event::Eof => break,
             _ => {}
         }
-        if found.iter().all(|&f| f) {
+        if done {
             break;
         }
         buf.clear();
     }
-    found
 }
 
 #[cfg(test)]

@@ -114,7 +114,17 @@ impl Routes {
     /// The rules whose channel, name, format and version match (content not yet looked at), in
     /// file order.
     fn candidates(&self, facts: &Facts<'_>) -> Vec<&Route> {
-        let name = String::from_utf8_lossy(facts.name);
+        self.by_name(facts.name)
+            .into_iter()
+            .map(|i| &self.routes[i])
+            .filter(|r| r.matches_facts(facts))
+            .collect()
+    }
+
+    /// The rules whose file pattern takes this name (its last component, or the whole relative
+    /// name), or that have none: their indexes, in file order.
+    fn by_name(&self, name: &[u8]) -> Vec<usize> {
+        let name = String::from_utf8_lossy(name);
         let base = name.rsplit('/').next().unwrap_or(&name);
         let mut by_name: Vec<usize> = self.names.unconditional.clone();
         for m in self
@@ -129,10 +139,6 @@ impl Routes {
         by_name.sort_unstable();
         by_name.dedup();
         by_name
-            .into_iter()
-            .map(|i| &self.routes[i])
-            .filter(|r| r.matches_facts(facts))
-            .collect()
     }
 
     /// Decides for one file, from its facts and, when a rule asks about content, its bytes.
@@ -194,18 +200,7 @@ impl Routes {
     /// `content` is the file's bytes (a content test without them shows nothing found).
     pub fn explain(&self, facts: &Facts<'_>, content: Option<&[u8]>, most: usize) -> Vec<Nearness> {
         let name = String::from_utf8_lossy(facts.name);
-        let base = name.rsplit('/').next().unwrap_or(&name);
-        let mut by_name: std::collections::HashSet<usize> =
-            self.names.unconditional.iter().copied().collect();
-        for m in self
-            .names
-            .set
-            .matches(base)
-            .into_iter()
-            .chain(self.names.set.matches(name.as_ref()))
-        {
-            by_name.insert(self.names.rule_of[m]);
-        }
+        let by_name = self.by_name(facts.name);
         let filters: Vec<&ContentFilter> = self.routes.iter().flat_map(|r| &r.filter).collect();
         let values = content.map(|bytes| content_values(bytes, &filters, 3));
         let mut k = 0;
@@ -222,7 +217,11 @@ impl Routes {
             if let Some(c) = r.channel.as_deref().filter(|c| *c != facts.channel) {
                 fail("channel", c.into(), facts.channel.into());
             }
-            if let Some(f) = r.file.as_deref().filter(|_| !by_name.contains(&i)) {
+            if let Some(f) = r
+                .file
+                .as_deref()
+                .filter(|_| by_name.binary_search(&i).is_err())
+            {
                 fail("file", f.into(), name.clone().into_owned());
             }
             if let Some(f) = r.format.as_deref().filter(|f| *f != facts.format) {
