@@ -9,7 +9,19 @@ let refreshTimer = null;
 
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({
   "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-const time = (t) => (t ? esc(t.replace("T", " ").replace(/\.\d+Z$/, "Z")) : "—");
+// Every time says its zone: UTC (`Z`) by default, or this browser's zone with its offset
+// (`+01:00`) once the header's switch says so.
+const localTimes = () => localStorage.getItem("pom-zone") === "local";
+function time(t) {
+  if (!t) return "—";
+  if (!localTimes()) return esc(t.replace("T", " ").replace(/\.\d+Z$/, "Z"));
+  const d = new Date(t);
+  if (Number.isNaN(d.getTime())) return esc(t);
+  const pad = (n) => String(Math.abs(n)).padStart(2, "0");
+  const off = -d.getTimezoneOffset();
+  return esc(`${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:` +
+    `${pad(d.getSeconds())} ${off < 0 ? "-" : "+"}${pad(Math.trunc(off / 60))}:${pad(off % 60)}`);
+}
 const ago = (s) => s == null ? "never" : s < 90 ? `${s}s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` :
   s < 172800 ? `${Math.round(s / 3600)} h ago` : `${Math.round(s / 86400)} d ago`;
 const badge = (state) => `<span class="badge s-${esc(state)}">${esc(String(state).replace("_", " "))}</span>`;
@@ -417,7 +429,17 @@ document.getElementById("signout").addEventListener("click", async () => {
   render();
 });
 
+function showZone() {
+  document.getElementById("zone").textContent = localTimes() ? "local time" : "UTC";
+}
+document.getElementById("zone").addEventListener("click", () => {
+  localStorage.setItem("pom-zone", localTimes() ? "utc" : "local");
+  showZone();
+  render();
+});
+
 (async () => {
+  showZone();
   try {
     const t = await api("/api/theme");
     document.getElementById("title").textContent = t.title;

@@ -154,7 +154,12 @@ pub(super) fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
     } else {
         println!(
             "{:<20} {:>9} {:>9} {:>9} {:>9}  {:<33} paused",
-            "channel", "claimed", "archived", "rejected", "duplicate", "last arrival (UTC)"
+            "channel",
+            "claimed",
+            "archived",
+            "rejected",
+            "duplicate",
+            format!("last arrival ({})", super::zone())
         );
     }
     for c in &channels {
@@ -166,17 +171,23 @@ pub(super) fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
             n(State::Archived),
             n(State::Rejected),
             n(State::Duplicate),
-            c.last_arrival.as_deref().unwrap_or("-"),
+            c.last_arrival
+                .as_deref()
+                .map_or("-".into(), super::shown_time),
             paused
                 .iter()
                 .find(|(kind, name, _)| kind == "channel" && *name == c.channel)
-                .map(|(_, _, p)| format!("by {} at {}", p.by, p.at))
+                .map(|(_, _, p)| format!("by {} at {}", p.by, super::shown_time(&p.at)))
                 .unwrap_or_else(|| "no".into())
         );
     }
     for (kind, name, p) in &paused {
         if kind == "channel" && !channels.iter().any(|c| &c.channel == name) {
-            println!("channel {name} paused by {} at {}", p.by, p.at);
+            println!(
+                "channel {name} paused by {} at {}",
+                p.by,
+                super::shown_time(&p.at)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -414,7 +425,11 @@ pub(super) fn models(paths: &Paths, json: bool) -> Result<ExitCode> {
     }
     println!(
         "{:<24} {:<9} {:<28} {:<36} {:>7}  inputs",
-        "model", "trigger", "next (UTC)", "paused", "waiting"
+        "model",
+        "trigger",
+        format!("next ({})", super::zone()),
+        "paused",
+        "waiting"
     );
     for r in &rows {
         let paused = match (r["paused_by"].as_str(), r["paused_in_rules"].as_bool()) {
@@ -426,7 +441,7 @@ pub(super) fn models(paths: &Paths, json: bool) -> Result<ExitCode> {
             "{:<24} {:<9} {:<28} {:<36} {:>7}  {}",
             r["name"].as_str().unwrap_or(""),
             r["trigger"].as_str().unwrap_or(""),
-            r["next"].as_str().unwrap_or("-"),
+            r["next"].as_str().map_or("-".into(), super::shown_time),
             paused,
             r["waiting_inputs"],
             r["inputs"]
@@ -460,12 +475,17 @@ pub(super) fn runs(paths: &Paths, a: &RunsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<40} {:<11} {:<11} {:>7} {:<25} {:>9}  reason",
-        "run", "state", "mode", "attempt", "time0", "duration"
+        "{:<40} {:<11} {:<11} {:>7} {:<27} {:>9}  reason",
+        "run",
+        "state",
+        "mode",
+        "attempt",
+        format!("time0 ({})", super::zone()),
+        "duration"
     );
     for r in rows {
         println!(
-            "{:<40} {:<11} {:<11} {:>7} {:<25} {:>9}  {}",
+            "{:<40} {:<11} {:<11} {:>7} {:<27} {:>9}  {}",
             r.id,
             r.state.name(),
             if r.session.is_some() {
@@ -474,7 +494,7 @@ pub(super) fn runs(paths: &Paths, a: &RunsArgs) -> Result<ExitCode> {
                 "operational"
             },
             r.attempt,
-            r.time0,
+            super::shown_time(&r.time0),
             duration(r.started_at.as_deref(), r.ended_at.as_deref()),
             r.reason.as_deref().unwrap_or("")
         );
@@ -600,7 +620,7 @@ pub(super) fn audit(paths: &Paths, a: &AuditArgs) -> Result<ExitCode> {
     for e in log {
         println!(
             "{}  {:<12} {:<15} {:<40} {}{}",
-            e.at,
+            super::shown_time(&e.at),
             e.who,
             e.action,
             e.target,
@@ -629,7 +649,7 @@ pub(super) fn alerts(paths: &Paths, json: bool) -> Result<ExitCode> {
     for a in list {
         println!(
             "{}  {:<14} {}",
-            a["since"].as_str().unwrap_or_default(),
+            super::shown_time(a["since"].as_str().unwrap_or_default()),
             a["kind"].as_str().unwrap_or_default(),
             a["message"].as_str().unwrap_or_default()
         );

@@ -38,8 +38,39 @@ use serve::*;
 pub(super) struct Cli {
     #[command(flatten)]
     paths: Paths,
+    /// Show times in this machine's time zone, with their offset (default: UTC).
+    #[arg(long, global = true)]
+    local: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Whether tables show local times (`--local`); set once, at start.
+static LOCAL_TIMES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// A time as the tables show it, saying its zone: UTC as the ledger keeps it (`…Z`), or with
+/// `--local` this machine's time with its offset (`2026-11-30 23:54:17 +01:00`). Anything that
+/// is not a time is shown as it is.
+pub(super) fn shown_time(t: &str) -> String {
+    if !LOCAL_TIMES.get().copied().unwrap_or(false) {
+        return t.to_string();
+    }
+    match chrono::DateTime::parse_from_rfc3339(t) {
+        Ok(at) => at
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string(),
+        Err(_) => t.to_string(),
+    }
+}
+
+/// The zone the tables' times are in, for their headers.
+pub(super) fn zone() -> &'static str {
+    if LOCAL_TIMES.get().copied().unwrap_or(false) {
+        "local"
+    } else {
+        "UTC"
+    }
 }
 
 /// Where things are. Every path has a flag and an environment variable.
@@ -427,6 +458,7 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut cli = Cli::parse();
+    let _ = LOCAL_TIMES.set(cli.local);
     if !matches!(cli.command, Command::Serve(_)) {
         // A reader that goes away (`pom runs --json | head`) ends the command quietly, as it
         // does any Unix tool, instead of a panic on the closed pipe.

@@ -145,6 +145,26 @@ fn status_and_files_read_the_ledger_as_text_and_json() {
     let out = gw.pom().args(["status"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("obs") && text.contains("queue: 0"), "{text}");
+    assert!(
+        text.contains("last arrival (UTC)") && text.contains("Z "),
+        "{text}"
+    );
+    // With --local, times are the machine's, with their offset, and the header says so.
+    let out = gw
+        .pom()
+        .env("TZ", "Europe/Paris")
+        .args(["status", "--local"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let received = chrono::DateTime::parse_from_rfc3339(rows[0]["received_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono_tz::Europe::Paris);
+    let offset = received.format("%:z").to_string();
+    assert!(
+        text.contains("last arrival (local)") && text.contains(&format!(" {offset}")),
+        "{offset}: {text}"
+    );
 
     let out = gw
         .pom()

@@ -100,6 +100,37 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         .unwrap()
         .clone();
     assert_eq!(fc["paused"]["by"], "alice", "{fc}");
+    // The CLI shows the pause made from the page, and who made it.
+    let out = gw.pom().args(["models"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("fc ") && l.contains("yes, by alice at ")),
+        "{text}"
+    );
+
+    // Times say their zone: UTC by default, the browser's own with its offset on the switch.
+    let arrival = "return document.querySelector('#channels tr[data-channel=\"obs\"] td:nth-child(4)').textContent";
+    b.wait_until(
+        "UTC times",
+        &format!("return /Z/.test((() => {{ {arrival} }})())"),
+        10,
+    );
+    b.click(&b.wait_for("#zone", 5));
+    b.wait_until(
+        "local times with their offset",
+        &format!(
+            "return /\\d [+-]\\d\\d:\\d\\d/.test((() => {{ {arrival} }})()) && \
+             document.getElementById('zone').textContent === 'local time'"
+        ),
+        10,
+    );
+    b.click(&b.wait_for("#zone", 5));
+    b.wait_until(
+        "back to UTC",
+        "return document.getElementById('zone').textContent === 'UTC'",
+        10,
+    );
 
     // Its next input waits...
     gw.drop_file("obs", "fc_2.xml", &pi_series(2, 2));
