@@ -18,6 +18,11 @@ fn examples_dir() -> PathBuf {
 /// A gateway on the repository's own rules, unchanged, with the example models on its PATH,
 /// started, and the sample observations (rainfall and discharge) dropped.
 fn sample_chain_started() -> Gateway {
+    sample_chain_with(|_| {})
+}
+
+/// As [`sample_chain_started`], with a chance to change the gateway before it starts.
+pub(crate) fn sample_chain_with(before: impl FnOnce(&mut Gateway)) -> Gateway {
     let mut gw = Gateway::new();
     std::fs::remove_dir_all(gw.rules()).unwrap();
     common::copy_dir(&repo().join("rules"), &gw.rules());
@@ -27,6 +32,7 @@ fn sample_chain_started() -> Gateway {
         std::env::var("PATH").unwrap_or_default()
     );
     gw.extra_env = vec![("PATH".into(), path)];
+    before(&mut gw);
     gw.start();
     for f in [
         "rainfall_Y1232010_20261128T12.xml",

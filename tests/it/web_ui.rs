@@ -1,6 +1,7 @@
 //! End to end, in a real headless Chromium: the overview loads, a file dropped into the spool
 //! makes a run appear live without a reload, pausing a model from the page makes its next input
-//! wait and resuming releases it. The screenshots of the main pages land in `docs/screenshots/`.
+//! wait and resuming releases it. The screenshots of the main pages, taken from the repository's
+//! own sample chain, land in `docs/screenshots/` for the README.
 
 use crate::common;
 
@@ -74,7 +75,6 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         json!(42),
         "the page was not reloaded"
     );
-    shot(&b, "runs.png");
 
     // Signed in, the operator pauses the model from the overview.
     b.go(&format!("{server}/#/"));
@@ -142,7 +142,6 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(runs(&gw).len(), 1, "no run while the model is paused");
     b.wait_for(".alert[data-alert=\"late_feed\"]", 10);
-    shot(&b, "overview.png");
 
     // ... and resuming releases it.
     b.click(&b.wait_for(
@@ -168,7 +167,6 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         b.text(&b.wait_for("#stdout", 1))
             .contains("forecasting from fc_2.xml")
     );
-    shot(&b, "run.png");
     b.go(&format!("{server}/#/files"));
     b.wait_for("#files tr[data-file]", 10);
     b.wait_until(
@@ -176,10 +174,8 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         "return /line [0-9]+/.test(document.querySelector('#files').innerText)",
         10,
     );
-    shot(&b, "files.png");
     b.go(&format!("{server}/#/rules"));
     b.wait_for("dl.facts", 10);
-    shot(&b, "rules.png");
     b.go(&format!("{server}/#/audit"));
     b.wait_for("#audit tbody tr", 10);
     let audit = b.text(&b.wait_for("#audit", 1));
@@ -187,7 +183,6 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         audit.contains("alice") && audit.contains("pause_model") && audit.contains("resume_model"),
         "{audit}"
     );
-    shot(&b, "audit.png");
 
     // The same period replayed: the session's page shows its comparison with the original runs.
     let from = gw
@@ -206,6 +201,83 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         }
         !id.is_empty()
     });
+    b.go(&format!("{server}/#/replay/{id}"));
+    let summary = b.text(&b.wait_for("#summary", 10));
+    assert!(
+        summary.contains("2 output pair(s) matched, 2 identical"),
+        "{summary}"
+    );
+}
+
+/// The README's screenshots: the repository's sample chain, as an operator on duty sees it.
+#[test]
+fn the_readmes_screenshots_show_the_sample_chain() {
+    let gw = crate::sample_chain::sample_chain_with(|gw| {
+        gw.extra_env
+            .push(("POM_TOKEN".into(), format!("alice:{TOKEN}")));
+        gw.extra_args
+            .extend(["--alert-interval".into(), "0.2".into()]);
+    });
+    let broken =
+        std::fs::read(repo().join("examples/samples/obs-pi/discharge_broken_header.xml")).unwrap();
+    gw.drop_file("obs-pi", "discharge_broken_header.xml", &broken);
+    let server = gw.server();
+    let published = gw.spool().join("outgoing/forecasts");
+    eventually(60, "the forecast published", || {
+        std::fs::read_dir(&published).is_ok_and(|mut d| d.next().is_some())
+    });
+    eventually(20, "both runs ended", || {
+        let r = gw.ledger().runs(None, None, 10).unwrap();
+        r.len() == 2 && r.iter().all(|r| r.ended_at.is_some())
+    });
+
+    let b = Browser::start();
+    b.go(&format!("{server}/#/"));
+    let token = b.wait_for("#token", 10);
+    b.type_into(&token, TOKEN);
+    b.click(&b.wait_for("#signin button", 5));
+    b.wait_until(
+        "signed in",
+        "return document.getElementById('who').textContent.includes('alice')",
+        10,
+    );
+    // A pause and a resume, for the audit log.
+    for action in ["pause_model", "resume_model"] {
+        b.click(&b.wait_for(
+            &format!(
+                "button[data-action=\"{action}\"][data-target=\"propagation\"]:not([disabled])"
+            ),
+            10,
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    b.wait_for("#models tr[data-model=\"propagation\"] .state .s-idle", 10);
+    shot(&b, "overview.png");
+    b.go(&format!("{server}/#/runs"));
+    b.wait_for("#runs tr[data-model=\"propagation\"] .s-succeeded", 10);
+    shot(&b, "runs.png");
+    let run = gw.ledger().runs(Some("propagation"), None, 1).unwrap()[0]
+        .id
+        .clone();
+    b.go(&format!("{server}/#/run/{run}"));
+    b.wait_for("#stdout", 10);
+    shot(&b, "run.png");
+    b.go(&format!("{server}/#/files"));
+    b.wait_until(
+        "the rejected sample with its line",
+        "return /line [0-9]+/.test(document.querySelector('#files').innerText)",
+        10,
+    );
+    shot(&b, "files.png");
+    b.go(&format!("{server}/#/rules"));
+    b.wait_for("#routes", 10);
+    shot(&b, "rules.png");
+    b.go(&format!("{server}/#/audit"));
+    b.wait_for("#audit tbody tr", 10);
+    shot(&b, "audit.png");
+
+    gw.replay_everything("rehearsal");
+    let id = gw.ledger().session("rehearsal").unwrap().unwrap().id;
     b.go(&format!("{server}/#/replay/{id}"));
     let summary = b.text(&b.wait_for("#summary", 10));
     assert!(
