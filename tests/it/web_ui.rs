@@ -263,9 +263,10 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     b.wait_for("#stdout", 10);
     shot(&b, "run.png");
     b.go(&format!("{server}/#/files"));
+    b.wait_for("#files", 10);
     b.wait_until(
         "the rejected sample with its line",
-        "return /line [0-9]+/.test(document.querySelector('#files').innerText)",
+        "const f = document.querySelector('#files'); return !!f && /line [0-9]+/.test(f.innerText)",
         10,
     );
     shot(&b, "files.png");
@@ -275,6 +276,25 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     b.go(&format!("{server}/#/audit"));
     b.wait_for("#audit tbody tr", 10);
     shot(&b, "audit.png");
+
+    // On a phone's width, every page fits: nothing wider than the screen but a table's own
+    // sideways scroll.
+    b.resize(390, 844);
+    for page in [
+        "#/",
+        "#/runs",
+        &format!("#/run/{run}"),
+        "#/files",
+        "#/rules",
+        "#/audit",
+    ] {
+        b.go(&format!("{server}/{page}"));
+        b.wait_for("main h1", 10);
+        std::thread::sleep(Duration::from_millis(300));
+        let fits = b.eval("return document.documentElement.scrollWidth <= window.innerWidth + 1");
+        assert_eq!(fits, json!(true), "{page} is wider than a phone");
+    }
+    b.resize(1400, 1000);
 
     gw.replay_everything("rehearsal");
     let id = gw.ledger().session("rehearsal").unwrap().unwrap().id;

@@ -87,6 +87,15 @@ impl Browser {
         format!("/session/{}{rest}", self.session)
     }
 
+    /// Sets the window's size (a phone: 390 by 844).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            &self.s("/window/rect"),
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
     /// Opens a URL.
     pub fn go(&self, url: &str) {
         self.call("POST", &self.s("/url"), Some(json!({ "url": url })));
