@@ -156,10 +156,28 @@ function timelineSvg(t) {
   names.forEach((m, i) => {
     const y = i * row + 4;
     out += `<text x="4" y="${y + 13}" class="label">${esc(m)}</text>`;
-    for (const r of t.models[m]) {
-      const s = Date.parse(r.time0), e = r.ended_at ? Date.parse(r.ended_at) : to;
-      const w = Math.max(2, x(e) - x(s));
-      out += `<a href="#/run/${encodeURIComponent(r.id)}"><rect x="${x(s)}" y="${y}" width="${w}" height="${row - 6}" class="bar s-${esc(r.state)}"><title>${esc(r.id)} ${esc(r.state)}</title></rect></a>`;
+    // Runs that start within a few pixels of each other (a burst) are one mark that says how
+    // many, coloured by the worst of them, linking to their list; a lone run links to itself.
+    const runs = t.models[m].map((r) => ({ r, s: Date.parse(r.time0), e: r.ended_at ? Date.parse(r.ended_at) : to }))
+      .sort((a, b) => a.s - b.s);
+    const groups = [];
+    for (const run of runs) {
+      const g = groups[groups.length - 1];
+      if (g && x(run.s) - x(g[0].s) < 4) g.push(run); else groups.push([run]);
+    }
+    const worst = ["failed", "timed_out", "interrupted", "running", "queued", "cancelled", "succeeded"];
+    for (const g of groups) {
+      const s0 = g[0].s, e0 = Math.max(...g.map((v) => v.e));
+      const w = Math.max(2, x(e0) - x(s0));
+      if (g.length === 1) {
+        const r = g[0].r;
+        out += `<a href="#/run/${encodeURIComponent(r.id)}"><rect x="${x(s0)}" y="${y}" width="${w}" height="${row - 6}" class="bar s-${esc(r.state)}"><title>${esc(r.id)} ${esc(r.state)}</title></rect></a>`;
+        continue;
+      }
+      const state = worst.find((st) => g.some((v) => v.r.state === st)) ?? g[0].r.state;
+      out += `<a href="#/runs?model=${encodeURIComponent(m)}"><rect x="${x(s0)}" y="${y}" width="${Math.max(w, 6)}" height="${row - 6}" class="bar burst s-${esc(state)}">` +
+        `<title>${g.length} runs from ${esc(new Date(s0).toISOString().slice(11, 19))}Z</title></rect>` +
+        `<text x="${x(s0) + Math.max(w, 6) + 2}" y="${y + 12}" class="count">×${g.length}</text></a>`;
     }
   });
   return out + "</svg>";

@@ -159,7 +159,15 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         15,
     );
 
-    // The other pages, for the README.
+    // Two runs seconds apart on the 24 h timeline: one mark that says how many, not one tick.
+    b.go(&format!("{server}/#/runs"));
+    b.wait_until(
+        "a burst shown with its count",
+        "return [...document.querySelectorAll('#timeline .count')].some((t) => t.textContent === '×2')",
+        10,
+    );
+
+    // The other pages.
     let run = runs(&gw)[0]["id"].as_str().unwrap().to_string();
     b.go(&format!("{server}/#/run/{run}"));
     b.wait_for("#stdout", 10);
