@@ -240,6 +240,7 @@ async function run(id) {
       <dt>Queued</dt><dd>${time(r.queued_at)}</dd><dt>Started</dt><dd>${time(r.started_at)}</dd><dt>Ended</dt><dd>${time(r.ended_at)}</dd>
       <dt>Exit code</dt><dd>${r.exit_code ?? "—"}</dd><dt>Reason</dt><dd>${esc(r.reason ?? "—")}</dd><dt>Folder</dt><dd><code>${esc(r.run_dir)}</code></dd>
       ${r.state_start ? `<dt>State</dt><dd>${r.state_start === "warm" ? `warm from ${runLink(r.state_from)} valid at ${time(r.state_valid_at)}` : "cold"}</dd>` : ""}</dl>
+    <section><h2>Hydrograph</h2><div id="hydrograph" class="muted">Loading…</div></section>
     <section><h2>Inputs</h2><table><thead><tr><th>Slot</th><th>File</th><th>Channel</th><th>Produced by</th></tr></thead><tbody>
       ${d.inputs.map((i) => `<tr><td>${esc(i.slot)}</td><td>${fileLink(i.file, i.name)}</td><td>${esc(i.channel)}</td><td>${runLink(i.produced_by)}</td></tr>`).join("")}</tbody></table></section>
     <section><h2>Outputs</h2><table><thead><tr><th>Name</th><th>Channel</th><th>File</th><th>State</th></tr></thead><tbody>
@@ -249,6 +250,85 @@ async function run(id) {
     <section><h2>Diagnostics</h2>${r.diag.length ? `<ul class="diag">${r.diag.map((l) => `<li class="lvl-${esc(l.level)}">${esc(l.level)}: ${esc(l.description)}</li>`).join("")}</ul>` : `<p class="muted">none</p>`}</section>
     <section><h2>Standard output (tail)</h2><pre id="stdout">${esc(d.stdout_tail) || "—"}</pre></section>
     <section><h2>Standard error (tail)</h2><pre id="stderr">${esc(d.stderr_tail) || "—"}</pre></section>`;
+  await drawHydrograph(`/api/series?run=${encodeURIComponent(r.id)}`);
+}
+
+// ---- hydrographs -------------------------------------------------------------------------
+// Drawn here as SVG from /api/series (thinned on the server: a peak is never lost): one chart
+// per location and parameter family, the run's outputs against its inputs (the observations),
+// time0 marked, ensemble members as a bundle of thin lines.
+
+const PALETTE = ["#1f5fa8", "#c0392b", "#2e8b57", "#8e44ad", "#d68910", "#117a8b", "#6c3483", "#7f8c8d"];
+
+function shortTime(ms) {
+  if (localTimes()) {
+    const d = new Date(ms), p = (n) => String(n).padStart(2, "0");
+    return `${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
+  }
+  return new Date(ms).toISOString().slice(5, 16).replace("T", " ") + "Z";
+}
+
+async function drawHydrograph(url) {
+  const box = document.getElementById("hydrograph");
+  if (!box) return;
+  let h;
+  try { h = await api(url); } catch (e) { box.textContent = e.message; return; }
+  if (!h.series.length) { box.textContent = "No PI time series to plot."; return; }
+  const groups = new Map();
+  for (const s of h.series) {
+    const key = `${s.location} · ${s.family}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(s);
+  }
+  box.className = "";
+  box.innerHTML = [...groups].map(([key, list]) => chart(key, list, h.time0)).join("");
+}
+
+function chart(title, list, time0) {
+  const W = 1000, H = 280, L = 64, R = 12, T = 12, B = 28;
+  let t0 = Infinity, t1 = -Infinity, v0 = Infinity, v1 = -Infinity;
+  for (const s of list) {
+    for (let i = 0; i < s.t.length; i++) {
+      t0 = Math.min(t0, s.t[i]); t1 = Math.max(t1, s.t[i]);
+      if (s.v[i] != null) { v0 = Math.min(v0, s.v[i]); v1 = Math.max(v1, s.v[i]); }
+    }
+  }
+  if (time0 != null) { t0 = Math.min(t0, time0); t1 = Math.max(t1, time0); }
+  if (!Number.isFinite(v0)) { v0 = 0; v1 = 1; }
+  if (v1 <= v0) { v0 -= 1; v1 += 1; }
+  const pad = (v1 - v0) * 0.05; v0 -= pad; v1 += pad;
+  if (t1 <= t0) t1 = t0 + 3600e3;
+  const x = (t) => (L + ((t - t0) / (t1 - t0)) * (W - L - R)).toFixed(1);
+  const y = (v) => (T + (1 - (v - v0) / (v1 - v0)) * (H - T - B)).toFixed(1);
+  let out = `<figure class="hydrograph" data-location="${esc(list[0].location)}"><figcaption>${esc(title)} <span class="muted small">${esc(list[0].unit)}</span></figcaption>
+    <svg class="hydrograph" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">`;
+  for (let k = 0; k <= 4; k++) {
+    const v = v0 + ((v1 - v0) * k) / 4, yy = y(v);
+    out += `<line class="grid" x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}"/><text class="axis" x="${L - 6}" y="${Number(yy) + 4}" text-anchor="end">${v.toPrecision(3)}</text>`;
+  }
+  for (let k = 0; k <= 5; k++) {
+    const t = t0 + ((t1 - t0) * k) / 5, xx = x(t);
+    out += `<line class="grid" x1="${xx}" x2="${xx}" y1="${T}" y2="${H - B}"/><text class="axis" x="${xx}" y="${H - 8}" text-anchor="middle">${esc(shortTime(t))}</text>`;
+  }
+  const legend = [];
+  list.forEach((s, i) => {
+    const colour = PALETTE[i % PALETTE.length];
+    let d = "", pen = "M";
+    for (let k = 0; k < s.t.length; k++) {
+      if (s.v[k] == null) { pen = "M"; continue; }
+      d += `${pen}${x(s.t[k])},${y(s.v[k])}`; pen = "L";
+    }
+    const member = s.member != null;
+    out += `<path class="series role-${esc(s.role)}${member ? " member" : ""}" data-parameter="${esc(s.parameter)}" d="${d}" stroke="${colour}"><title>${esc(s.parameter)} ${esc(s.name)}</title></path>`;
+    if (!member || !legend.some((l) => l.includes(`>${esc(s.parameter)} (members)<`))) {
+      legend.push(`<span><i style="background:${colour}"></i>${esc(s.parameter)}${member ? " (members)" : ""} <span class="muted">${esc(s.role)}, ${fileLink(s.file, s.name)}</span></span>`);
+    }
+  });
+  if (time0 != null) {
+    const xx = x(time0);
+    out += `<line class="time0" x1="${xx}" x2="${xx}" y1="${T}" y2="${H - B}"/><text class="time0-label" x="${Number(xx) + 4}" y="${T + 12}">time0</text>`;
+  }
+  return `${out}</svg><div class="legend">${legend.join("")}</div></figure>`;
 }
 
 async function files(params) {
@@ -305,7 +385,9 @@ async function file(id) {
       ${d.reroutes.map((r) => `<tr><td>${time(r.at)}</td><td>${esc(r.by)}</td><td>${badge(r.route_before ?? "—")}</td><td>${badge(r.route)} ${esc(r.rules.join(", "))}</td>
         <td><code>${esc(r.rules_version.slice(0, 12))}</code></td></tr>`).join("")}</tbody></table></section>` : ""}
     <section><h2>Deliveries</h2><table><thead><tr><th>Model</th><th>Slot</th><th>State</th><th>Run</th></tr></thead><tbody>
-      ${d.deliveries.map(({model: m, slot: s, state: st, run: r}) => `<tr><td>${esc(m)}</td><td>${esc(s)}</td><td>${badge(st)}</td><td>${runLink(r)}</td></tr>`).join("")}</tbody></table></section>`;
+      ${d.deliveries.map(({model: m, slot: s, state: st, run: r}) => `<tr><td>${esc(m)}</td><td>${esc(s)}</td><td>${badge(st)}</td><td>${runLink(r)}</td></tr>`).join("")}</tbody></table></section>
+    ${f.state !== "rejected" && (f.format ?? "").startsWith("pi-timeseries") ? `<section><h2>Hydrograph</h2><div id="hydrograph" class="muted">Loading…</div></section>` : ""}`;
+  await drawHydrograph(`/api/series?file=${encodeURIComponent(f.id)}`);
 }
 
 async function rules() {

@@ -337,6 +337,7 @@ fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
         .route("/api/timeline", get(timeline))
         .route("/api/files", get(files))
         .route("/api/files/{id}", get(file))
+        .route("/api/series", get(series))
         .route("/api/rules", get(rules))
         .route("/api/audit", get(audit))
         .route("/api/alerts", get(alerts))
@@ -844,6 +845,42 @@ async fn file(State(app): State<Shared2>, UrlPath(id): UrlPath<String>) -> ApiRe
                 &d.file,
             );
             Ok(d)
+        })
+        .await?;
+    Ok(json_response(&v))
+}
+
+#[derive(Deserialize)]
+struct SeriesQuery {
+    run: Option<String>,
+    file: Option<String>,
+    points: Option<usize>,
+}
+
+/// Series to plot: a run's inputs and outputs with its time0 (`run=`), or an archived file
+/// (`file=`), each series thinned to `points` (default 2,000, at most 20,000).
+async fn series(State(app): State<Shared2>, Query(q): Query<SeriesQuery>) -> ApiResult {
+    use crate::supervise::series;
+    let most = q.points.unwrap_or(2_000).clamp(4, 20_000);
+    let v = app
+        .read(move |app, r| match (q.run, q.file) {
+            (Some(run), None) => series::of_run(r, app.spool.root(), &run, most)
+                .map_err(internal)?
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no run `{run}`"))),
+            (None, Some(file)) => {
+                if r.get(&file).map_err(internal)?.is_none() {
+                    return Err(ApiError(StatusCode::NOT_FOUND, format!("no file `{file}`")));
+                }
+                Ok(series::Hydrograph {
+                    time0: None,
+                    series: series::of_files(r, app.spool.root(), &[("file", file)], most)
+                        .map_err(internal)?,
+                })
+            }
+            _ => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "give run=RUN or file=FILE".into(),
+            )),
         })
         .await?;
     Ok(json_response(&v))

@@ -170,26 +170,27 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
     // The other pages.
     let run = runs(&gw)[0]["id"].as_str().unwrap().to_string();
     b.go(&format!("{server}/#/run/{run}"));
-    b.wait_for("#stdout", 10);
-    assert!(
-        b.text(&b.wait_for("#stdout", 1))
-            .contains("forecasting from fc_2.xml")
+    b.wait_until(
+        "the run's output",
+        "const o = document.querySelector('#stdout'); \
+         return !!o && o.innerText.includes('forecasting from fc_2.xml')",
+        10,
     );
     b.go(&format!("{server}/#/files"));
     b.wait_for("#files tr[data-file]", 10);
     b.wait_until(
         "the rejected file with its line",
-        "return /line [0-9]+/.test(document.querySelector('#files').innerText)",
+        "const f = document.querySelector('#files'); return !!f && /line [0-9]+/.test(f.innerText)",
         10,
     );
     b.go(&format!("{server}/#/rules"));
     b.wait_for("dl.facts", 10);
     b.go(&format!("{server}/#/audit"));
-    b.wait_for("#audit tbody tr", 10);
-    let audit = b.text(&b.wait_for("#audit", 1));
-    assert!(
-        audit.contains("alice") && audit.contains("pause_model") && audit.contains("resume_model"),
-        "{audit}"
+    b.wait_until(
+        "the operator's actions in the audit log",
+        "const a = document.querySelector('#audit'); return !!a && ['alice', 'pause_model', \
+         'resume_model'].every((w) => a.innerText.includes(w))",
+        10,
     );
 
     // The same period replayed: the session's page shows its comparison with the original runs.
@@ -210,10 +211,12 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         !id.is_empty()
     });
     b.go(&format!("{server}/#/replay/{id}"));
-    let summary = b.text(&b.wait_for("#summary", 10));
-    assert!(
-        summary.contains("2 output pair(s) matched, 2 identical"),
-        "{summary}"
+    // Read in the page in one go: a live event may draw the page again meanwhile.
+    b.wait_until(
+        "the comparison shown",
+        "const s = document.querySelector('#summary'); \
+         return !!s && s.innerText.includes('2 output pair(s) matched, 2 identical')",
+        10,
     );
 }
 
@@ -270,6 +273,35 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     b.go(&format!("{server}/#/run/{run}"));
     b.wait_for("#stdout", 10);
     shot(&b, "run.png");
+    // The rainfall-runoff run's hydrograph: its simulated discharge against the observed one at
+    // the same station, time0 marked, and the rainfall in a chart of its own.
+    let rr = gw.ledger().runs(Some("rainfall-runoff"), None, 1).unwrap()[0]
+        .id
+        .clone();
+    b.go(&format!("{server}/#/run/{rr}"));
+    let q = "figure.hydrograph[data-location=\"Y1232010\"]";
+    b.wait_for(
+        &format!("{q} path.series.role-output[data-parameter=\"Q.sim\"]"),
+        10,
+    );
+    let drawn = b.eval(&format!(
+        "const f = [...document.querySelectorAll('{q}')]; \
+         const seg = (p) => p ? (p.getAttribute('d').match(/[ML]/g) || []).length : 0; \
+         const g = (sel) => f.map((x) => x.querySelector(sel)).find((x) => x); \
+         return {{ charts: f.length, sim: seg(g('path[data-parameter=\"Q.sim\"]')), \
+                  obs: seg(g('path[data-parameter=\"Q.obs\"]')), rain: seg(g('path[data-parameter=\"P.obs\"]')), \
+                  time0: !!g('line.time0') }}"
+    ));
+    assert_eq!(drawn["charts"], json!(2), "discharge and rainfall: {drawn}");
+    assert!(
+        drawn["sim"].as_u64().unwrap() >= 30
+            && drawn["obs"].as_u64().unwrap() == 12
+            && drawn["rain"].as_u64().unwrap() == 12
+            && drawn["time0"] == json!(true),
+        "the simulation past time0, the 12 observations, time0: {drawn}"
+    );
+    shot(&b, "hydrograph.png");
+
     b.go(&format!("{server}/#/files"));
     b.wait_for("#files", 10);
     b.wait_until(
@@ -307,10 +339,12 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     gw.replay_everything("rehearsal");
     let id = gw.ledger().session("rehearsal").unwrap().unwrap().id;
     b.go(&format!("{server}/#/replay/{id}"));
-    let summary = b.text(&b.wait_for("#summary", 10));
-    assert!(
-        summary.contains("2 output pair(s) matched, 2 identical"),
-        "{summary}"
+    // Read in the page in one go: a live event may draw the page again meanwhile.
+    b.wait_until(
+        "the comparison shown",
+        "const s = document.querySelector('#summary'); \
+         return !!s && s.innerText.includes('2 output pair(s) matched, 2 identical')",
+        10,
     );
     shot(&b, "replay.png");
 }
