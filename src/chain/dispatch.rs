@@ -402,6 +402,19 @@ impl Dispatcher {
         }
         let files: Vec<String> = inputs.iter().map(|p| p.submission.clone()).collect();
         let (mirrors, time0) = self.reader.mirror_of(&model.name, &files)?;
+        // A model that keeps a state: its replay follows the original's state chain. While the
+        // replay's run that mirrors the one the original started from is still to come or to
+        // end, this run waits for its state, as the original did (files of a replay may be
+        // decided out of order).
+        if model.state.is_some()
+            && let Some(original) = mirrors.as_deref()
+            && let Some(from) = self.reader.run(original)?.and_then(|r| r.state_from)
+            && self
+                .reader
+                .replay_state_coming(session, &model.name, &from)?
+        {
+            return Ok(());
+        }
         let now = self.clock.now();
         let time0 = time0.unwrap_or(now);
         let new = self.new_replay_run(model, time0, &inputs, session, mirrors.clone());

@@ -814,6 +814,29 @@ impl Ledger {
         }))
     }
 
+    /// Whether a replay session is still making the state of the run that mirrors `original`
+    /// for `model`: that replay run has not ended, or a file of the session replaying one of
+    /// `original`'s inputs is still being examined or waits, delivered to `model`.
+    pub fn replay_state_coming(
+        &self,
+        session: &str,
+        model: &str,
+        original: &str,
+    ) -> Result<bool, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE session = ?1 AND model = ?2
+                                AND mirrors = ?3 AND ended_at IS NULL)
+                     OR EXISTS (SELECT 1 FROM run_inputs i JOIN submissions s ON s.origin = i.submission
+                                WHERE i.run = ?3 AND s.session = ?1
+                                AND (s.state = 'claimed' OR EXISTS (
+                                     SELECT 1 FROM deliveries d WHERE d.submission = s.id
+                                     AND d.model = ?2 AND d.state = 'pending')))",
+            )
+            .and_then(|mut st| st.query_row(params![session, model, original], |r| r.get(0)))
+            .map_err(sq(self.path(), "read a replay's state chain"))
+    }
+
     /// Says how a run started: `warm` from a run's state valid at a time, or `cold`.
     pub fn set_run_state(
         &mut self,

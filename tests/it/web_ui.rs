@@ -18,6 +18,19 @@ fn runs(gw: &Gateway) -> Vec<serde_json::Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
+/// Opens the overview and signs in as alice with her token.
+fn sign_in(b: &Browser, server: &str) {
+    b.go(&format!("{server}/#/"));
+    let token = b.wait_for("#token", 10);
+    b.type_into(&token, TOKEN);
+    b.click(&b.wait_for("#signin button", 5));
+    b.wait_until(
+        "signed in",
+        "return document.getElementById('who').textContent.includes('alice')",
+        10,
+    );
+}
+
 fn shot(b: &Browser, name: &str) {
     b.screenshot(&repo().join("docs/screenshots").join(name));
 }
@@ -77,15 +90,7 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
     );
 
     // Signed in, the operator pauses the model from the overview.
-    b.go(&format!("{server}/#/"));
-    let token = b.wait_for("#token", 10);
-    b.type_into(&token, TOKEN);
-    b.click(&b.wait_for("#signin button", 5));
-    b.wait_until(
-        "signed in",
-        "return document.getElementById('who').textContent.includes('alice')",
-        10,
-    );
+    sign_in(&b, &server);
     b.click(&b.wait_for(
         "button[data-action=\"pause_model\"][data-target=\"fc\"]:not([disabled])",
         10,
@@ -243,15 +248,7 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     });
 
     let b = Browser::start();
-    b.go(&format!("{server}/#/"));
-    let token = b.wait_for("#token", 10);
-    b.type_into(&token, TOKEN);
-    b.click(&b.wait_for("#signin button", 5));
-    b.wait_until(
-        "signed in",
-        "return document.getElementById('who').textContent.includes('alice')",
-        10,
-    );
+    sign_in(&b, &server);
     // A pause and a resume, for the audit log.
     for action in ["pause_model", "resume_model"] {
         b.click(&b.wait_for(
