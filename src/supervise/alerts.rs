@@ -79,6 +79,9 @@ pub struct Facts {
     /// Channels that expect every file routed and hold unrouted ones: (channel, how many, the
     /// newest's id and name).
     pub unrouted: Vec<(String, i64, String, String)>,
+    /// The first ledger read that failed, if one did: the facts are then incomplete, and no
+    /// alert is raised or cleared on them.
+    pub unread: Option<String>,
 }
 
 /// A channel that declares its cadence.
@@ -257,49 +260,56 @@ pub fn gather(
     started: DateTime<Utc>,
 ) -> Facts {
     let paused = board.paused_channels();
-    let feeds = rules
-        .channels
-        .values()
-        .filter_map(|c| {
-            let (cadence, grace) = c.cadence?;
-            let last = last_arrival(reader, &c.name);
-            Some(Feed {
-                channel: c.name.clone(),
-                cadence,
-                grace,
-                last,
-                paused: paused.contains_key(&c.name),
-            })
-        })
-        .collect();
-    let failed = rules
-        .models
-        .keys()
-        .filter_map(|m| reader.last_run(m).ok().flatten())
-        .filter(|r| matches!(r.state.name(), "failed" | "timed_out"))
-        .map(|r| {
-            (
+    let mut unread: Option<String> = None;
+    let mut read = |e: crate::ledger::LedgerError| {
+        unread.get_or_insert_with(|| e.to_string());
+    };
+    let mut feeds = Vec::new();
+    for c in rules.channels.values() {
+        let Some((cadence, grace)) = c.cadence else {
+            continue;
+        };
+        let last = match reader.last_id_on(&c.name) {
+            Ok(id) => id.and_then(|id| ClaimId::parse(&id)).map(|id| id.time()),
+            Err(e) => {
+                read(e);
+                continue;
+            }
+        };
+        feeds.push(Feed {
+            channel: c.name.clone(),
+            cadence,
+            grace,
+            last,
+            paused: paused.contains_key(&c.name),
+        });
+    }
+    let mut failed = Vec::new();
+    for m in rules.models.keys() {
+        match reader.last_run(m) {
+            Ok(Some(r)) if matches!(r.state.name(), "failed" | "timed_out") => failed.push((
                 r.model,
                 r.id,
                 r.state.name().replace('_', " "),
                 r.reason.unwrap_or_default(),
-            )
-        })
-        .collect();
-    let unrouted = rules
-        .channels
-        .values()
-        .filter(|c| c.expect_routed)
-        .filter_map(|c| match reader.unrouted_on(&c.name) {
-            Ok((n, Some((id, name)))) if n > 0 => Some((
+            )),
+            Ok(_) => {}
+            Err(e) => read(e),
+        }
+    }
+    let mut unrouted = Vec::new();
+    for c in rules.channels.values().filter(|c| c.expect_routed) {
+        match reader.unrouted_on(&c.name) {
+            Ok((n, Some((id, name)))) if n > 0 => unrouted.push((
                 c.name.clone(),
                 n,
                 id,
                 String::from_utf8_lossy(&name).into_owned(),
             )),
-            _ => None,
-        })
-        .collect();
+            Ok(_) => {}
+            Err(e) => read(e),
+        }
+    }
     Facts {
         unrouted,
         feeds,
@@ -307,6 +317,7 @@ pub fn gather(
         refused: board.refused(),
         disk: disk_space(spool),
         started: Some(started),
+        unread,
     }
 }
 
@@ -348,7 +359,23 @@ pub fn spawn(
             board.health().beat("alerts");
             let facts = gather(&reader, &current(&rules), &board, &spool, started);
             let previous = board.alerts();
-            let mut now = evaluate(&facts, settings.min_free, clock.now(), &previous);
+            // A ledger read that failed (busy, I/O error) leaves the facts incomplete: the stage
+            // shows degraded (a `stage` alert), and the alerts in force stay as they are.
+            board.health().fault(
+                "alerts",
+                facts
+                    .unread
+                    .as_ref()
+                    .map(|e| format!("cannot read the ledger: {e}")),
+            );
+            let mut now = match facts.unread {
+                Some(_) => previous
+                    .iter()
+                    .filter(|a| a.kind != "stage")
+                    .cloned()
+                    .collect(),
+                None => evaluate(&facts, settings.min_free, clock.now(), &previous),
+            };
             now.extend(stage_alerts(&board, &previous, clock.now()));
             let cleared: Vec<Alert> = previous
                 .iter()

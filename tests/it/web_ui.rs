@@ -264,17 +264,18 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     b.go(&format!("{server}/#/runs"));
     b.wait_for("#runs tr[data-model=\"propagation\"] .s-succeeded", 10);
     shot(&b, "runs.png");
-    let run = gw.ledger().runs(Some("propagation"), None, 1).unwrap()[0]
-        .id
-        .clone();
+    let latest = |model: &str| {
+        gw.ledger().runs(Some(model), None, 1).unwrap()[0]
+            .id
+            .clone()
+    };
+    let run = latest("propagation");
     b.go(&format!("{server}/#/run/{run}"));
     b.wait_for("#stdout", 10);
     shot(&b, "run.png");
     // The rainfall-runoff run's hydrograph: its simulated discharge against the observed one at
     // the same station, time0 marked, and the rainfall in a chart of its own.
-    let rr = gw.ledger().runs(Some("rainfall-runoff"), None, 1).unwrap()[0]
-        .id
-        .clone();
+    let rr = latest("rainfall-runoff");
     b.go(&format!("{server}/#/run/{rr}"));
     let q = "figure.hydrograph[data-location=\"Y1232010\"]";
     b.wait_for(
