@@ -300,7 +300,9 @@ function chart(title, list, time0) {
   if (t1 <= t0) t1 = t0 + 3600e3;
   const x = (t) => (L + ((t - t0) / (t1 - t0)) * (W - L - R)).toFixed(1);
   const y = (v) => (T + (1 - (v - v0) / (v1 - v0)) * (H - T - B)).toFixed(1);
-  let out = `<figure class="hydrograph" data-location="${esc(list[0].location)}"><figcaption>${esc(title)} <span class="muted small">${esc(list[0].unit)}</span></figcaption>
+  const loc = list[0].location;
+  const caption = `<a href="#/station/${encodeURIComponent(loc)}">${esc(loc)}</a> · ${esc(list[0].family)}`;
+  let out = `<figure class="hydrograph" data-location="${esc(loc)}"><figcaption>${caption} <span class="muted small">${esc(list[0].unit)}</span></figcaption>
     <svg class="hydrograph" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">`;
   for (let k = 0; k <= 4; k++) {
     const v = v0 + ((v1 - v0) * k) / 4, yy = y(v);
@@ -308,7 +310,7 @@ function chart(title, list, time0) {
   }
   for (let k = 0; k <= 5; k++) {
     const t = t0 + ((t1 - t0) * k) / 5, xx = x(t);
-    out += `<line class="grid" x1="${xx}" x2="${xx}" y1="${T}" y2="${H - B}"/><text class="axis" x="${xx}" y="${H - 8}" text-anchor="middle">${esc(shortTime(t))}</text>`;
+    out += `<line class="grid" x1="${xx}" x2="${xx}" y1="${T}" y2="${H - B}"/><text class="axis" x="${xx}" y="${H - 8}" text-anchor="${k === 5 ? "end" : "middle"}">${esc(shortTime(t))}</text>`;
   }
   const legend = [];
   list.forEach((s, i) => {
@@ -326,9 +328,33 @@ function chart(title, list, time0) {
   });
   if (time0 != null) {
     const xx = x(time0);
-    out += `<line class="time0" x1="${xx}" x2="${xx}" y1="${T}" y2="${H - B}"/><text class="time0-label" x="${Number(xx) + 4}" y="${T + 12}">time0</text>`;
+    // Its label on the side with room for it.
+    const right = Number(xx) < W - R - 60;
+    out += `<line class="time0" x1="${xx}" x2="${xx}" y1="${T}" y2="${H - B}"/><text class="time0-label" x="${Number(xx) + (right ? 4 : -4)}" y="${T + 12}" text-anchor="${right ? "start" : "end"}">time0</text>`;
   }
   return `${out}</svg><div class="legend">${legend.join("")}</div></figure>`;
+}
+
+async function stations() {
+  const list = await api("/api/stations");
+  view.innerHTML = `<h1>Stations</h1>
+    <p class="muted small">Every location of the operational PI time series in the archive: open one for its latest forecast against its observations.</p>
+    ${list.length ? `<table id="stations"><thead><tr><th>Location</th><th>Parameters</th><th>Observed until</th><th>Latest forecast</th><th>Files</th></tr></thead><tbody>
+    ${list.map((s) => `<tr data-station="${esc(s.location)}"><td><a href="#/station/${encodeURIComponent(s.location)}">${esc(s.location)}</a></td>
+      <td>${esc(s.parameters.join(", "))}</td><td>${s.observed_to ? time(s.observed_to) : "—"}</td><td>${s.forecast_at ? time(s.forecast_at) : "—"}</td><td>${s.files}</td></tr>`).join("")}
+    </tbody></table>` : `<p id="stations" class="muted">No station yet: none of the archived PI time series has been indexed.</p>`}`;
+}
+
+async function station(loc, params) {
+  const days = params.get("days") ?? "3";
+  view.innerHTML = `<h1>Station ${esc(loc)}</h1>
+    <form id="stationdays" class="filters"><label class="inline">Observations of the <select name="days">${["1", "3", "7", "14", "30"].map((d) =>
+      `<option${d === days ? " selected" : ""}>${d}</option>`).join("")}</select> days before the latest forecast</label></form>
+    <section><h2>Latest forecast and observations</h2><div id="hydrograph" class="muted">Loading…</div></section>`;
+  document.getElementById("stationdays").addEventListener("change", (e) => {
+    location.hash = `#/station/${encodeURIComponent(loc)}?days=${e.target.value}`;
+  });
+  await drawHydrograph(`/api/series?station=${encodeURIComponent(loc)}&days=${encodeURIComponent(days)}`);
 }
 
 async function files(params) {
@@ -445,7 +471,7 @@ async function render() {
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("here", a.dataset.nav === (parts[0] || "overview") ||
-    (parts[0] === "run" && a.dataset.nav === "runs") || (parts[0] === "file" && a.dataset.nav === "files") || (parts[0] === "replay" && a.dataset.nav === "replays")));
+    (parts[0] === "run" && a.dataset.nav === "runs") || (parts[0] === "file" && a.dataset.nav === "files") || (parts[0] === "replay" && a.dataset.nav === "replays") || (parts[0] === "station" && a.dataset.nav === "stations")));
   try {
     switch (parts[0]) {
       case undefined: await overview(); break;
@@ -453,6 +479,8 @@ async function render() {
       case "run": await run(decodeURIComponent(parts[1])); break;
       case "files": await files(params); break;
       case "file": await file(decodeURIComponent(parts[1])); break;
+      case "stations": await stations(); break;
+      case "station": await station(decodeURIComponent(parts[1]), params); break;
       case "rules": await rules(); break;
       case "audit": await audit(); break;
       case "replays": await replays(); break;

@@ -117,6 +117,7 @@ pub struct Daemon {
     spool: Spool,
     alerts: JoinHandle<()>,
     stop_alerts: Arc<AtomicBool>,
+    stations: JoinHandle<Result<(), LedgerError>>,
     replay: JoinHandle<()>,
     stop_replay: Arc<AtomicBool>,
     guard: JoinHandle<()>,
@@ -250,6 +251,14 @@ impl Daemon {
             Arc::clone(&stop_alerts),
             config.clock,
         );
+        let stations = crate::supervise::stations::spawn(
+            config.db.clone(),
+            config.spool.clone(),
+            writer.clone(),
+            Arc::clone(&board),
+            Arc::clone(&stop_alerts),
+            config.clock,
+        );
         let (hints_tx, hints_rx) = sync_channel::<Hint>(HINTS);
         let control = Control::new(
             Arc::clone(&board),
@@ -366,6 +375,7 @@ impl Daemon {
             spool,
             alerts,
             stop_alerts,
+            stations,
             replay,
             stop_replay,
             guard,
@@ -411,6 +421,13 @@ impl Daemon {
         self.alerts
             .join()
             .map_err(|_| DaemonError::Panicked("alerts"))?;
+        if let Err(e) = self
+            .stations
+            .join()
+            .map_err(|_| DaemonError::Panicked("stations"))?
+        {
+            tracing::warn!(error = %e, "the station index stopped");
+        }
         drop(self._watch);
         let _ = self.hints.send(Hint::Stop);
         let intake = self

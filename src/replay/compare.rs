@@ -12,9 +12,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use quick_xml::Reader;
-use quick_xml::events::Event;
-
 use crate::ledger::{Ledger, LedgerError, timestamp};
 
 /// A PI time series: its key and its values by time (`date time`).
@@ -40,77 +37,26 @@ impl Series {
     }
 }
 
-/// Reads the series of a PI time series document (leniently: what is not a series is skipped).
+/// Reads the series of a PI time series document (leniently: what is not a series is skipped),
+/// with the hydrographs' reader: times in UTC (`YYYY-MM-DD HH:MM:SS`), missing values left out.
 pub fn read_series(bytes: &[u8]) -> Vec<Series> {
-    let mut reader = Reader::from_reader(bytes);
-    let mut out = Vec::new();
-    let mut cur: Option<Series> = None;
-    let mut miss: Option<f64> = None;
-    let mut field: Option<String> = None;
-    let mut buf = Vec::new();
-    while let Ok(ev) = reader.read_event_into(&mut buf) {
-        match ev {
-            Event::Start(e) | Event::Empty(e) => {
-                let name = e.local_name();
-                match name.as_ref() {
-                    b"series" => {
-                        cur = Some(Series::default());
-                        miss = None;
-                    }
-                    b"locationId" | b"parameterId" | b"ensembleMemberIndex" | b"missVal" => {
-                        field = Some(String::from_utf8_lossy(name.as_ref()).into_owned());
-                    }
-                    b"event" => {
-                        if let Some(s) = cur.as_mut() {
-                            let (mut date, mut time, mut value) = (None, None, None);
-                            for a in e.attributes().with_checks(false).flatten() {
-                                let v = a
-                                    .decode_and_unescape_value(reader.decoder())
-                                    .map(|v| v.into_owned())
-                                    .unwrap_or_default();
-                                match a.key.local_name().as_ref() {
-                                    b"date" => date = Some(v),
-                                    b"time" => time = Some(v),
-                                    b"value" => value = v.trim().parse::<f64>().ok(),
-                                    _ => {}
-                                }
-                            }
-                            if let (Some(d), Some(t), Some(v)) = (date, time, value)
-                                && Some(v) != miss
-                                && v.is_finite()
-                            {
-                                s.values.insert(format!("{d} {t}"), v);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Event::Text(t) => {
-                if let (Some(f), Some(s)) = (&field, cur.as_mut()) {
-                    let text = t.decode().map(|c| c.trim().to_string()).unwrap_or_default();
-                    match f.as_str() {
-                        "locationId" => s.location = text,
-                        "parameterId" => s.parameter = text,
-                        "ensembleMemberIndex" => s.member = Some(text),
-                        _ => miss = text.parse().ok(),
-                    }
-                }
-            }
-            Event::End(e) => {
-                if e.local_name().as_ref() == b"series"
-                    && let Some(s) = cur.take()
-                {
-                    out.push(s);
-                }
-                field = None;
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-        buf.clear();
-    }
-    out
+    crate::supervise::series::read_pi(bytes, usize::MAX)
+        .into_iter()
+        .map(|s| Series {
+            values: s
+                .t
+                .iter()
+                .zip(&s.v)
+                .filter_map(|(t, v)| {
+                    let at = chrono::DateTime::from_timestamp_millis(*t)?;
+                    Some((at.format("%Y-%m-%d %H:%M:%S").to_string(), (*v)?))
+                })
+                .collect(),
+            location: s.location,
+            parameter: s.parameter,
+            member: s.member,
+        })
+        .collect()
 }
 
 /// A time and the values there: original, replay, observed.

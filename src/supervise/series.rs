@@ -31,6 +31,10 @@ pub struct Series {
     pub unit: String,
     /// How many events the file holds for it.
     pub points: usize,
+    /// Its first and last event, ms since the epoch (before any thinning).
+    pub first: Option<i64>,
+    /// See `first`.
+    pub last: Option<i64>,
     /// Times, ms since the epoch (UTC).
     pub t: Vec<i64>,
     /// Values; `None` where missing.
@@ -125,6 +129,8 @@ fn empty() -> Series {
         forecast_date: None,
         unit: String::new(),
         points: 0,
+        first: None,
+        last: None,
         t: Vec::new(),
         v: Vec::new(),
     }
@@ -168,9 +174,33 @@ fn push_event(series: Option<&mut Series>, e: &BytesStart<'_>, zone_ms: i64, mis
         .filter(|v| Some(v.as_str()) != miss)
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|v| v.is_finite() && miss.and_then(|m| m.parse::<f64>().ok()) != Some(*v));
-    s.t.push(t - zone_ms);
+    let t = t - zone_ms;
+    s.first = Some(s.first.map_or(t, |f| f.min(t)));
+    s.last = Some(s.last.map_or(t, |l| l.max(t)));
+    s.t.push(t);
     s.v.push(v);
     s.points += 1;
+}
+
+/// One series from the parts several files hold of it (each in time order; a later part wins
+/// where two give the same time), from `from` on (ms since the epoch), thinned to `most` points.
+/// The header is the last part's.
+pub fn merged(parts: Vec<Series>, from: i64, most: usize) -> Option<Series> {
+    let mut head = parts.last()?.clone();
+    let mut events: std::collections::BTreeMap<i64, Option<f64>> = Default::default();
+    for p in parts {
+        for (t, v) in p.t.into_iter().zip(p.v) {
+            if t >= from {
+                events.insert(t, v);
+            }
+        }
+    }
+    head.points = events.len();
+    head.first = events.keys().next().copied();
+    head.last = events.keys().next_back().copied();
+    (head.t, head.v) = events.into_iter().unzip();
+    thin(&mut head, most.max(4));
+    Some(head)
 }
 
 /// Keeps at most `most` points: the series cut into `most / 2` slices of equal count, and of

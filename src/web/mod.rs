@@ -338,6 +338,7 @@ fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
         .route("/api/files", get(files))
         .route("/api/files/{id}", get(file))
         .route("/api/series", get(series))
+        .route("/api/stations", get(stations))
         .route("/api/rules", get(rules))
         .route("/api/audit", get(audit))
         .route("/api/alerts", get(alerts))
@@ -854,20 +855,32 @@ async fn file(State(app): State<Shared2>, UrlPath(id): UrlPath<String>) -> ApiRe
 struct SeriesQuery {
     run: Option<String>,
     file: Option<String>,
+    station: Option<String>,
+    days: Option<u32>,
     points: Option<usize>,
 }
 
-/// Series to plot: a run's inputs and outputs with its time0 (`run=`), or an archived file
-/// (`file=`), each series thinned to `points` (default 2,000, at most 20,000).
+/// Series to plot: a run's inputs and outputs with its time0 (`run=`), an archived file
+/// (`file=`), or a station's latest forecasts with its observations of the `days` (default 3, at
+/// most 60) before them (`station=`), each series thinned to `points` (default 2,000, at most
+/// 20,000).
 async fn series(State(app): State<Shared2>, Query(q): Query<SeriesQuery>) -> ApiResult {
     use crate::supervise::series;
     let most = q.points.unwrap_or(2_000).clamp(4, 20_000);
     let v = app
-        .read(move |app, r| match (q.run, q.file) {
-            (Some(run), None) => series::of_run(r, app.spool.root(), &run, most)
+        .read(move |app, r| match (q.run, q.file, q.station) {
+            (None, None, Some(station)) => {
+                let days = q.days.unwrap_or(3).clamp(1, 60);
+                crate::supervise::stations::hydrograph(r, app.spool.root(), &station, days, most)
+                    .map_err(internal)?
+                    .ok_or_else(|| {
+                        ApiError(StatusCode::NOT_FOUND, format!("no station `{station}`"))
+                    })
+            }
+            (Some(run), None, None) => series::of_run(r, app.spool.root(), &run, most)
                 .map_err(internal)?
                 .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no run `{run}`"))),
-            (None, Some(file)) => {
+            (None, Some(file), None) => {
                 if r.get(&file).map_err(internal)?.is_none() {
                     return Err(ApiError(StatusCode::NOT_FOUND, format!("no file `{file}`")));
                 }
@@ -879,10 +892,17 @@ async fn series(State(app): State<Shared2>, Query(q): Query<SeriesQuery>) -> Api
             }
             _ => Err(ApiError(
                 StatusCode::BAD_REQUEST,
-                "give run=RUN or file=FILE".into(),
+                "give one of run=RUN, file=FILE or station=LOCATION".into(),
             )),
         })
         .await?;
+    Ok(json_response(&v))
+}
+
+/// The stations: every location of the archived operational PI time series, with its
+/// parameters, its last observation and its latest forecast.
+async fn stations(State(app): State<Shared2>) -> ApiResult {
+    let v = app.read(|_, r| r.stations(5_000).map_err(internal)).await?;
     Ok(json_response(&v))
 }
 

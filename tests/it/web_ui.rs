@@ -300,6 +300,62 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     );
     shot(&b, "hydrograph.png");
 
+    // The station view: the station's latest forecast against its observations of the days
+    // before, from the station index the daemon keeps of the archive.
+    b.go(&format!("{server}/#/stations"));
+    b.wait_until(
+        "both stations listed",
+        "return !!document.querySelector('#stations tr[data-station=\"Y1232010\"]') \
+         && !!document.querySelector('#stations tr[data-station=\"Y1232010-downstream\"]')",
+        30,
+    );
+    b.click(&b.wait_for("#stations tr[data-station=\"Y1232010\"] a", 10));
+    b.wait_for(
+        &format!("{q} path.series.role-observed[data-parameter=\"Q.obs\"]"),
+        10,
+    );
+    let station = b.eval(&format!(
+        "const f = [...document.querySelectorAll('{q}')]; \
+         const seg = (p) => p ? (p.getAttribute('d').match(/[ML]/g) || []).length : 0; \
+         const g = (sel) => f.map((x) => x.querySelector(sel)).find((x) => x); \
+         return {{ title: document.querySelector('main h1').innerText, \
+                  sim: seg(g('path.role-forecast[data-parameter=\"Q.sim\"]')), \
+                  obs: seg(g('path.role-observed[data-parameter=\"Q.obs\"]')), \
+                  rain: seg(g('path.role-observed[data-parameter=\"P.obs\"]')), \
+                  time0: !!g('line.time0') }}"
+    ));
+    assert!(
+        station["title"] == json!("Station Y1232010")
+            && station["sim"].as_u64().unwrap() >= 30
+            && station["obs"].as_u64().unwrap() == 12
+            && station["rain"].as_u64().unwrap() == 12
+            && station["time0"] == json!(true),
+        "the latest forecast, the observations, time0: {station}"
+    );
+    shot(&b, "station.png");
+
+    // An ensemble forecast is drawn as a bundle: one thin line per member.
+    let members = 5;
+    gw.drop_file(
+        "obs-pi",
+        "ensemble_Y1232010.xml",
+        ensemble(members).as_bytes(),
+    );
+    eventually(30, "the ensemble archived", || {
+        gw.find(b"ensemble_Y1232010.xml")
+            .is_some_and(|f| f.state == pom::ledger::State::Archived)
+    });
+    let ens = gw.find(b"ensemble_Y1232010.xml").unwrap();
+    b.go(&format!("{server}/#/file/{}", ens.id));
+    b.wait_for(
+        "figure.hydrograph path.series.member[data-parameter=\"Q.ens\"]",
+        10,
+    );
+    let drawn = b.eval(
+        "return document.querySelectorAll('figure.hydrograph path.series.member[data-parameter=\"Q.ens\"]').length",
+    );
+    assert_eq!(drawn, json!(members), "one line per member");
+
     b.go(&format!("{server}/#/files"));
     b.wait_for("#files", 10);
     b.wait_until(
@@ -323,6 +379,8 @@ fn the_readmes_screenshots_show_the_sample_chain() {
         "#/runs",
         &format!("#/run/{run}"),
         "#/files",
+        "#/stations",
+        "#/station/Y1232010",
         "#/rules",
         "#/audit",
     ] {
@@ -334,8 +392,17 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     }
     b.resize(1400, 1000);
 
+    let (_, stations_before) = gw.api("GET", "/api/stations", None, None);
     gw.replay_everything("rehearsal");
     let id = gw.ledger().session("rehearsal").unwrap().unwrap().id;
+    // The station index has read past the replay's files, and counted none of them.
+    eventually(30, "the station index past the replay", || {
+        let l = gw.ledger();
+        let last = gw.submissions().into_iter().map(|s| s.id).max();
+        l.series_indexed_upto().unwrap() >= last
+    });
+    let (_, stations_after) = gw.api("GET", "/api/stations", None, None);
+    assert_eq!(stations_after, stations_before, "a replay moves no station");
     b.go(&format!("{server}/#/replay/{id}"));
     // Read in the page in one go: a live event may draw the page again meanwhile.
     b.wait_until(
@@ -345,4 +412,38 @@ fn the_readmes_screenshots_show_the_sample_chain() {
         10,
     );
     shot(&b, "replay.png");
+}
+
+/// A PI ensemble forecast at the sample station: `members` members of 24 hourly values.
+fn ensemble(members: usize) -> String {
+    let mut doc = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<TimeSeries xmlns=\"http://www.wldelft.nl/fews/PI\" \
+         xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" \
+         xsi:schemaLocation=\"http://www.wldelft.nl/fews/PI http://fews.wldelft.nl/schemas/version1.0/pi-schemas/pi_timeseries.xsd\" \
+         version=\"1.2\"><timeZone>0.0</timeZone>",
+    );
+    for m in 0..members {
+        doc.push_str(&format!(
+            "<series><header><type>instantaneous</type><locationId>Y1232010</locationId>\
+             <parameterId>Q.ens</parameterId><ensembleMemberIndex>{m}</ensembleMemberIndex>\
+             <timeStep unit=\"second\" multiplier=\"3600\"/>\
+             <startDate date=\"2026-11-28\" time=\"11:00:00\"/><endDate date=\"2026-11-29\" time=\"10:00:00\"/>\
+             <forecastDate date=\"2026-11-28\" time=\"11:00:00\"/>\
+             <missVal>-999.0</missVal><stationName>Y1232010</stationName><units>m3/s</units></header>"
+        ));
+        for h in 0..24 {
+            let (day, hour) = if h + 11 < 24 {
+                (28, h + 11)
+            } else {
+                (29, h + 11 - 24)
+            };
+            let v = 12.0 + (m as f64) * 0.8 + (h as f64 * 0.3).sin() * 3.0;
+            doc.push_str(&format!(
+                "<event date=\"2026-11-{day}\" time=\"{hour:02}:00:00\" value=\"{v:.2}\" flag=\"0\"/>"
+            ));
+        }
+        doc.push_str("</series>");
+    }
+    doc.push_str("</TimeSeries>\n");
+    doc
 }

@@ -129,6 +129,9 @@ impl Gateway {
         let mut cmd = self.pom();
         cmd.arg("serve")
             .env("POM_LISTEN", "127.0.0.1:0")
+            // The machine's own free space is not under test: a test that wants the low disk
+            // alert sets `--min-free-disk`, which wins over this.
+            .env("POM_MIN_FREE_DISK", "1M")
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
