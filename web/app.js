@@ -239,6 +239,7 @@ async function run(id) {
       <dt>time0</dt><dd>${time(r.time0)}</dd><dt>Attempt</dt><dd>${r.attempt}${r.retry_of ? ` (of ${runLink(r.retry_of)})` : ""}</dd>
       <dt>Queued</dt><dd>${time(r.queued_at)}</dd><dt>Started</dt><dd>${time(r.started_at)}</dd><dt>Ended</dt><dd>${time(r.ended_at)}</dd>
       <dt>Exit code</dt><dd>${r.exit_code ?? "—"}</dd><dt>Reason</dt><dd>${esc(r.reason ?? "—")}</dd><dt>Folder</dt><dd><code>${esc(r.run_dir)}</code></dd>
+      ${r.slurm_job != null ? `<dt>Slurm job</dt><dd><code>${r.slurm_job}</code></dd>` : ""}
       ${r.state_start ? `<dt>State</dt><dd>${r.state_start === "warm" ? `warm from ${runLink(r.state_from)} valid at ${time(r.state_valid_at)}` : "cold"}</dd>` : ""}</dl>
     <section><h2>Hydrograph</h2><div id="hydrograph" class="muted">Loading…</div></section>
     <section><h2>Inputs</h2><table><thead><tr><th>Slot</th><th>File</th><th>Channel</th><th>Produced by</th></tr></thead><tbody>

@@ -98,7 +98,18 @@ impl Dispatcher {
     /// Runs until its stop flag is raised; running models are then stopped and their runs
     /// marked interrupted.
     pub fn run(mut self) {
+        // A fault here is waited out like any other: the jobs are followed once it passes.
+        let mut adopted = false;
         while !self.stop.load(Ordering::Relaxed) {
+            if !adopted {
+                match self.adopt_jobs() {
+                    Ok(()) => adopted = true,
+                    Err(e) => self.board.health().fault(
+                        "dispatch",
+                        Some(format!("cannot re-attach Slurm jobs: {e}")),
+                    ),
+                }
+            }
             while let Ok((model, run)) = self.done_rx.try_recv() {
                 if let Some(n) = self.running.get_mut(&model) {
                     *n = n.saturating_sub(1);
@@ -771,13 +782,6 @@ impl Dispatcher {
                 .writer
                 .with(move |l| l.set_run_state(&run, start, from.as_deref(), valid.as_deref()));
         }
-        *self.running.entry(model.name.clone()).or_default() += 1;
-        // The board shows operational work: a replay's runs are on its own views.
-        if session.is_none() {
-            self.board.count_running(&model.name, 1);
-        }
-        let cancel = Arc::new(AtomicBool::new(false));
-        self.cancels.insert(id.clone(), Arc::clone(&cancel));
         let (start, end) = time0::period(&model.time0, time0);
         let plan = RunPlan {
             id: id.clone(),
@@ -832,12 +836,94 @@ impl Dispatcher {
                 .map(|s| s.name.clone())
                 .collect(),
         };
+        self.spawn_job(model, rules, plan, &run_dir_rel, session, origins, None);
+    }
+
+    /// Follows the runs on Slurm a previous daemon left running: each job re-attached, never
+    /// submitted again.
+    fn adopt_jobs(&mut self) -> Result<(), LedgerError> {
+        let rules = current(&self.rules);
+        for (id, _, job) in self.reader.slurm_jobs_running()? {
+            let Some(r) = self.reader.run(&id)? else {
+                continue;
+            };
+            let Some(model) = rules.models.get(&r.model) else {
+                continue;
+            };
+            let time0 = chrono::DateTime::parse_from_rfc3339(&r.time0)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(|_| self.clock.now());
+            let since = r
+                .started_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or_else(|| self.clock.now(), |t| t.with_timezone(&Utc));
+            tracing::info!(run.id = %id, slurm.job = job, "re-attached to its Slurm job");
+            let mirrors = self.reader.mirrors_of(&id)?;
+            let origins = self.original_outputs(mirrors.as_deref());
+            let (start, end) = time0::period(&model.time0, time0);
+            let plan = RunPlan {
+                id: id.clone(),
+                model: model.name.clone(),
+                time0,
+                start,
+                end,
+                mode: if r.session.is_some() {
+                    Mode::Replay
+                } else {
+                    Mode::Normal
+                },
+                inputs: Vec::new(),
+                properties: Default::default(),
+                state: Vec::new(),
+                state_description: model.state.as_ref().and_then(|s| s.description.clone()),
+                diagnostics: model.diagnostics.clone(),
+                forecast_date_slots: Vec::new(),
+            };
+            let adopt = Some((job as u64, since));
+            self.spawn_job(
+                model,
+                &rules,
+                plan,
+                &r.run_dir,
+                r.session.as_deref(),
+                origins,
+                adopt,
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts a run's thread.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a run's job is made of its model, plan, folder, session and handles"
+    )]
+    fn spawn_job(
+        &mut self,
+        model: &Model,
+        rules: &RuleSet,
+        plan: RunPlan,
+        run_dir_rel: &str,
+        session: Option<&str>,
+        origins: HashMap<String, String>,
+        adopt: Option<(u64, chrono::DateTime<Utc>)>,
+    ) {
+        let id = plan.id.clone();
+        let time0 = plan.time0;
+        *self.running.entry(model.name.clone()).or_default() += 1;
+        // The board shows operational work: a replay's runs are on its own views.
+        if session.is_none() {
+            self.board.count_running(&model.name, 1);
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.cancels.insert(id.clone(), Arc::clone(&cancel));
         let output = model.outputs.as_ref().map(|o| {
             let completion = rules.channels.get(&o.channel).map(|c| c.completion.clone());
             (o.channel.clone(), completion)
         });
         let job = Job {
-            dir: self.spool.root().join(&run_dir_rel),
+            dir: self.spool.root().join(run_dir_rel),
             plan,
             model: model.clone(),
             spool: self.spool.clone(),
@@ -851,6 +937,7 @@ impl Dispatcher {
             origins,
             clock: self.clock,
             catalog: current(&self.catalog),
+            adopt,
         };
         let done = self.done_tx.clone();
         let model_name = model.name.clone();
@@ -928,6 +1015,14 @@ fn original_time0(text: &str, now: chrono::DateTime<Utc>) -> chrono::DateTime<Ut
         .unwrap_or(now)
 }
 
+/// How a run ended: its state, exit code, reason and diagnostics.
+type Outcome = (
+    RunState,
+    Option<i32>,
+    Option<String>,
+    Vec<contract::DiagLine>,
+);
+
 struct Job {
     dir: PathBuf,
     plan: RunPlan,
@@ -945,12 +1040,22 @@ struct Job {
     clock: Clock,
     /// The catalog in force when the run started: the formats of its outputs.
     catalog: Arc<Catalog>,
+    /// A run on Slurm a previous daemon left running: its job and when it started, followed
+    /// instead of started.
+    adopt: Option<(u64, chrono::DateTime<Utc>)>,
 }
 
 impl Job {
     fn execute(self) {
         let id = self.plan.id.clone();
-        let (state, code, reason, mut diag) = self.run_process();
+        let Some((state, code, reason, mut diag)) = self.run_process() else {
+            // Left running on the cluster: the next daemon re-attaches it.
+            tracing::info!(run.id = %id, "left running on Slurm, to be re-attached at the next start");
+            if self.session.is_none() {
+                self.board.count_running(&self.model.name, -1);
+            }
+            return;
+        };
         let (state, reason) = if state == RunState::Succeeded {
             match self.put_back_outputs().and_then(|kept| {
                 self.save_state()?;
@@ -977,16 +1082,12 @@ impl Job {
         self.board.publish("run", &id);
     }
 
-    fn run_process(
-        &self,
-    ) -> (
-        RunState,
-        Option<i32>,
-        Option<String>,
-        Vec<contract::DiagLine>,
-    ) {
-        let failed = |why: String| (RunState::Failed, None, Some(why), Vec::new());
-        if let Err(e) = contract::lay_out(&self.plan, &self.dir) {
+    /// How the run ended; none when it is left running on the cluster (the daemon stops).
+    fn run_process(&self) -> Option<Outcome> {
+        let failed = |why: String| Some((RunState::Failed, None, Some(why), Vec::new()));
+        if self.adopt.is_none()
+            && let Err(e) = contract::lay_out(&self.plan, &self.dir)
+        {
             return failed(format!("cannot lay out the run folder: {e}"));
         }
         let argv = contract::command(&self.model.command, &self.dir);
@@ -1006,26 +1107,37 @@ impl Job {
             stop: &self.stop,
             cancel: &self.cancel,
         };
-        let ending = executor::for_kind(self.model.executor).execute(&run, &mut |pid| {
-            let id = self.plan.id.clone();
-            let started = self.clock.now();
-            let _ = self.writer.with(move |l| l.run_started(&id, pid, started));
-            self.board.publish("run", &self.plan.id);
-        });
+        let ending = match self.adopt {
+            Some((job, since)) => match std::path::absolute(&self.dir) {
+                Ok(dir) => executor::slurm::follow(job, &dir, &run, since),
+                Err(e) => Ending::Failed(format!("run folder: {e}")),
+            },
+            None => executor::for_kind(&self.model.executor).execute(&run, &mut |handle| {
+                let id = self.plan.id.clone();
+                let started = self.clock.now();
+                let _ = self.writer.with(move |l| match handle {
+                    executor::Handle::Pid(p) => l.run_started(&id, Some(p), None, started),
+                    executor::Handle::Job(j) => l.run_started(&id, None, Some(j), started),
+                });
+                self.board.publish("run", &self.plan.id);
+            }),
+        };
         let diag = contract::read_diag(&self.dir.join(&self.model.diagnostics));
         let code = match ending {
-            Ending::NotStarted(why) => return (RunState::Failed, None, Some(why), Vec::new()),
+            Ending::Detached => return None,
+            Ending::NotStarted(why) => return failed(why),
+            Ending::Failed(why) => return Some((RunState::Failed, None, Some(why), diag)),
             Ending::Interrupted => {
                 let why = "the daemon stopped while it ran".to_string();
-                return (RunState::Interrupted, None, Some(why), diag);
+                return Some((RunState::Interrupted, None, Some(why), diag));
             }
             Ending::Cancelled => {
                 let why = "cancelled by an operator".to_string();
-                return (RunState::Cancelled, None, Some(why), diag);
+                return Some((RunState::Cancelled, None, Some(why), diag));
             }
             Ending::TimedOut => {
                 let why = format!("killed after its timeout of {:?}", self.model.timeout);
-                return (RunState::TimedOut, None, Some(why), diag);
+                return Some((RunState::TimedOut, None, Some(why), diag));
             }
             Ending::Exited(code) => code,
         };
@@ -1034,13 +1146,13 @@ impl Job {
                 Some(c) => format!("exit code {c}"),
                 None => "killed by a signal".into(),
             };
-            return (RunState::Failed, code, Some(why), diag);
+            return Some((RunState::Failed, code, Some(why), diag));
         }
         if let Some(f) = contract::fatal(&diag) {
             let why = format!("fatal diagnostic: {}", f.description);
-            return (RunState::Failed, code, Some(why), diag);
+            return Some((RunState::Failed, code, Some(why), diag));
         }
-        (RunState::Succeeded, code, None, diag)
+        Some((RunState::Succeeded, code, None, diag))
     }
 
     /// Records the state the run saved (the files under `output/` its model's state rule

@@ -412,7 +412,7 @@ pub(super) fn models(paths: &Paths, json: bool) -> Result<ExitCode> {
             "outputs": m.outputs.as_ref().map(|o| &o.channel),
             "output_files": m.outputs.as_ref().map(|o| &o.files),
             "diagnostics": &m.diagnostics,
-            "executor": format!("{:?}", m.executor).to_lowercase(),
+            "executor": m.executor.name(),
         }));
     }
     if json {

@@ -373,6 +373,10 @@ pub(super) struct ServeArgs {
     /// anywhere below it) before its session starts; a `READY` file at its top starts it at once.
     #[arg(long, env = "POM_REPLAY_QUIET", default_value_t = 10.0)]
     replay_quiet: f64,
+    /// Seconds between two polls of Slurm for the runs on the cluster: one `squeue` (and at most
+    /// one `sacct`) for all of them.
+    #[arg(long, env = "POM_SLURM_POLL", default_value_t = 10.0)]
+    slurm_poll: f64,
 }
 
 #[derive(Args)]

@@ -35,6 +35,9 @@ pub(super) fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
         },
         replay_quiet: seconds(a.replay_quiet, 0.2, "--replay-quiet")?,
     };
+    pom::chain::executor::slurm::configure(pom::chain::executor::slurm::Settings {
+        poll: seconds(a.slurm_poll, 0.2, "--slurm-poll")?,
+    });
     let clock = config.clock;
     let db = config.db.clone();
     let daemon = Daemon::start(config).context("cannot start")?;

@@ -40,8 +40,18 @@ struct RawModel {
     #[serde(default)]
     env: BTreeMap<String, String>,
     executor: Option<Spanned<String>>,
+    slurm: Option<Spanned<RawSlurm>>,
     #[serde(default)]
     paused: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlurm {
+    partition: Option<String>,
+    account: Option<String>,
+    #[serde(default)]
+    sbatch_args: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,10 +231,34 @@ pub struct Retries {
 /// Where a run executes. Each kind is an implementation of [`crate::chain::executor::Executor`];
 /// a kind without one is refused when the rules are compiled, so that no model is accepted that
 /// would then never run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Executor {
     /// A process group on this machine.
     Local,
+    /// A batch job on a Slurm cluster that shares the spool's file system.
+    Slurm(SlurmJob),
+}
+
+impl Executor {
+    /// `local` or `slurm`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Executor::Local => "local",
+            Executor::Slurm(_) => "slurm",
+        }
+    }
+}
+
+/// How a model's runs are submitted to Slurm (`[slurm]` in its declaration). The time limit is
+/// the model's timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SlurmJob {
+    /// `--partition`; the cluster's default when none.
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// Further `sbatch` arguments, as written (`--mem=4G`, `--qos=high`).
+    pub sbatch_args: Vec<String>,
 }
 
 /// A compiled model declaration.
@@ -671,20 +705,61 @@ impl Model {
             },
         };
         let executor = match raw.executor.as_ref().map(|e| e.get_ref().as_str()) {
-            None | Some("local") => Executor::Local,
-            Some("slurm") => {
-                let span = raw.executor.as_ref().map_or(0, |e| e.span().start);
-                at(
-                    span,
-                    "executor `slurm` is not available in this version of POM: its models would \
-                     never run (use `local`, or leave `executor` out)"
-                        .into(),
-                );
+            None | Some("local") => {
+                if let Some(sl) = &raw.slurm {
+                    at(
+                        sl.span().start,
+                        "`[slurm]` is only for `executor = \"slurm\"`".into(),
+                    );
+                }
                 Executor::Local
+            }
+            Some("slurm") => {
+                let job = raw.slurm.as_ref().map(|s| s.get_ref());
+                let args = job.map(|j| j.sbatch_args.clone()).unwrap_or_default();
+                for a in &args {
+                    // What POM sets itself: a model cannot take the run's place, name or
+                    // output over, nor run it somewhere else than its run folder.
+                    let owned = [
+                        "--parsable",
+                        "--chdir",
+                        "-D",
+                        "--output",
+                        "-o",
+                        "--error",
+                        "-e",
+                        "--job-name",
+                        "-J",
+                        "--time",
+                        "-t",
+                        "--wrap",
+                        "--export",
+                    ];
+                    let name = a.split('=').next().unwrap_or(a);
+                    if owned.contains(&name) || !a.starts_with('-') {
+                        let span = raw.slurm.as_ref().map_or(0, |s| s.span().start);
+                        at(
+                            span,
+                            format!(
+                                "sbatch argument `{a}` is not allowed: POM sets the job's \
+                                 name, folder, output, time limit and environment itself, and \
+                                 each argument must be one `--option=value`"
+                            ),
+                        );
+                    }
+                }
+                Executor::Slurm(SlurmJob {
+                    partition: job.and_then(|j| j.partition.clone()),
+                    account: job.and_then(|j| j.account.clone()),
+                    sbatch_args: args,
+                })
             }
             Some(other) => {
                 let span = raw.executor.as_ref().map_or(0, |e| e.span().start);
-                at(span, format!("executor `{other}` is not `local`"));
+                at(
+                    span,
+                    format!("executor `{other}` is neither `local` nor `slurm`"),
+                );
                 Executor::Local
             }
         };
@@ -945,17 +1020,38 @@ mod tests {
     }
 
     #[test]
-    fn a_slurm_executor_is_refused_until_it_exists() {
-        let p =
-            compile("command = [\"run\"]\nexecutor = \"slurm\"\n[trigger]\nkind = \"arrival\"\n")
-                .unwrap_err();
-        let text: Vec<String> = p.iter().map(ToString::to_string).collect();
-        assert_eq!(p.len(), 1, "{text:#?}");
-        assert!(
-            text[0].contains("executor `slurm` is not available"),
-            "{text:#?}"
+    fn a_slurm_model_names_its_partition_account_and_extra_arguments() {
+        let m = compile(
+            "command = [\"run\"]\nexecutor = \"slurm\"\n[slurm]\npartition = \"hydro\"\n\
+             account = \"vigicrues\"\nsbatch_args = [\"--mem=4G\"]\n[trigger]\nkind = \"arrival\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m.executor,
+            Executor::Slurm(SlurmJob {
+                partition: Some("hydro".into()),
+                account: Some("vigicrues".into()),
+                sbatch_args: vec!["--mem=4G".into()],
+            })
         );
-        assert_eq!(p[0].line, Some(2));
+        let p = compile(
+            "command = [\"run\"]\nexecutor = \"slurm\"\n[slurm]\nsbatch_args = [\"--output=/tmp/x\"]\n\
+             [trigger]\nkind = \"arrival\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            p[0].to_string()
+                .contains("`--output=/tmp/x` is not allowed"),
+            "{p:?}"
+        );
+        let p = compile(
+            "command = [\"run\"]\n[slurm]\npartition = \"hydro\"\n[trigger]\nkind = \"arrival\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            p[0].to_string().contains("only for `executor = \"slurm\"`"),
+            "{p:?}"
+        );
     }
 
     #[test]

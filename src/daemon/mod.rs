@@ -160,10 +160,25 @@ impl Daemon {
             source,
         })?;
         let ids = Arc::new(crate::id::IdGenerator::after(ledger.last_id()?));
-        for (id, pid) in ledger.unfinished_runs()? {
+        // Jobs on the cluster run on without the daemon: each is re-attached by the dispatcher
+        // when its model still runs on Slurm, else cancelled before its run is retried.
+        let mut adopted = Vec::new();
+        for (id, pid, job) in ledger.unfinished_runs()? {
             stop_orphan(&id, pid);
+            if let Some(job) = job {
+                let on_slurm = ledger.run(&id)?.is_some_and(|r| {
+                    current(&rules).models.get(&r.model).is_some_and(|m| {
+                        matches!(m.executor, crate::config::model::Executor::Slurm(_))
+                    })
+                });
+                if on_slurm {
+                    adopted.push(id);
+                } else {
+                    crate::chain::executor::slurm::cancel_orphan(&id, job as u64);
+                }
+            }
         }
-        let interrupted = ledger.interrupt_unfinished(config.clock.now())?;
+        let interrupted = ledger.interrupt_unfinished(&adopted, config.clock.now())?;
         if !interrupted.is_empty() {
             tracing::warn!(runs = ?interrupted, "runs left unfinished by the last daemon are marked interrupted");
         }

@@ -85,6 +85,8 @@ pub struct RunRow {
     pub run_dir: String,
     /// Process id while running.
     pub pid: Option<i64>,
+    /// Its Slurm job id, for a run on the cluster.
+    pub slurm_job: Option<i64>,
     /// When created.
     pub queued_at: String,
     /// When started.
@@ -113,6 +115,9 @@ pub struct RunRow {
     /// The replay session it belongs to; none for an operational run.
     pub session: Option<String>,
 }
+
+/// A run left queued or running: (id, process id, Slurm job id).
+pub type Unfinished = (String, Option<i64>, Option<i64>);
 
 /// A run to create, with the deliveries it consumes.
 #[derive(Debug, Clone)]
@@ -161,7 +166,7 @@ pub struct Pending {
 
 const RUN_COLUMNS: &str = "id, model, state, attempt, trigger, time0, mode, run_dir, pid, queued_at, \
                            started_at, ended_at, exit_code, reason, diag, retry_of, requested_by, \
-                           state_start, state_from, state_valid_at, session";
+                           state_start, state_from, state_valid_at, session, slurm_job";
 
 impl Ledger {
     /// Deliveries waiting for a model, oldest first.
@@ -367,13 +372,16 @@ impl Ledger {
     pub fn run_started(
         &mut self,
         id: &str,
-        pid: u32,
+        pid: Option<u32>,
+        job: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
+        let job = job.map(|j| j as i64);
         self.conn
             .execute(
-                "UPDATE runs SET state = 'running', pid = ?2, started_at = ?3 WHERE id = ?1",
-                params![id, pid, timestamp(now)],
+                "UPDATE runs SET state = 'running', pid = ?2, slurm_job = ?4, started_at = ?3
+                 WHERE id = ?1",
+                params![id, pid, timestamp(now), job],
             )
             .map_err(sq(self.path(), "record run start"))?;
         Ok(())
@@ -423,21 +431,56 @@ impl Ledger {
         Ok(())
     }
 
-    /// Runs left queued or running, with the process id of those that started.
-    pub fn unfinished_runs(&self) -> Result<Vec<(String, Option<i64>)>, LedgerError> {
+    /// The original run a replay run mirrors.
+    pub fn mirrors_of(&self, run: &str) -> Result<Option<String>, LedgerError> {
         self.conn
-            .prepare("SELECT id, pid FROM runs WHERE state IN ('queued', 'running')")
-            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .query_row("SELECT mirrors FROM runs WHERE id = ?1", [run], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(Option::flatten)
+            .map_err(sq(self.path(), "read a run"))
+    }
+
+    /// Runs on Slurm still queued or running: (run, model, job id).
+    pub fn slurm_jobs_running(&self) -> Result<Vec<(String, String, i64)>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, model, slurm_job FROM runs WHERE slurm_job IS NOT NULL
+                 AND state IN ('queued', 'running') ORDER BY id",
+            )
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read the runs on Slurm"))
+    }
+
+    /// Runs left queued or running, with the process id or the Slurm job id of those that
+    /// started.
+    pub fn unfinished_runs(&self) -> Result<Vec<Unfinished>, LedgerError> {
+        self.conn
+            .prepare("SELECT id, pid, slurm_job FROM runs WHERE state IN ('queued', 'running')")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
             .map_err(sq(self.path(), "read unfinished runs"))
     }
 
-    /// Runs left queued or running by a daemon that stopped: marked interrupted.
-    pub fn interrupt_unfinished(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, LedgerError> {
+    /// Runs left queued or running by a daemon that stopped, but those in `keep` (jobs on the
+    /// cluster the new daemon re-attaches): marked interrupted.
+    pub fn interrupt_unfinished(
+        &mut self,
+        keep: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, LedgerError> {
         let ids: Vec<String> = self
             .conn
             .prepare("SELECT id FROM runs WHERE state IN ('queued', 'running')")
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
             .map_err(sq(self.path(), "read unfinished runs"))?;
+        let ids: Vec<String> = ids.into_iter().filter(|i| !keep.contains(i)).collect();
         for id in &ids {
             self.run_ended(
                 id,
@@ -991,6 +1034,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         state_from: r.get(18)?,
         state_valid_at: r.get(19)?,
         session: r.get(20)?,
+        slurm_job: r.get(21)?,
     })
 }
 

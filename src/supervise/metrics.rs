@@ -27,12 +27,13 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Renders every metric.
+/// Renders every metric; `slurm_calls` counts the calls made to Slurm (the executor's).
 pub fn render(
     reader: &Ledger,
     rules: &RuleSet,
     board: &Board,
     now: DateTime<Utc>,
+    slurm_calls: u64,
 ) -> Result<String, LedgerError> {
     let mut out = String::new();
     head(
@@ -236,5 +237,26 @@ pub fn render(
         let n = overview.alerts.iter().filter(|a| a.kind == kind).count();
         let _ = writeln!(out, "pom_alerts{{kind=\"{kind}\"}} {n}");
     }
+    head(
+        &mut out,
+        "pom_slurm_job",
+        "gauge",
+        "The Slurm job id of each run on the cluster still pending or running.",
+    );
+    for (run, model, job) in reader.slurm_jobs_running()? {
+        let _ = writeln!(
+            out,
+            "pom_slurm_job{{model=\"{}\",run=\"{}\"}} {job}",
+            label(&model),
+            label(&run)
+        );
+    }
+    head(
+        &mut out,
+        "pom_slurm_calls_total",
+        "counter",
+        "Calls made to Slurm (sbatch, squeue, sacct, scancel, scontrol): one poll for all jobs.",
+    );
+    let _ = writeln!(out, "pom_slurm_calls_total {slurm_calls}");
     Ok(out)
 }

@@ -21,10 +21,13 @@ use crate::board::Board;
 use crate::ledger::stations::{IndexRow, ToIndex};
 use crate::ledger::{Ledger, LedgerError, Writer, timestamp};
 
-/// Submissions read per step.
-const BATCH: usize = 500;
-/// The pause when the index has caught up.
-const IDLE: Duration = Duration::from_secs(1);
+/// Submissions read per step: with [`PACE`], at most this many files indexed per second, so
+/// that catching up on a long history costs a few per cent of a core, never intake's CPU.
+const BATCH: usize = 1000;
+/// The pause between two steps.
+const PACE: Duration = Duration::from_secs(1);
+/// How far back a new index starts: the station view looks at most this far before a forecast.
+pub const BACKFILL_DAYS: i64 = 30;
 /// A file decided this recently may still be on its way to the archive: its turn waits.
 const SETTLE_MS: i64 = 30_000;
 /// The largest file indexed (a bigger one is skipped, and said).
@@ -41,39 +44,33 @@ pub fn spawn(
 ) -> std::thread::JoinHandle<Result<(), LedgerError>> {
     board
         .health()
-        .expect("stations", crate::health::STUCK_AFTER.max(IDLE * 4));
+        .expect("stations", crate::health::STUCK_AFTER.max(PACE * 4));
     let health = Arc::clone(board.health());
     crate::health::spawn("stations", health, move || {
         lower_priority();
         let reader = Ledger::open_readonly(&db)?;
         while !stop.load(Ordering::Relaxed) {
             board.health().beat("stations");
-            let more = match step(&reader, &spool, &writer, clock.now()) {
-                Ok(more) => {
-                    board.health().fault("stations", None);
-                    more
-                }
+            match step(&reader, &spool, &writer, clock.now()) {
+                Ok(()) => board.health().fault("stations", None),
                 // Busy, no descriptors, a full disk: said, and tried again.
                 Err(e) if !matches!(e, LedgerError::WriterGone) => {
                     tracing::warn!(error = %e, "stations: cannot index, trying again");
                     board
                         .health()
                         .fault("stations", Some(format!("cannot index: {e}")));
-                    false
                 }
                 Err(e) if board.health().is_stopping() => {
                     tracing::debug!(error = %e, "stations: stopping");
                     return Ok(());
                 }
                 Err(e) => return Err(e),
-            };
-            if !more {
-                let mut waited = Duration::ZERO;
-                while waited < IDLE && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                    waited += Duration::from_millis(100);
-                    board.health().beat("stations");
-                }
+            }
+            let mut waited = Duration::ZERO;
+            while waited < PACE && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                waited += Duration::from_millis(100);
+                board.health().beat("stations");
             }
         }
         Ok(())
@@ -92,49 +89,62 @@ fn lower_priority() {
     }
 }
 
-/// Indexes the next batch; true when more may be waiting.
+/// Indexes the next batch.
 fn step(
     reader: &Ledger,
     spool: &Path,
     writer: &Writer,
     now: DateTime<Utc>,
-) -> Result<bool, LedgerError> {
-    let upto = reader.series_indexed_upto()?.unwrap_or_default();
+) -> Result<(), LedgerError> {
+    // A new index starts from the files of the last days, not from the whole history.
+    let upto = match reader.series_indexed_upto()? {
+        Some(u) => u,
+        None => {
+            crate::id::ClaimId((now - chrono::TimeDelta::days(BACKFILL_DAYS)).timestamp_micros())
+                .text()
+        }
+    };
     let (batch, reached) = reader.to_index(&upto, BATCH)?;
     let settled = timestamp(now - chrono::TimeDelta::milliseconds(SETTLE_MS));
     let mut files: Vec<(String, Vec<IndexRow>)> = Vec::new();
     let mut last: Option<String> = None;
     let mut waiting = false;
+    let (mut gone, mut unreadable) = (0usize, 0usize);
     for sub in &batch {
         if sub.pi {
             match index_file(spool, sub) {
                 Indexed::Rows(rows) => files.push((sub.id.clone(), rows)),
                 // Not in the archive yet (the filer moves it after the decision is recorded):
-                // its turn waits, unless it was decided long ago (then it is gone: said, skipped).
+                // its turn waits, unless it was decided long ago (then it is gone: counted,
+                // said, skipped).
                 Indexed::Missing if sub.decided_at.as_deref().is_none_or(|d| *d > *settled) => {
                     waiting = true;
                     break;
                 }
-                Indexed::Missing => {
-                    tracing::warn!(file = %sub.id, "stations: archived file not found, not indexed");
-                }
+                Indexed::Missing => gone += 1,
                 Indexed::Unreadable(why) => {
-                    tracing::warn!(file = %sub.id, "stations: not indexed: {why}");
+                    unreadable += 1;
+                    tracing::debug!(file = %sub.id, "stations: not indexed: {why}");
                 }
             }
         }
         last = Some(sub.id.clone());
+    }
+    if gone + unreadable > 0 {
+        tracing::warn!(
+            gone,
+            unreadable,
+            "stations: archived files not indexed (no longer in the archive, or unreadable)"
+        );
     }
     let upto_now = match (waiting, reached) {
         (false, Some(horizon)) => Some(horizon),
         _ => last,
     };
     let Some(upto_now) = upto_now.filter(|u| *u != upto) else {
-        return Ok(false);
+        return Ok(());
     };
-    let more = !waiting && batch.len() == BATCH;
-    writer.with(move |l| l.index_series(&files, &upto_now))?;
-    Ok(more)
+    writer.with(move |l| l.index_series(&files, &upto_now))
 }
 
 enum Indexed {

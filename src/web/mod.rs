@@ -862,7 +862,7 @@ struct SeriesQuery {
 
 /// Series to plot: a run's inputs and outputs with its time0 (`run=`), an archived file
 /// (`file=`), or a station's latest forecasts with its observations of the `days` (default 3, at
-/// most 60) before them (`station=`), each series thinned to `points` (default 2,000, at most
+/// most 30) before them (`station=`), each series thinned to `points` (default 2,000, at most
 /// 20,000).
 async fn series(State(app): State<Shared2>, Query(q): Query<SeriesQuery>) -> ApiResult {
     use crate::supervise::series;
@@ -870,7 +870,10 @@ async fn series(State(app): State<Shared2>, Query(q): Query<SeriesQuery>) -> Api
     let v = app
         .read(move |app, r| match (q.run, q.file, q.station) {
             (None, None, Some(station)) => {
-                let days = q.days.unwrap_or(3).clamp(1, 60);
+                let days = q
+                    .days
+                    .unwrap_or(3)
+                    .clamp(1, crate::supervise::stations::BACKFILL_DAYS as u32);
                 crate::supervise::stations::hydrograph(r, app.spool.root(), &station, days, most)
                     .map_err(internal)?
                     .ok_or_else(|| {
@@ -1111,6 +1114,7 @@ async fn metrics(State(app): State<Shared2>) -> ApiResult {
                 &current(&app.rules),
                 &app.board,
                 app.settings.clock.now(),
+                crate::chain::executor::slurm::CALLS.load(std::sync::atomic::Ordering::Relaxed),
             )
             .map_err(internal)
         })

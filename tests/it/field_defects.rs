@@ -320,14 +320,26 @@ fn pom_check_refuses_overflowing_durations_a_cron_that_never_fires_and_a_missing
 }
 
 #[test]
-fn pom_check_refuses_a_slurm_executor_until_it_exists() {
+fn pom_check_takes_a_slurm_model_and_refuses_what_pom_sets_itself() {
     let arrival = "[inputs.obs]\nformats = [\"pi-timeseries\"]\n[trigger]\nkind = \"arrival\"\n";
     let (code, text) = check_model(&format!(
-        "command = [\"/bin/true\"]\nexecutor = \"slurm\"\n{arrival}"
+        "command = [\"/bin/true\"]\nexecutor = \"slurm\"\n[slurm]\npartition = \"hydro\"\n{arrival}"
+    ));
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = check_model(&format!(
+        "command = [\"/bin/true\"]\nexecutor = \"slurm\"\n[slurm]\nsbatch_args = [\"--chdir=/tmp\"]\n{arrival}"
     ));
     assert_eq!(code, Some(1), "{text}");
     assert!(
-        text.contains("m.toml:2") && text.contains("executor `slurm` is not available"),
+        text.contains("m.toml:3") && text.contains("`--chdir=/tmp` is not allowed"),
+        "{text}"
+    );
+    let (code, text) = check_model(&format!(
+        "command = [\"/bin/true\"]\nexecutor = \"cloud\"\n{arrival}"
+    ));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("m.toml:2") && text.contains("neither `local` nor `slurm`"),
         "{text}"
     );
     let (code, text) = check_model(&format!(

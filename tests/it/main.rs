@@ -21,4 +21,5 @@ mod rules_from_the_command_line;
 mod runs;
 mod sample_chain;
 mod sftp;
+mod slurm;
 mod web_ui;

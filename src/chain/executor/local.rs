@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Ending, Execution, Executor};
+use super::{Ending, Execution, Executor, Handle};
 use crate::chain::process;
 
 /// Runs on this machine.
@@ -14,7 +14,7 @@ use crate::chain::process;
 pub struct Local;
 
 impl Executor for Local {
-    fn execute(&self, run: &Execution<'_>, started: &mut dyn FnMut(u32)) -> Ending {
+    fn execute(&self, run: &Execution<'_>, started: &mut dyn FnMut(Handle)) -> Ending {
         let mut cmd = process::model_command(run.argv, run.dir, run.env.iter().cloned());
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -31,7 +31,7 @@ impl Executor for Local {
                 .map(|s| process::capture(s, &run.dir.join("stderr.txt"))),
         ];
         let pid = child.id();
-        started(pid);
+        started(Handle::Pid(pid));
         let deadline = Instant::now() + run.timeout;
         let ending = loop {
             let stop_with = if run.stop.load(Ordering::Relaxed) {

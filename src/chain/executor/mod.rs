@@ -4,7 +4,7 @@
 //! In: an [`Execution`] — the run folder already laid out by [`crate::chain::contract`], the
 //! argv and environment of the model contract, the timeout, and the flags that ask it to stop.
 //! Out: how the program ended ([`Ending`]), and, as soon as it has started, its handle (a process
-//! id here; a Slurm job id for the cluster executor a later version adds). Never: reading the
+//! id here; a Slurm job id on the cluster). Never: reading the
 //! ledger or deciding a run's state (the dispatcher maps an [`Ending`] and the diagnostics to
 //! it), and never leaving anything of the run behind once it returns.
 
@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 pub mod local;
+pub mod slurm;
 
 /// What an executor needs to run one model run.
 pub struct Execution<'a> {
@@ -45,18 +46,33 @@ pub enum Ending {
     Cancelled,
     /// The daemon stopped while it ran.
     Interrupted,
+    /// Left running on the cluster as the daemon stops: the next daemon re-attaches it.
+    Detached,
+    /// It ended in failure, for this reason (a cluster's verdict: cancelled outside POM, its
+    /// node failed, its time limit, lost).
+    Failed(String),
+}
+
+/// A running run's handle, as soon as it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handle {
+    /// The process id of its program on this machine.
+    Pid(u32),
+    /// Its Slurm job id.
+    Job(u64),
 }
 
 /// Where runs execute: this machine ([`local::Local`]), or a cluster.
 pub trait Executor: Send + Sync {
-    /// Runs one run to its end. `started` is called once the program runs, with its handle
-    /// (the process id), so that the ledger shows it while it runs.
-    fn execute(&self, run: &Execution<'_>, started: &mut dyn FnMut(u32)) -> Ending;
+    /// Runs one run to its end. `started` is called once the program runs (or the job is
+    /// submitted), with its handle, so that the ledger shows it while it runs.
+    fn execute(&self, run: &Execution<'_>, started: &mut dyn FnMut(Handle)) -> Ending;
 }
 
 /// The executor for a model's declared kind.
-pub fn for_kind(kind: crate::config::model::Executor) -> &'static dyn Executor {
+pub fn for_kind(kind: &crate::config::model::Executor) -> Box<dyn Executor> {
     match kind {
-        crate::config::model::Executor::Local => &local::Local,
+        crate::config::model::Executor::Local => Box::new(local::Local),
+        crate::config::model::Executor::Slurm(job) => Box::new(slurm::Slurm { job: job.clone() }),
     }
 }

@@ -548,3 +548,4 @@ pub fn chain_gateway_with(
 
 pub mod browser;
 pub mod http;
+pub mod slurm;
