@@ -427,3 +427,48 @@ fn a_job_that_ended_while_the_daemon_was_down_is_judged_by_the_accounting_across
     let asked = std::fs::read_to_string(&calls).unwrap_or_default();
     assert!(asked.contains("--starttime="), "{asked}");
 }
+
+#[test]
+fn a_job_requeued_by_slurm_is_followed_under_its_id_not_submitted_again() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let gw = slurm_gateway_with(&cluster, &sleeper(4), "5m", 1, |gw| {
+        let toml = gw.rules().join("models/hydro.toml");
+        let text = std::fs::read_to_string(&toml).unwrap().replace(
+            "partition = \"main\"",
+            "partition = \"main\"\nsbatch_args = [\"--requeue\"]",
+        );
+        std::fs::write(toml, text).unwrap();
+    });
+    gw.drop_file("obs", "hydro_1.xml", &pi_series(1, 2));
+    let (run, job) = job_of(&gw);
+    eventually(30, "the job running", || {
+        cluster.job_state(job) == "RUNNING"
+    });
+    // As after a node failure: back in the queue, under the same id.
+    cluster.run("scontrol", &["requeue", &job.to_string()]);
+    eventually(30, "the job pending again", || {
+        cluster.job_state(job) == "PENDING"
+    });
+    for r in runs(&gw) {
+        assert_eq!(
+            r.state,
+            RunState::Running,
+            "a requeued job is still the run's: {r:?}"
+        );
+    }
+    // Slurm holds a requeued job back a while: let it go now.
+    cluster.run(
+        "scontrol",
+        &["update", &format!("jobid={job}"), "starttime=now"],
+    );
+    let r = wait_state(&gw, &[RunState::Succeeded, RunState::Failed], 60);
+    assert_eq!(
+        (r.id.as_str(), r.slurm_job),
+        (run.as_str(), Some(job)),
+        "{r:?}"
+    );
+    assert_eq!(r.state, RunState::Succeeded, "{r:?}");
+    assert_eq!(runs(&gw).len(), 1, "one run, one job");
+}
