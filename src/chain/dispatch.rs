@@ -782,18 +782,7 @@ impl Dispatcher {
                 .writer
                 .with(move |l| l.set_run_state(&run, start, from.as_deref(), valid.as_deref()));
         }
-        let (start, end) = time0::period(&model.time0, time0);
         let plan = RunPlan {
-            id: id.clone(),
-            model: model.name.clone(),
-            time0,
-            start,
-            end,
-            mode: if session.is_some() {
-                Mode::Replay
-            } else {
-                Mode::Normal
-            },
             inputs: {
                 // In arrival order (claim ids grow with it). Under the name their slot gives, or
                 // else their original names; an original name taken twice (a batch) gets its id
@@ -827,14 +816,13 @@ impl Dispatcher {
                 .map(|s| [("state".to_string(), s.describe())].into_iter().collect())
                 .unwrap_or_default(),
             state: state.map(|s| s.files).unwrap_or_default(),
-            state_description: model.state.as_ref().and_then(|s| s.description.clone()),
-            diagnostics: model.diagnostics.clone(),
             forecast_date_slots: model
                 .inputs
                 .values()
                 .filter(|s| s.forecast_date_is_time0)
                 .map(|s| s.name.clone())
                 .collect(),
+            ..base_plan(model, &id, time0, session.is_some())
         };
         self.spawn_job(model, rules, plan, &run_dir_rel, session, origins, None);
     }
@@ -850,6 +838,16 @@ impl Dispatcher {
             let Some(model) = rules.models.get(&r.model) else {
                 continue;
             };
+            // A name read from the ledger: one path confined under the spool, or no run.
+            if crate::fs::confined(self.spool.root(), Path::new(&r.run_dir)).is_none() {
+                tracing::error!(run.id = %id, run_dir = %r.run_dir, "the run's folder is not under the spool: not re-attached");
+                let why = format!("its folder `{}` is not under the spool", r.run_dir);
+                let ended = self.clock.now();
+                self.writer.with(move |l| {
+                    l.run_ended(&id, RunState::Failed, None, Some(&why), &[], ended)
+                })?;
+                continue;
+            }
             let time0 = chrono::DateTime::parse_from_rfc3339(&r.time0)
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or_else(|_| self.clock.now());
@@ -861,25 +859,8 @@ impl Dispatcher {
             tracing::info!(run.id = %id, slurm.job = job, "re-attached to its Slurm job");
             let mirrors = self.reader.mirrors_of(&id)?;
             let origins = self.original_outputs(mirrors.as_deref());
-            let (start, end) = time0::period(&model.time0, time0);
-            let plan = RunPlan {
-                id: id.clone(),
-                model: model.name.clone(),
-                time0,
-                start,
-                end,
-                mode: if r.session.is_some() {
-                    Mode::Replay
-                } else {
-                    Mode::Normal
-                },
-                inputs: Vec::new(),
-                properties: Default::default(),
-                state: Vec::new(),
-                state_description: model.state.as_ref().and_then(|s| s.description.clone()),
-                diagnostics: model.diagnostics.clone(),
-                forecast_date_slots: Vec::new(),
-            };
+            // Its folder is laid out already: what the end of the run needs of its plan.
+            let plan = base_plan(model, &id, time0, r.session.is_some());
             let adopt = Some((job as u64, since));
             self.spawn_job(
                 model,
@@ -949,6 +930,25 @@ impl Dispatcher {
                 let _ = done.send((model_name, id));
             })
             .expect("spawn run thread");
+    }
+}
+
+/// A run's plan without inputs, properties or state: what every run of `model` has.
+fn base_plan(model: &Model, id: &str, time0: chrono::DateTime<Utc>, replay: bool) -> RunPlan {
+    let (start, end) = time0::period(&model.time0, time0);
+    RunPlan {
+        id: id.to_string(),
+        model: model.name.clone(),
+        time0,
+        start,
+        end,
+        mode: if replay { Mode::Replay } else { Mode::Normal },
+        inputs: Vec::new(),
+        properties: Default::default(),
+        state: Vec::new(),
+        state_description: model.state.as_ref().and_then(|s| s.description.clone()),
+        diagnostics: model.diagnostics.clone(),
+        forecast_date_slots: Vec::new(),
     }
 }
 

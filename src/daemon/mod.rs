@@ -149,6 +149,7 @@ impl Daemon {
             formats = catalog.formats().len(), "rules and schemas loaded");
         let board = Arc::new(Board::default());
         board.set_rules_loaded(config.clock.now());
+        crate::chain::executor::slurm::supervise(Arc::clone(board.health()));
         let rules: Shared<RuleSet> = Arc::new(RwLock::new(Arc::new(rules)));
         let catalog: Shared<Catalog> = Arc::new(RwLock::new(Arc::new(catalog)));
 

@@ -7,7 +7,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::slurm::Cluster;
-use common::{CHAIN_CHANNELS, Gateway, eventually, pi_series};
+use common::{Gateway, eventually, pi_series};
 use pom::ledger::runs::{RunRow, RunState};
 use serde_json::json;
 
@@ -30,41 +30,25 @@ fn slurm_gateway_with(
     concurrency: usize,
     before: impl FnOnce(&mut Gateway),
 ) -> Gateway {
-    let mut gw = Gateway::with_channels(CHAIN_CHANNELS);
-    let path = gw.dir.path().join("hydro.sh");
-    std::fs::write(
-        &path,
-        format!("#!/bin/sh\nset -e\ncd \"$POM_RUN_DIR\"\n{script}\n"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(gw.rules().join("models")).unwrap();
-    std::fs::write(
-        gw.rules().join("models/hydro.toml"),
-        format!(
-            "command = [\"/bin/sh\", \"{}\", \"{{run_file}}\"]\ntimeout = \"{timeout}\"\n\
-             concurrency = {concurrency}\nexecutor = \"slurm\"\n[slurm]\npartition = \"main\"\n\
-             [inputs.obs]\nformats = [\"pi-timeseries\"]\n[outputs]\nchannel = \"fcst\"\n\
-             [trigger]\nkind = \"arrival\"\n",
-            path.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        gw.rules().join("routes.toml"),
-        "[[route]]\nname = \"to-hydro\"\nchannel = \"obs\"\nfile = \"hydro_*.xml\"\n\
-         deliver = [\"hydro.obs\"]\n\n[[route]]\nname = \"forecasts\"\nchannel = \"fcst\"\n\
-         publish = [\"web\"]\n",
-    )
-    .unwrap();
-    gw.extra_env
-        .push(("SLURM_CONF".into(), cluster.conf().display().to_string()));
-    gw.extra_env
-        .push(("POM_TOKEN".into(), format!("alice:{TOKEN}")));
-    gw.extra_args
-        .extend(["--slurm-poll".into(), POLL.to_string()]);
-    before(&mut gw);
-    gw.start();
-    gw
+    // The chain's shell model `hydro`, declared to run on the cluster.
+    common::chain_gateway_with(&[("hydro", script, timeout)], |gw| {
+        let toml = gw.rules().join("models/hydro.toml");
+        let text = std::fs::read_to_string(&toml).unwrap().replace(
+            &format!("timeout = \"{timeout}\"\n"),
+            &format!(
+                "timeout = \"{timeout}\"\nconcurrency = {concurrency}\nexecutor = \"slurm\"\n\
+                 [slurm]\npartition = \"main\"\n"
+            ),
+        );
+        std::fs::write(toml, text).unwrap();
+        gw.extra_env
+            .push(("SLURM_CONF".into(), cluster.conf().display().to_string()));
+        gw.extra_env
+            .push(("POM_TOKEN".into(), format!("alice:{TOKEN}")));
+        gw.extra_args
+            .extend(["--slurm-poll".into(), POLL.to_string()]);
+        before(gw);
+    })
 }
 
 /// The latest run of `hydro` once it is in one of `states`.

@@ -46,10 +46,28 @@ impl Default for Settings {
 }
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
+static HEALTH: OnceLock<Arc<crate::health::Health>> = OnceLock::new();
 
 /// Sets the poll interval, once, before the first job (the daemon's start).
 pub fn configure(settings: Settings) {
     let _ = SETTINGS.set(settings);
+}
+
+/// The daemon's health, where the poller reports as the `slurm` stage (from its first job on):
+/// a query that fails shows the stage degraded (and raises its alert), a dead poller is fatal.
+pub fn supervise(health: Arc<crate::health::Health>) {
+    let _ = HEALTH.set(health);
+}
+
+/// Says how Slurm answers: `None` when it does.
+fn report(fault: Option<String>) {
+    if let Some(h) = HEALTH.get() {
+        h.fault("slurm", fault);
+    }
+}
+
+fn poll_every() -> Duration {
+    SETTINGS.get().copied().unwrap_or_default().poll
 }
 
 /// Runs a model on the cluster.
@@ -68,9 +86,9 @@ impl Executor for Slurm {
         if let Err(e) = write_script(&dir, run) {
             return Ending::NotStarted(format!("cannot write the job script: {e}"));
         }
-        let job = match submit(&self.job, &dir, run) {
+        let job = match submit_once(&self.job, &dir, run) {
             Ok(id) => id,
-            Err(why) => return Ending::NotStarted(why),
+            Err(ending) => return ending,
         };
         tracing::info!(run.id = %run.run_id, slurm.job = job, "submitted to Slurm");
         started(Handle::Job(job));
@@ -78,12 +96,71 @@ impl Executor for Slurm {
     }
 }
 
+/// Submits a run's job. A refusal (a wrong partition, a bad argument) is the run's end; a
+/// controller that does not answer is waited out (the stage shown degraded), asking first
+/// whether an earlier attempt did submit the job: a run never has two jobs.
+fn submit_once(job: &SlurmJob, dir: &Path, run: &Execution<'_>) -> Result<u64, Ending> {
+    let mut unsure = false;
+    loop {
+        if run.stop.load(Ordering::Relaxed) {
+            return Err(Ending::Interrupted);
+        }
+        if run.cancel.load(Ordering::Relaxed) {
+            return Err(Ending::Cancelled);
+        }
+        let attempt = if unsure {
+            find_job(run.run_id).and_then(|found| match found {
+                Some(id) => Ok(id),
+                None => submit(job, dir, run),
+            })
+        } else {
+            submit(job, dir, run)
+        };
+        match attempt {
+            Ok(id) => {
+                report(None);
+                return Ok(id);
+            }
+            Err(why) if transient(&why) => {
+                tracing::warn!(run.id = %run.run_id, error = %why, "Slurm does not answer: the submission waits");
+                report(Some(format!("cannot submit: {why}")));
+                unsure = true;
+                std::thread::sleep(poll_every());
+            }
+            Err(why) => return Err(Ending::NotStarted(why)),
+        }
+    }
+}
+
+/// A failure that says nothing of the job: the controller (or munge) not answering.
+fn transient(why: &str) -> bool {
+    [
+        "Unable to contact",
+        "Socket timed out",
+        "did not answer",
+        "Resource temporarily unavailable",
+        "Connection refused",
+        "Zero Bytes were transmitted",
+        "Communication connection failure",
+        "munge",
+    ]
+    .iter()
+    .any(|t| why.contains(t))
+}
+
+/// The job of a run, by its name, if Slurm has one.
+fn find_job(run_id: &str) -> Result<Option<u64>, String> {
+    let name = format!("--name=pom-{run_id}");
+    let out = slurm_call(Command::new("squeue").args(["-h", "-t", "all", "-o", "%i", &name]))?;
+    Ok(out.lines().find_map(|l| l.trim().parse().ok()))
+}
+
 /// Follows a submitted job to its end (also a job re-attached after a restart).
 pub fn follow(job: u64, dir: &Path, run: &Execution<'_>, submitted: DateTime<Utc>) -> Ending {
     let poller = Poller::get();
     poller.track(job, dir.to_path_buf(), submitted);
     let deadline = Instant::now() + run.timeout;
-    let every = SETTINGS.get().copied().unwrap_or_default().poll;
+    let every = poll_every();
     let mut asked: Option<Ending> = None;
     let mut tried: Option<Instant> = None;
     let ending = loop {
@@ -434,7 +511,9 @@ pub fn fate(
 
 /// Reads the status file of a run folder.
 fn read_status(dir: &Path) -> Option<Status> {
-    let text = std::fs::read_to_string(dir.join(JOB_DIR).join("status")).ok()?;
+    // Written in a folder the model writes too: never through a link.
+    let bytes = crate::fs::read_confined(dir, &Path::new(JOB_DIR).join("status"), 4096).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
     let mut words = text.split_whitespace();
     match words.next()? {
         "exit" => words.next()?.parse().ok().map(Status::Exit),
@@ -494,18 +573,32 @@ impl Poller {
                 changed: Condvar::new(),
                 accounting: Mutex::new(None),
             });
-            let every = SETTINGS.get().copied().unwrap_or_default().poll;
+            let every = poll_every();
             let q = Arc::clone(&p);
-            std::thread::Builder::new()
-                .name("slurm-poll".into())
-                .spawn(move || {
-                    loop {
-                        let started = Instant::now();
-                        q.poll();
-                        std::thread::sleep(every.saturating_sub(started.elapsed()));
+            // Until the daemon stops (its runs then leave their jobs to the next daemon).
+            let body = move || {
+                while !HEALTH.get().is_some_and(|h| h.is_stopping()) {
+                    if let Some(h) = HEALTH.get() {
+                        h.beat("slurm");
                     }
-                })
-                .expect("spawn the Slurm poller");
+                    let started = Instant::now();
+                    q.poll();
+                    std::thread::sleep(every.saturating_sub(started.elapsed()));
+                }
+            };
+            match HEALTH.get() {
+                Some(h) => {
+                    // A poll may wait for three calls that time out.
+                    h.expect("slurm", every * 2 + CALL_TIMEOUT * 4);
+                    crate::health::spawn("slurm", Arc::clone(h), body);
+                }
+                None => {
+                    std::thread::Builder::new()
+                        .name("slurm".into())
+                        .spawn(body)
+                        .expect("spawn the Slurm poller");
+                }
+            }
             p
         }))
     }
@@ -578,6 +671,7 @@ impl Poller {
             Err(e) if e.contains("Invalid job id") => Some(HashMap::new()),
             Err(e) => {
                 tracing::warn!(error = %e, "squeue failed: the jobs' states are unknown this time");
+                report(Some(format!("squeue: {e}")));
                 None
             }
         };
@@ -596,7 +690,10 @@ impl Poller {
             Some(HashMap::new())
         } else {
             match self.has_database() {
-                None => None,
+                None => {
+                    report(Some("scontrol show config: no answer".into()));
+                    None
+                }
                 Some(db) => {
                     let start = since.unwrap_or_else(Utc::now) - chrono::TimeDelta::days(1);
                     let list = ask.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
@@ -610,12 +707,16 @@ impl Poller {
                         Ok(text) => Some(parse_acct(&text)),
                         Err(e) => {
                             tracing::warn!(error = %e, "sacct failed: the jobs' ends are unknown this time");
+                            report(Some(format!("sacct: {e}")));
                             None
                         }
                     }
                 }
             }
         };
+        if queue.is_some() && acct.is_some() {
+            report(None);
+        }
         let Ok(mut jobs) = self.jobs.lock() else {
             return;
         };
