@@ -188,7 +188,16 @@ fn a_job_cancelled_behind_poms_back_or_whose_node_goes_down_fails_with_the_reaso
     let Some(cluster) = Cluster::start() else {
         return;
     };
-    let gw = slurm_gateway(&cluster, "sleep 120", "5m");
+    // A poll of a second: "within two poll intervals" is then two seconds.
+    let poll = 1.0;
+    let gw = slurm_gateway_with(&cluster, "sleep 120", "5m", 1, |gw| {
+        let at = gw
+            .extra_args
+            .iter()
+            .position(|a| a == "--slurm-poll")
+            .unwrap();
+        gw.extra_args[at + 1] = poll.to_string();
+    });
     gw.drop_file("obs", "hydro_1.xml", &pi_series(1, 2));
     let (_, job) = job_of(&gw);
     eventually(30, "the job running", || {
@@ -198,6 +207,7 @@ fn a_job_cancelled_behind_poms_back_or_whose_node_goes_down_fails_with_the_reaso
     let at = Instant::now();
     let r = wait_state(&gw, &[RunState::Failed, RunState::Cancelled], 30);
     let took = at.elapsed();
+    eprintln!("marked failed {took:?} after the scancel");
     assert_eq!(r.state, RunState::Failed, "{r:?}");
     assert!(
         r.reason
@@ -207,8 +217,8 @@ fn a_job_cancelled_behind_poms_back_or_whose_node_goes_down_fails_with_the_reaso
         "{r:?}"
     );
     assert!(
-        took <= Duration::from_secs_f64(2.0 * POLL + 1.5),
-        "marked failed {took:?} after the scancel (poll {POLL} s)"
+        took <= Duration::from_secs_f64(2.0 * poll),
+        "marked failed {took:?} after the scancel (poll {poll} s)"
     );
 
     // A second file: a job whose node is set down.
@@ -235,6 +245,7 @@ fn a_job_cancelled_behind_poms_back_or_whose_node_goes_down_fails_with_the_reaso
     let at = Instant::now();
     let r = wait_state(&gw, &[RunState::Failed, RunState::Cancelled], 30);
     let took = at.elapsed();
+    eprintln!("marked failed {took:?} after the node went down");
     assert_eq!(r.slurm_job, Some(second));
     assert_eq!(r.state, RunState::Failed, "{r:?}");
     assert!(
@@ -242,8 +253,8 @@ fn a_job_cancelled_behind_poms_back_or_whose_node_goes_down_fails_with_the_reaso
         "{r:?}"
     );
     assert!(
-        took <= Duration::from_secs_f64(2.0 * POLL + 1.5),
-        "marked failed {took:?} after the node went down (poll {POLL} s)"
+        took <= Duration::from_secs_f64(2.0 * poll),
+        "marked failed {took:?} after the node went down (poll {poll} s)"
     );
 }
 
