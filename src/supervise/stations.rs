@@ -52,7 +52,12 @@ pub fn spawn(
         while !stop.load(Ordering::Relaxed) {
             board.health().beat("stations");
             match step(&reader, &spool, &writer, clock.now()) {
-                Ok(()) => board.health().fault("stations", None),
+                Ok(None) => board.health().fault("stations", None),
+                // A file it cannot read now (no descriptors, an I/O error): its turn waits.
+                Ok(Some(why)) => {
+                    tracing::warn!("stations: cannot index yet, trying again: {why}");
+                    board.health().fault("stations", Some(why));
+                }
                 // Busy, no descriptors, a full disk: said, and tried again.
                 Err(e) if !matches!(e, LedgerError::WriterGone) => {
                     tracing::warn!(error = %e, "stations: cannot index, trying again");
@@ -89,13 +94,14 @@ fn lower_priority() {
     }
 }
 
-/// Indexes the next batch.
+/// Indexes the next batch; says why when a file cannot be read now (it is then retried, never
+/// skipped).
 fn step(
     reader: &Ledger,
     spool: &Path,
     writer: &Writer,
     now: DateTime<Utc>,
-) -> Result<(), LedgerError> {
+) -> Result<Option<String>, LedgerError> {
     // A new index starts from the files of the last days, not from the whole history.
     let upto = match reader.series_indexed_upto()? {
         Some(u) => u,
@@ -109,6 +115,7 @@ fn step(
     let mut files: Vec<(String, Vec<IndexRow>)> = Vec::new();
     let mut last: Option<String> = None;
     let mut waiting = false;
+    let mut stalled: Option<String> = None;
     let (mut gone, mut unreadable) = (0usize, 0usize);
     for sub in &batch {
         if sub.pi {
@@ -122,9 +129,15 @@ fn step(
                     break;
                 }
                 Indexed::Missing => gone += 1,
+                // Not a path under the spool, or not a readable file: said, skipped.
                 Indexed::Unreadable(why) => {
                     unreadable += 1;
                     tracing::debug!(file = %sub.id, "stations: not indexed: {why}");
+                }
+                Indexed::NotNow(why) => {
+                    waiting = true;
+                    stalled = Some(format!("file {}: {why}", sub.id));
+                    break;
                 }
             }
         }
@@ -142,15 +155,28 @@ fn step(
         _ => last,
     };
     let Some(upto_now) = upto_now.filter(|u| *u != upto) else {
-        return Ok(());
+        return Ok(stalled);
     };
-    writer.with(move |l| l.index_series(&files, &upto_now))
+    writer.with(move |l| l.index_series(&files, &upto_now))?;
+    Ok(stalled)
 }
 
 enum Indexed {
     Rows(Vec<IndexRow>),
     Missing,
     Unreadable(String),
+    NotNow(String),
+}
+
+/// A path refused or a file that is not one (a link, a folder) is for good; anything else (no
+/// descriptors, an I/O error, a full disk) may pass.
+fn not_read(e: std::io::Error) -> Indexed {
+    use std::io::ErrorKind::{InvalidData, InvalidInput};
+    if matches!(e.kind(), InvalidInput | InvalidData) || e.raw_os_error() == Some(libc::ELOOP) {
+        Indexed::Unreadable(e.to_string())
+    } else {
+        Indexed::NotNow(e.to_string())
+    }
 }
 
 fn index_file(spool: &Path, sub: &ToIndex) -> Indexed {
@@ -160,11 +186,11 @@ fn index_file(spool: &Path, sub: &ToIndex) -> Indexed {
     let f = match crate::fs::open_confined(spool, Path::new(stored)) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Indexed::Missing,
-        Err(e) => return Indexed::Unreadable(e.to_string()),
+        Err(e) => return not_read(e),
     };
     let mut bytes = Vec::new();
     if let Err(e) = f.take(INDEX_MAX_BYTES).read_to_end(&mut bytes) {
-        return Indexed::Unreadable(e.to_string());
+        return not_read(e);
     }
     Indexed::Rows(summarise(&read_pi(&bytes, 4), sub.produced))
 }
