@@ -6,11 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One cluster at a time in a test binary: two daemons each are heavy on a small machine, and
+/// the other tests run beside them.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A running cluster.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     ctld: Option<Child>,
     slurmd: Option<Child>,
+    /// Released last, once the daemons are stopped.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Drop for Cluster {
@@ -65,6 +71,9 @@ impl Cluster {
             Path::new("/usr/sbin/slurmctld").exists(),
             "slurmctld missing (Debian package slurm-wlm; scripts/install-deps installs it)"
         );
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for sub in ["state", "spool"] {
@@ -87,6 +96,7 @@ impl Cluster {
             dir,
             ctld: None,
             slurmd: None,
+            _turn: turn,
         };
         c.start_controller();
         c.slurmd = Some(
