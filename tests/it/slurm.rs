@@ -67,6 +67,23 @@ fn wait_state(gw: &Gateway, states: &[RunState], secs: u64) -> RunRow {
     found.unwrap()
 }
 
+/// Waits until Slurm shows `job` running and its model has written to its output.
+fn model_started(gw: &Gateway, cluster: &Cluster, job: i64) {
+    eventually(30, "the job running and its model started", || {
+        cluster.job_state(job) == "RUNNING"
+            && gw
+                .ledger()
+                .runs(Some("hydro"), None, 1)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|r| r.slurm_job == Some(job))
+                .and_then(|r| {
+                    std::fs::read_to_string(gw.spool().join(&r.run_dir).join("stdout.txt")).ok()
+                })
+                .is_some_and(|out| out.contains("started"))
+    });
+}
+
 fn job_of(gw: &Gateway) -> (String, i64) {
     let mut job = None;
     eventually(30, "a Slurm job id in the ledger", || {
@@ -190,7 +207,7 @@ fn a_job_cancelled_behind_poms_back_or_whose_node_goes_down_fails_with_the_reaso
     };
     // A poll of a second: "within two poll intervals" is then two seconds.
     let poll = 1.0;
-    let gw = slurm_gateway_with(&cluster, "sleep 120", "5m", 1, |gw| {
+    let gw = slurm_gateway_with(&cluster, "echo started\nsleep 120", "5m", 1, |gw| {
         let at = gw
             .extra_args
             .iter()
@@ -200,9 +217,9 @@ fn a_job_cancelled_behind_poms_back_or_whose_node_goes_down_fails_with_the_reaso
     });
     gw.drop_file("obs", "hydro_1.xml", &pi_series(1, 2));
     let (_, job) = job_of(&gw);
-    eventually(30, "the job running", || {
-        cluster.job_state(job) == "RUNNING"
-    });
+    // Running for Slurm and the model started: a job cancelled while its node still launches
+    // it is killed only after Slurm's KillWait, which is Slurm's time, not POM's.
+    model_started(&gw, &cluster, job);
     cluster.run("scancel", &[&job.to_string()]);
     let at = Instant::now();
     let r = wait_state(&gw, &[RunState::Failed, RunState::Cancelled], 30);
@@ -235,9 +252,7 @@ fn a_job_cancelled_behind_poms_back_or_whose_node_goes_down_fails_with_the_reaso
         second.is_some()
     });
     let second = second.unwrap();
-    eventually(30, "the second job running", || {
-        cluster.job_state(second) == "RUNNING"
-    });
+    model_started(&gw, &cluster, second);
     cluster.run(
         "scontrol",
         &["update", "nodename=localhost", "state=down", "reason=test"],

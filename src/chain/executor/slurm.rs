@@ -330,10 +330,25 @@ fn slurm_call(cmd: &mut Command) -> Result<String, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run `{name}`: {e}"))?;
+    // Both pipes drained while the command runs: an answer larger than a pipe's buffer (many
+    // jobs) must not block it until the timeout.
+    fn drain(
+        pipe: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut out);
+            }
+            out
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + CALL_TIMEOUT;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             _ => {
                 let _ = child.kill();
@@ -341,18 +356,15 @@ fn slurm_call(cmd: &mut Command) -> Result<String, String> {
                 return Err(format!("`{name}` did not answer within {CALL_TIMEOUT:?}"));
             }
         }
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("`{name}`: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
+    };
+    let stdout = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
+    let stderr = stderr.join().unwrap_or_default();
+    if status.success() {
         Ok(stdout)
     } else {
         Err(format!(
-            "`{name}` exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            "`{name}` exited with {status}: {}",
+            String::from_utf8_lossy(&stderr).trim()
         ))
     }
 }
@@ -769,6 +781,14 @@ mod tests {
         );
         let q = Probe::Found("PENDING".into());
         assert_eq!(fate(None, &q, &Probe::Unknown, 0), Fate::Active);
+    }
+
+    #[test]
+    fn an_answer_larger_than_a_pipe_buffer_is_read_whole() {
+        let out =
+            slurm_call(Command::new("sh").args(["-c", "head -c 300000 /dev/zero | tr '\\0' x"]))
+                .unwrap();
+        assert_eq!(out.len(), 300_000);
     }
 
     #[test]
