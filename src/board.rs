@@ -60,6 +60,16 @@ pub struct Board {
     operational_claim: std::sync::atomic::AtomicI64,
     events: tokio::sync::broadcast::Sender<Event>,
     health: std::sync::Arc<crate::health::Health>,
+    disk: Mutex<DiskUse>,
+}
+
+/// The disk use of the spool's areas (its top-level folders), as last measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DiskUse {
+    /// When it was measured.
+    pub at: Option<String>,
+    /// Per area: allocated bytes and files.
+    pub areas: BTreeMap<String, (u64, u64)>,
 }
 
 impl Default for Board {
@@ -76,6 +86,7 @@ impl Default for Board {
             operational_claim: std::sync::atomic::AtomicI64::new(0),
             events: tokio::sync::broadcast::channel(1024).0,
             health: std::sync::Arc::default(),
+            disk: Mutex::default(),
         }
     }
 }
@@ -91,6 +102,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Board {
+    /// Records the disk use of the spool's areas.
+    pub fn set_disk(&self, d: DiskUse) {
+        *lock(&self.disk) = d;
+    }
+
+    /// The disk use of the spool's areas, as last measured.
+    pub fn disk(&self) -> DiskUse {
+        lock(&self.disk).clone()
+    }
+
     /// The stages' health.
     pub fn health(&self) -> &std::sync::Arc<crate::health::Health> {
         &self.health

@@ -138,7 +138,25 @@ async function overview() {
       <th>Last arrival</th><th>Decided</th><th></th></tr></thead><tbody>${channels}</tbody></table></section>
     <section><h2>Models</h2><table id="models"><thead><tr><th>Model</th><th>State</th><th>Trigger</th>
       <th>Waiting inputs</th><th>Waiting for</th><th>Last run</th><th>Next scheduled</th><th>time0 (UTC)</th></tr></thead><tbody>${models}</tbody></table></section>
+    <section><h2>Disk</h2>${diskTable(o.disk, o.pruned)}</section>
     <p class="muted small">Rules ${esc(o.rules.version.slice(0, 12))} loaded ${time(o.rules.loaded_at)} · ${time(o.now)}</p>`;
+}
+
+// Disk use per area of the spool, as the daemon last measured it, and what retention removed.
+function diskTable(d, pruned) {
+  const areas = Object.entries(d.areas ?? {});
+  if (!areas.length) return `<p class="muted">Not measured yet.</p>`;
+  const rows = areas.map(([area, [bytes, files]]) => `<tr data-area="${esc(area)}">
+      <td>${esc(area)}</td><td class="num">${size(bytes)}</td><td class="num">${files}</td></tr>`).join("");
+  return `<table id="disk"><thead><tr><th>Area</th><th>Used</th><th>Files</th></tr></thead><tbody>${rows}</tbody></table>
+    <p class="muted small">Measured ${time(d.at)} · removed by retention: ${pruned.files} files, ${pruned.runs} run folders</p>`;
+}
+
+function size(bytes) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = bytes, u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u += 1; }
+  return `${u ? v.toFixed(1) : v} ${units[u]}`;
 }
 
 function timelineSvg(t) {

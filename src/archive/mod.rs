@@ -22,6 +22,7 @@ use crate::ledger::{State, Submission};
 use crate::spool::{Spool, Stored};
 
 pub mod manifest;
+pub mod retention;
 
 pub use manifest::{MANIFEST, ManifestLine};
 /// Suffix of the reason file beside a rejected file.
@@ -212,6 +213,22 @@ fn publish(
     std::fs::rename(&tmp, &to).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
+}
+
+/// Every file stored for a submission, under the spool: the file itself, the marker that
+/// released it, and the reason beside a rejected file.
+pub fn stored_files(s: &Submission) -> Vec<String> {
+    let Some(stored) = &s.stored else {
+        return Vec::new();
+    };
+    let mut v = vec![stored.clone()];
+    if let Some(marker) = &s.marker {
+        v.push(format!("{stored}{}", marker_suffix(&s.original, marker)));
+    }
+    if s.state == crate::ledger::State::Rejected {
+        v.push(format!("{stored}{REASON}"));
+    }
+    v
 }
 
 /// Files one decided submission (start-up reconcile).

@@ -25,6 +25,7 @@ use pom::web::{Settings as WebSettings, Tokens, Web};
 mod act;
 mod http;
 mod inspect;
+mod keep;
 mod replay;
 mod serve;
 
@@ -176,6 +177,28 @@ pub(super) enum Command {
     Replay(ReplayArgs),
     /// Replay sessions, newest first, with their progress.
     Replays(JsonArg),
+    /// A consistent copy of the ledger into FILE, while the daemon runs (SQLite's online
+    /// backup), then its integrity check.
+    Backup(BackupArgs),
+    /// Put a backup in place of the ledger (the daemon stopped): checked first, the replaced
+    /// ledger kept; archived files it does not know go back to incoming/ as new arrivals, and
+    /// files it knows that are missing are listed.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+pub(super) struct BackupArgs {
+    /// The backup file to write (replaced if it exists).
+    file: PathBuf,
+}
+
+#[derive(Args)]
+pub(super) struct RestoreArgs {
+    /// The backup file (from `pom backup`).
+    file: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -348,6 +371,10 @@ pub(super) struct ServeArgs {
     /// Do not sync the file system after each filed batch (faster, weaker on power loss).
     #[arg(long, env = "POM_NO_SYNC")]
     no_sync: bool,
+    /// Run as root all the same (a trial machine, a container). Refused otherwise: files
+    /// and runs made by root would be out of reach of the service's own user.
+    #[arg(long, env = "POM_ALLOW_ROOT", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_root: bool,
     /// A simulated clock for schedules and time0, `START[@SPEED]` (e.g.
     /// `2026-03-28T00:00:00Z@3600`: one simulated hour per second), for rehearsals and tests.
     #[arg(long, env = "POM_CLOCK")]
@@ -511,6 +538,8 @@ pub fn main() -> ExitCode {
         Command::Alerts(a) => alerts(&cli.paths, a.json),
         Command::Replay(a) => replay(&cli.paths, a),
         Command::Replays(a) => replays(&cli.paths, a.json),
+        Command::Backup(a) => keep::backup(&cli.paths, a),
+        Command::Restore(a) => keep::restore(&cli.paths, a),
     };
     match result {
         Ok(code) => code,

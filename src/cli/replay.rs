@@ -36,9 +36,33 @@ pub(super) fn replay(paths: &Paths, a: &ReplayArgs) -> Result<ExitCode> {
     };
     let ledger = open_ledger(paths)?;
     let files = pom::replay::archived_between(&ledger, from, to, a.channel.as_deref())?;
+    let pruned = pom::replay::pruned_between(&ledger, from, to, a.channel.as_deref())?;
+    if !pruned.is_empty() {
+        eprintln!(
+            "replay: {} file(s) of that period were removed by retention (their channel's \
+             `keep`) and cannot be replayed:",
+            pruned.len()
+        );
+        for s in pruned.iter().take(20) {
+            eprintln!(
+                "  {}  {}  {}  pruned {}",
+                s.id,
+                s.channel,
+                String::from_utf8_lossy(&s.original),
+                s.pruned_at.as_deref().unwrap_or("?")
+            );
+        }
+        if pruned.len() > 20 {
+            eprintln!("  … and {} more", pruned.len() - 20);
+        }
+    }
     anyhow::ensure!(
         !files.is_empty(),
-        "no archived file was received in that period"
+        if pruned.is_empty() {
+            "no archived file was received in that period"
+        } else {
+            "every archived file of that period was removed by retention: nothing to replay"
+        }
     );
     let spool = Spool::new(&paths.spool);
     let name = a.name.clone().unwrap_or_else(|| {

@@ -7,6 +7,15 @@ use super::*;
 pub(super) const FATAL_GRACE: Duration = Duration::from_secs(2);
 
 pub(super) fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
+    // SAFETY: reads this process's effective uid.
+    if unsafe { libc::geteuid() } == 0 && !a.allow_root {
+        anyhow::bail!(
+            "pom serve refuses to run as root: the spool, the ledger and the models' run \
+             folders would belong to root, out of reach of the service's user. Run it as that \
+             user (the package's unit runs it as `pom`), or pass --allow-root (POM_ALLOW_ROOT=1) \
+             for a trial"
+        );
+    }
     let signals = block_signals();
     raise_descriptor_limit();
     let config = Config {
@@ -86,8 +95,17 @@ pub(super) fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
         tracing::info!(addr = %w.addr(), "listening on http://{}", w.addr());
     }
     tracing::info!(spool = %paths.spool.display(), "pom is running");
+    // Under systemd (Type=notify): ready now, and a watchdog fed while every stage lives.
+    let _ = pom::supervise::systemd::notify("READY=1");
+    let watchdog =
+        pom::supervise::systemd::spawn_watchdog(std::sync::Arc::clone(daemon.board().health()));
     let sig = loop {
         let sig = wait_for(&signals);
+        if sig == libc::SIGHUP {
+            tracing::info!("SIGHUP: reloading rules and schemas");
+            daemon.reload();
+            continue;
+        }
         if sig != libc::SIGUSR1 {
             break sig;
         }
@@ -103,10 +121,14 @@ pub(super) fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
         }
     };
     tracing::info!(signal = sig, "stopping");
+    let _ = pom::supervise::systemd::notify("STOPPING=1");
     if let Some(w) = web {
         w.stop();
     }
     daemon.stop().context("stopping")?;
+    if let Some(w) = watchdog {
+        let _ = w.join();
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

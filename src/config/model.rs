@@ -35,6 +35,8 @@ struct RawModel {
     timeout: Option<Spanned<String>>,
     retries: Option<RawRetries>,
     concurrency: Option<usize>,
+    /// How long its run folders are kept after the run ended (`90d`); absent: for ever.
+    keep: Option<Spanned<String>>,
     #[serde(default)]
     priority: i32,
     #[serde(default)]
@@ -289,6 +291,8 @@ pub struct Model {
     pub retries: Retries,
     /// Runs at once.
     pub concurrency: usize,
+    /// How long a run folder is kept after its run ended; `None`: for ever.
+    pub keep: Option<Duration>,
     /// Higher runs first.
     pub priority: i32,
     /// Extra environment.
@@ -448,6 +452,30 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => Err(format!(
             "`{text}` is longer than the longest duration a rule may give (366d)"
         )),
+    }
+}
+
+/// Shortest retention a rule may give: a day (a shorter one is a typing error).
+pub const MIN_RETENTION: Duration = Duration::from_secs(86_400);
+/// Longest retention a rule may give: a hundred years.
+pub const MAX_RETENTION: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// Parses a retention (`keep = "400d"`): days (`d`) or years of 365 days (`y`), from a day to a
+/// hundred years.
+pub fn parse_retention(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let wrong = || format!("`{text}` is not a retention such as 400d or 10y");
+    let n: u64 = n.parse().map_err(|_| wrong())?;
+    let days = match unit.trim() {
+        "d" => n,
+        "y" => n.checked_mul(365).ok_or_else(wrong)?,
+        _ => return Err(wrong()),
+    };
+    match days.checked_mul(86_400).map(Duration::from_secs) {
+        Some(d) if (MIN_RETENTION..=MAX_RETENTION).contains(&d) => Ok(d),
+        _ => Err(format!("`{text}`: a retention is from 1d to 100y (36500d)")),
     }
 }
 
@@ -687,6 +715,13 @@ impl Model {
             },
             None => DEFAULT_TIMEOUT,
         };
+        let keep = raw.keep.and_then(|k| match parse_retention(k.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                at(k.span().start, format!("keep: {e}"));
+                None
+            }
+        });
         let retries = match raw.retries {
             Some(r) => Retries {
                 max: r.max,
@@ -953,6 +988,7 @@ impl Model {
             timeout,
             retries,
             concurrency: raw.concurrency.unwrap_or(1),
+            keep,
             priority: raw.priority,
             env: raw.env,
             executor,
@@ -969,6 +1005,29 @@ mod tests {
     fn compile(text: &str) -> Result<Model, Vec<Problem>> {
         let mut p = Vec::new();
         Model::compile("m", Path::new("m.toml"), text, &mut p).ok_or(p)
+    }
+
+    #[test]
+    fn retentions_are_days_or_years_from_a_day_to_a_century() {
+        assert_eq!(
+            parse_retention("400d"),
+            Ok(Duration::from_secs(400 * 86_400))
+        );
+        assert_eq!(
+            parse_retention("10y"),
+            Ok(Duration::from_secs(3650 * 86_400))
+        );
+        for bad in [
+            "12h",
+            "0d",
+            "101y",
+            "400",
+            "d",
+            "99999999999999999999d",
+            "5y3d",
+        ] {
+            assert!(parse_retention(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -61,6 +61,8 @@ struct RawChannel {
     /// Every accepted file of this channel must be routed: an unrouted one raises an alert.
     #[serde(default)]
     expect_routed: bool,
+    /// How long its files (archived, duplicates, rejected) are kept (`400d`); absent: for ever.
+    keep: Option<Spanned<String>>,
 }
 
 /// When a dropped file is complete.
@@ -91,6 +93,8 @@ pub struct Channel {
     pub cadence: Option<(Duration, Duration)>,
     /// Every accepted file must be routed: an unrouted one raises an alert.
     pub expect_routed: bool,
+    /// How long its stored files are kept after their arrival; `None`: for ever.
+    pub keep: Option<Duration>,
 }
 
 impl Channel {
@@ -314,6 +318,21 @@ impl RuleSet {
             let cadence = duration(&raw.cadence, "cadence");
             let grace = duration(&raw.grace, "grace");
             let cadence = cadence.map(|c| (c, grace.unwrap_or(c / 4)));
+            let keep =
+                raw.keep.as_ref().and_then(|k| {
+                    match crate::config::model::parse_retention(k.get_ref()) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            problems.push(Problem::at(
+                                file,
+                                text,
+                                Some(k.span().start),
+                                format!("channel `{name}`: keep: {e}"),
+                            ));
+                            None
+                        }
+                    }
+                });
             set.channels.insert(
                 name.clone(),
                 Channel {
@@ -324,6 +343,7 @@ impl RuleSet {
                     ignore_patterns: patterns,
                     cadence,
                     expect_routed: raw.expect_routed,
+                    keep,
                 },
             );
         }

@@ -8,6 +8,10 @@
 //! At start, before anything new is claimed, whatever is in `queue/` is driven on from its
 //! recorded state: a file whose verdict is committed is filed; a file only claimed is examined
 //! again; a claim whose rename never happened is forgotten (the file is still in `incoming/`).
+//! [`restore`] puts a ledger backup in place (the daemon stopped) and reconciles the spool with
+//! it.
+
+pub mod restore;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -118,6 +122,7 @@ pub struct Daemon {
     alerts: JoinHandle<()>,
     stop_alerts: Arc<AtomicBool>,
     stations: JoinHandle<Result<(), LedgerError>>,
+    retention: JoinHandle<Result<(), LedgerError>>,
     replay: JoinHandle<()>,
     stop_replay: Arc<AtomicBool>,
     guard: JoinHandle<()>,
@@ -275,6 +280,15 @@ impl Daemon {
             Arc::clone(&stop_alerts),
             config.clock,
         );
+        let retention = crate::archive::retention::spawn(
+            config.db.clone(),
+            config.spool.clone(),
+            Arc::clone(&rules),
+            writer.clone(),
+            Arc::clone(&board),
+            Arc::clone(&stop_alerts),
+            config.clock,
+        );
         let (hints_tx, hints_rx) = sync_channel::<Hint>(HINTS);
         let control = Control::new(
             Arc::clone(&board),
@@ -392,6 +406,7 @@ impl Daemon {
             alerts,
             stop_alerts,
             stations,
+            retention,
             replay,
             stop_replay,
             guard,
@@ -420,6 +435,11 @@ impl Daemon {
         Arc::clone(&self.rules)
     }
 
+    /// Reloads rules and schemas now (SIGHUP), as after an edit of their files.
+    pub fn reload(&self) {
+        let _ = self.hints.send(Hint::Configuration);
+    }
+
     /// The spool.
     pub fn spool(&self) -> &Spool {
         &self.spool
@@ -443,6 +463,13 @@ impl Daemon {
             .map_err(|_| DaemonError::Panicked("stations"))?
         {
             tracing::warn!(error = %e, "the station index stopped");
+        }
+        if let Err(e) = self
+            .retention
+            .join()
+            .map_err(|_| DaemonError::Panicked("retention"))?
+        {
+            tracing::warn!(error = %e, "retention stopped");
         }
         drop(self._watch);
         let _ = self.hints.send(Hint::Stop);

@@ -6,7 +6,9 @@
 //! always be brought back into agreement (see [`crate::daemon`]'s start-up reconcile).
 
 pub mod audit;
+pub mod backup;
 pub mod reads;
+pub mod retention;
 pub mod runs;
 pub mod sessions;
 pub mod stations;
@@ -81,6 +83,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/008.sql"),
     include_str!("migrations/009.sql"),
     include_str!("migrations/010.sql"),
+    include_str!("migrations/011.sql"),
 ];
 
 /// Where a submission stands.
@@ -187,6 +190,8 @@ pub struct Submission {
     pub produced_by: Option<String>,
     /// That run's time0.
     pub produced_time0: Option<String>,
+    /// When retention removed its stored copy (the row stays).
+    pub pruned_at: Option<String>,
 }
 
 fn lossy<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -670,6 +675,7 @@ impl Ledger {
                 original_at: c.replay.as_ref().map(|r| r.at.clone()),
                 produced_by: None,
                 produced_time0: None,
+                pruned_at: None,
             };
             match &e.verdict {
                 Verdict::Accepted { checked, .. } => {
@@ -1007,11 +1013,28 @@ impl Ledger {
         to: &str,
         channel: Option<&str>,
     ) -> Result<Vec<Submission>, LedgerError> {
+        self.archived_in(from, to, channel, false)
+    }
+
+    /// Operational archived submissions with ids in `[from, to)`, on a channel if given, oldest
+    /// first: still stored, or (`pruned`) removed by retention.
+    fn archived_in(
+        &self,
+        from: &str,
+        to: &str,
+        channel: Option<&str>,
+        pruned: bool,
+    ) -> Result<Vec<Submission>, LedgerError> {
+        let kept = if pruned {
+            "pruned_at IS NOT NULL"
+        } else {
+            "pruned_at IS NULL"
+        };
         self.conn
             .prepare(&format!(
                 "SELECT {COLUMNS} FROM submissions WHERE id >= ?1 AND id < ?2
                  AND state = 'archived' AND session IS NULL AND (?3 IS NULL OR channel = ?3)
-                 ORDER BY id"
+                 AND {kept} ORDER BY id"
             ))
             .and_then(|mut st| st.query_map(params![from, to, channel], row_of)?.collect())
             .map_err(sq(&self.path, "read archive"))
@@ -1060,7 +1083,8 @@ const COLUMNS: &str = "id, channel, original, marker, state, received_at, decide
                        format, version, checked, reject_kind, reason, errors, duplicate_of, stored, \
                        route, route_rules, route_actions, rules_version, held_by, origin, session, \
                        original_at, produced_by, \
-                       (SELECT time0 FROM runs WHERE runs.id = submissions.produced_by)";
+                       (SELECT time0 FROM runs WHERE runs.id = submissions.produced_by), \
+                       pruned_at";
 
 fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Submission>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"))?
@@ -1107,6 +1131,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Submission> {
         original_at: r.get(24)?,
         produced_by: r.get(25)?,
         produced_time0: r.get(26)?,
+        pruned_at: r.get(27)?,
     })
 }
 

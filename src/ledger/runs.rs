@@ -114,6 +114,8 @@ pub struct RunRow {
     pub state_valid_at: Option<String>,
     /// The replay session it belongs to; none for an operational run.
     pub session: Option<String>,
+    /// When retention removed its run folder (the row stays).
+    pub pruned_at: Option<String>,
 }
 
 /// A run left queued or running: (id, process id, Slurm job id).
@@ -166,7 +168,7 @@ pub struct Pending {
 
 const RUN_COLUMNS: &str = "id, model, state, attempt, trigger, time0, mode, run_dir, pid, queued_at, \
                            started_at, ended_at, exit_code, reason, diag, retry_of, requested_by, \
-                           state_start, state_from, state_valid_at, session, slurm_job";
+                           state_start, state_from, state_valid_at, session, slurm_job, pruned_at";
 
 impl Ledger {
     /// Deliveries waiting for a model, oldest first.
@@ -811,7 +813,10 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT run FROM states WHERE model = ?1 AND session IS ?2
-                 AND valid_at <= ?3 AND valid_at >= ?4 ORDER BY valid_at DESC, run DESC LIMIT 1",
+                 AND valid_at <= ?3 AND valid_at >= ?4
+                 AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = states.run
+                                 AND runs.pruned_at IS NOT NULL)
+                 ORDER BY valid_at DESC, run DESC LIMIT 1",
             )
             .and_then(|mut st| {
                 st.query_row(
@@ -1035,6 +1040,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         state_valid_at: r.get(19)?,
         session: r.get(20)?,
         slurm_job: r.get(21)?,
+        pruned_at: r.get(22)?,
     })
 }
 

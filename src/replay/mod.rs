@@ -754,6 +754,21 @@ pub fn spawn(replay: Replay, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(
     crate::health::spawn("replay", health, move || replay.run(&stop))
 }
 
+/// The files of a period `pom replay` cannot re-inject: archived operational files received in
+/// `[from, to)`, on a channel if given, whose stored copies retention removed.
+pub fn pruned_between(
+    reader: &Ledger,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    channel: Option<&str>,
+) -> Result<Vec<crate::ledger::Submission>, LedgerError> {
+    reader.pruned_between(
+        &crate::id::ClaimId(from.timestamp_micros()).text(),
+        &crate::id::ClaimId(to.timestamp_micros()).text(),
+        channel,
+    )
+}
+
 /// The files `pom replay` re-injects: operational submissions archived, received in
 /// `[from, to)`, on a channel if given, oldest first.
 pub fn archived_between(

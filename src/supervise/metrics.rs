@@ -59,6 +59,41 @@ pub fn render(
     let overview = crate::supervise::view::overview(reader, rules, board, now)?;
     head(
         &mut out,
+        "pom_disk_bytes",
+        "gauge",
+        "Disk space used by each area of the spool (its top-level folders: incoming, queue, \
+         archive, rejected, runs, outgoing, replay, reports, state), as last measured.",
+    );
+    for (area, (bytes, _)) in &overview.disk.areas {
+        let _ = writeln!(out, "pom_disk_bytes{{area=\"{}\"}} {bytes}", label(area));
+    }
+    head(
+        &mut out,
+        "pom_disk_files",
+        "gauge",
+        "Files in each area of the spool, as last measured.",
+    );
+    for (area, (_, files)) in &overview.disk.areas {
+        let _ = writeln!(out, "pom_disk_files{{area=\"{}\"}} {files}", label(area));
+    }
+    head(
+        &mut out,
+        "pom_pruned_total",
+        "counter",
+        "Stored files and run folders removed by retention (their ledger rows are kept).",
+    );
+    let _ = writeln!(
+        out,
+        "pom_pruned_total{{kind=\"file\"}} {}",
+        overview.pruned.files
+    );
+    let _ = writeln!(
+        out,
+        "pom_pruned_total{{kind=\"run\"}} {}",
+        overview.pruned.runs
+    );
+    head(
+        &mut out,
         "pom_queue_depth",
         "gauge",
         "Files waiting in incoming/ or being examined, per channel.",

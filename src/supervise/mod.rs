@@ -4,7 +4,8 @@
 //! In: the ledger (through its read functions), the compiled rules, the [`crate::board`]. Out:
 //! the views of the web client and the CLI ([`view`]), hydrographs ([`series`]), stations and
 //! their index ([`stations`]), `/metrics` ([`metrics`]) and alerts ([`alerts`]: a late feed, a
-//! failed run, a refused rule edit, low disk space). Never: SQL (the ledger's), or changing the
+//! failed run, a refused rule edit, low disk space), and what the service manager is told
+//! ([`systemd`]: readiness, the watchdog). Never: SQL (the ledger's), or changing the
 //! chain (operators act through [`crate::control`]); the one thing written here is the station
 //! index, derived from the archive and rebuilt from it at will.
 
@@ -12,4 +13,5 @@ pub mod alerts;
 pub mod metrics;
 pub mod series;
 pub mod stations;
+pub mod systemd;
 pub mod view;

@@ -83,7 +83,7 @@ pub fn spawn(
 }
 
 /// The indexer yields the CPU to every other stage: it is the lowest priority thread.
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     // SAFETY: plain system calls on this thread's own id.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, libc::gettid() as _, 19) };
     if r != 0 {

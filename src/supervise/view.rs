@@ -26,6 +26,19 @@ pub struct Overview {
     pub channels: Vec<ChannelView>,
     /// Models.
     pub models: Vec<ModelView>,
+    /// Disk use of the spool's areas, as last measured.
+    pub disk: crate::board::DiskUse,
+    /// What retention has removed.
+    pub pruned: Pruned,
+}
+
+/// What retention has removed (the ledger keeps their rows).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Pruned {
+    /// Stored files.
+    pub files: i64,
+    /// Run folders.
+    pub runs: i64,
 }
 
 /// The rule set in force, briefly.
@@ -244,6 +257,11 @@ pub fn overview(
         alerts,
         channels,
         models,
+        disk: board.disk(),
+        pruned: {
+            let (files, runs) = reader.pruned_counts()?;
+            Pruned { files, runs }
+        },
     })
 }
 

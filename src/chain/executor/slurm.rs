@@ -325,6 +325,10 @@ fn slurm_call(cmd: &mut Command) -> Result<String, String> {
     CALLS.fetch_add(1, Ordering::Relaxed);
     let name = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
+        // The service manager's channel is the daemon's: not a job's, not a Slurm command's.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -64,6 +64,9 @@ pub struct Gateway {
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
     pub extra_env: Vec<(String, String)>,
+    /// A command the daemon is started under (`pom` and its arguments follow it), such as a
+    /// sandbox; empty for none.
+    pub wrapper: Vec<std::ffi::OsString>,
     starts: usize,
 }
 
@@ -84,6 +87,7 @@ impl Gateway {
             child: None,
             extra_args: Vec::new(),
             extra_env: Vec::new(),
+            wrapper: Vec::new(),
             starts: 0,
         }
     }
@@ -132,11 +136,30 @@ impl Gateway {
             // The machine's own free space is not under test: a test that wants the low disk
             // alert sets `--min-free-disk`, which wins over this.
             .env("POM_MIN_FREE_DISK", "1M")
+            // CI runs as root; one test checks the refusal without it.
+            .env("POM_ALLOW_ROOT", "1")
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        if let Some((program, args)) = self.wrapper.split_first() {
+            let mut wrapped = Command::new(program);
+            wrapped
+                .args(args)
+                .arg(cmd.get_program())
+                .args(cmd.get_args())
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+            for (k, v) in cmd.get_envs() {
+                if let Some(v) = v {
+                    wrapped.env(k, v);
+                }
+            }
+            cmd = wrapped;
+        }
         self.child = Some(cmd.spawn().expect("spawn pom serve"));
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -261,6 +284,7 @@ impl Gateway {
         let out = self
             .pom()
             .arg("serve")
+            .env("POM_ALLOW_ROOT", "1")
             .args(["--listen", "off"])
             .args(&self.extra_args)
             .args(args)
