@@ -25,6 +25,13 @@ pub fn safe_component(name: &str) -> bool {
         && !name.chars().any(char::is_control)
 }
 
+/// `p` with `suffix` added to its last component (`a.xml` + `.reason` → `a.xml.reason`).
+pub fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// `rel` joined under `root`, if `rel` is relative and made of plain components only (no `..`,
 /// no root, no `.`, no empty name).
 pub fn confined(root: &Path, rel: &Path) -> Option<PathBuf> {

@@ -263,6 +263,19 @@ mod fault {
     }
 }
 
+/// Puts the calling thread at the lowest CPU priority, for a background stage (the station
+/// index, retention) that must yield to every other.
+pub fn lowest_priority(stage: &str) {
+    // SAFETY: plain system calls on this thread's own id.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, libc::gettid() as _, 19) };
+    if r != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "{stage}: priority unchanged"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::routes::Action;
-use crate::fs::rename_noreplace;
+use crate::fs::{rename_noreplace, with_suffix};
 use crate::ledger::{State, Submission};
 use crate::spool::{Spool, Stored};
 
@@ -270,12 +270,6 @@ fn marker_suffix(original: &[u8], marker: &[u8]) -> String {
     } else {
         format!(".{tail}")
     }
-}
-
-fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// One line of an archive folder's manifest: everything needed to replay the file.

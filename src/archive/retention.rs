@@ -66,7 +66,7 @@ pub fn spawn(
     );
     let health = Arc::clone(board.health());
     crate::health::spawn("retention", health, move || {
-        crate::supervise::stations::lower_priority();
+        crate::health::lowest_priority("retention");
         let reader = Ledger::open_readonly(&db)?;
         let mut measured: Option<Instant> = None;
         let mut pruned_since_measure = false;

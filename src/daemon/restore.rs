@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 use super::{DaemonError, lock_spool};
 use crate::archive::manifest::{MANIFEST, ManifestLine};
-use crate::fs::{rename_noreplace, safe_component};
+use crate::fs::{rename_noreplace, safe_component, with_suffix};
 use crate::ledger::backup::{Checked, check};
 use crate::ledger::{Ledger, State};
 use crate::spool::Spool;
@@ -252,10 +252,4 @@ fn known_but_missing(
         }
     }
     Ok(missing)
-}
-
-fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }

@@ -7,13 +7,14 @@
 //! Never: a backup that would depend on a `-wal` file beside it (the copy is a single file in
 //! rollback-journal mode).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use super::{LedgerError, MIGRATIONS, sq};
+use crate::fs::with_suffix;
 
 /// How long a backup waits for the database while it is locked (a checkpoint, a migration).
 const BUSY_FOR: Duration = Duration::from_secs(60);
@@ -132,10 +133,4 @@ pub fn check(file: &Path) -> Result<Checked, LedgerError> {
             None
         },
     })
-}
-
-fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }

@@ -754,6 +754,14 @@ pub fn spawn(replay: Replay, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(
     crate::health::spawn("replay", health, move || replay.run(&stop))
 }
 
+/// The claim ids of files received in `[from, to)` (claim ids are arrival times).
+fn claim_span(from: DateTime<Utc>, to: DateTime<Utc>) -> (String, String) {
+    (
+        crate::id::ClaimId(from.timestamp_micros()).text(),
+        crate::id::ClaimId(to.timestamp_micros()).text(),
+    )
+}
+
 /// The files of a period `pom replay` cannot re-inject: archived operational files received in
 /// `[from, to)`, on a channel if given, whose stored copies retention removed.
 pub fn pruned_between(
@@ -762,11 +770,8 @@ pub fn pruned_between(
     to: DateTime<Utc>,
     channel: Option<&str>,
 ) -> Result<Vec<crate::ledger::Submission>, LedgerError> {
-    reader.pruned_between(
-        &crate::id::ClaimId(from.timestamp_micros()).text(),
-        &crate::id::ClaimId(to.timestamp_micros()).text(),
-        channel,
-    )
+    let (from, to) = claim_span(from, to);
+    reader.pruned_between(&from, &to, channel)
 }
 
 /// The files `pom replay` re-injects: operational submissions archived, received in
@@ -777,9 +782,6 @@ pub fn archived_between(
     to: DateTime<Utc>,
     channel: Option<&str>,
 ) -> Result<Vec<crate::ledger::Submission>, LedgerError> {
-    reader.archived_between(
-        &crate::id::ClaimId(from.timestamp_micros()).text(),
-        &crate::id::ClaimId(to.timestamp_micros()).text(),
-        channel,
-    )
+    let (from, to) = claim_span(from, to);
+    reader.archived_between(&from, &to, channel)
 }

@@ -47,7 +47,7 @@ pub fn spawn(
         .expect("stations", crate::health::STUCK_AFTER.max(PACE * 4));
     let health = Arc::clone(board.health());
     crate::health::spawn("stations", health, move || {
-        lower_priority();
+        crate::health::lowest_priority("stations");
         let reader = Ledger::open_readonly(&db)?;
         while !stop.load(Ordering::Relaxed) {
             board.health().beat("stations");
@@ -80,18 +80,6 @@ pub fn spawn(
         }
         Ok(())
     })
-}
-
-/// The indexer yields the CPU to every other stage: it is the lowest priority thread.
-pub(crate) fn lower_priority() {
-    // SAFETY: plain system calls on this thread's own id.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, libc::gettid() as _, 19) };
-    if r != 0 {
-        tracing::debug!(
-            error = %std::io::Error::last_os_error(),
-            "stations: priority unchanged"
-        );
-    }
 }
 
 /// Indexes the next batch; says why when a file cannot be read now (it is then retried, never

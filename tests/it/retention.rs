@@ -107,18 +107,21 @@ fn files_and_run_folders_past_their_keep_are_pruned_and_a_replay_says_what_is_mi
     );
 
     // A replay of that day: the pruned observation is named, the rest is replayed.
-    let out = gw
-        .pom()
-        .args([
-            "replay",
-            "--from",
-            "2026-02-28T00:00:00Z",
-            "--to",
-            "2026-03-01T12:00:00Z",
-            "--no-wait",
-        ])
-        .output()
-        .unwrap();
+    let replay_of_the_day = |more: &[&str]| {
+        gw.pom()
+            .args([
+                "replay",
+                "--from",
+                "2026-02-28T00:00:00Z",
+                "--to",
+                "2026-03-01T12:00:00Z",
+                "--no-wait",
+            ])
+            .args(more)
+            .output()
+            .unwrap()
+    };
+    let out = replay_of_the_day(&[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -131,20 +134,7 @@ fn files_and_run_folders_past_their_keep_are_pruned_and_a_replay_says_what_is_mi
         "the others are replayed: {err}"
     );
     // A period with nothing but pruned files says so.
-    let out = gw
-        .pom()
-        .args([
-            "replay",
-            "--from",
-            "2026-02-28T00:00:00Z",
-            "--to",
-            "2026-03-01T12:00:00Z",
-            "--channel",
-            "obs",
-            "--no-wait",
-        ])
-        .output()
-        .unwrap();
+    let out = replay_of_the_day(&["--channel", "obs"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
