@@ -113,18 +113,29 @@ pub fn file_batch(
             ));
             continue;
         }
+        // Published before the file leaves queue/: a crash in between finds it there at the
+        // next start, which files it again, and publishing again what is published does
+        // nothing. Published after, a crash in between would lose the publication.
+        if s.state == State::Archived {
+            let queued = spool.queued(&s.id);
+            let from = if std::fs::symlink_metadata(&queued).is_ok() {
+                queued
+            } else {
+                dest.clone()
+            };
+            let unpublished = s.route_actions.iter().find_map(|a| match a {
+                Action::Publish { target, name } => {
+                    publish(spool, s, &from, (target, name.as_deref()), folders).err()
+                }
+                _ => None,
+            });
+            if let Some(e) = unpublished {
+                failed.push((s.id.clone(), e));
+                continue;
+            }
+        }
         if let Err(e) = move_in(spool, s, &dest) {
             failed.push((s.id.clone(), e));
-            continue;
-        }
-        if s.state == State::Archived {
-            for a in &s.route_actions {
-                if let Action::Publish { target, name } = a
-                    && let Err(e) = publish(spool, s, &dest, (target, name.as_deref()), folders)
-                {
-                    failed.push((s.id.clone(), e));
-                }
-            }
         }
     }
     failed
@@ -149,14 +160,15 @@ pub fn publish_archived(spool: &Spool, s: &Submission) -> io::Result<()> {
     Ok(())
 }
 
-/// Publishes an archived file to `outgoing/<target>/` under its original name, or the name its
+/// Publishes a file being archived (`stored`: where it is now, in `queue/` or the archive; the
+/// same inode either way) to `outgoing/<target>/` under its original name, or the name its
 /// rule's template makes: a hard link, made under a temporary name and renamed over the previous
 /// file of that name, so that a consumer sees the old file or the new one, never half of either.
 /// Publishing the same file again does nothing.
 fn publish(
     spool: &Spool,
     s: &Submission,
-    archived: &Path,
+    stored: &Path,
     (target, template): (&str, Option<&str>),
     folders: &mut Folders,
 ) -> io::Result<()> {
@@ -171,7 +183,7 @@ fn publish(
         None => spool.root().join("outgoing").join(target),
     };
     folders.ensure(&dir)?;
-    let ino = std::fs::metadata(archived)?.ino();
+    let ino = std::fs::metadata(stored)?.ino();
     let base = String::from_utf8_lossy(
         s.original
             .rsplit(|&b| b == b'/')
@@ -209,7 +221,7 @@ fn publish(
     }
     let tmp = dir.join(format!(".{}.publishing", s.id));
     let _ = std::fs::remove_file(&tmp);
-    std::fs::hard_link(archived, &tmp)?;
+    std::fs::hard_link(stored, &tmp)?;
     std::fs::rename(&tmp, &to).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })

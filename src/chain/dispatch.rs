@@ -180,7 +180,7 @@ impl Dispatcher {
                     return Ok(no_model(&row.model));
                 };
                 let time0 = original_time0(&row.time0, now);
-                let new = self.new_run(model, time0, &[]);
+                let (new, replay) = self.copy_of(model, &row, time0)?;
                 let (id, dir) = (new.id.clone(), new.run_dir.clone());
                 let (of, who) = (run.clone(), c.who.clone());
                 let created = self
@@ -198,7 +198,8 @@ impl Dispatcher {
                     };
                     return Ok(Answer::refused(Refusal::Conflict, why));
                 };
-                self.launch(model, &rules, id.clone(), dir, inputs, time0);
+                let replay = replay.as_ref().map(|(s, m)| (s.as_str(), m.as_deref()));
+                self.launch_in(model, &rules, id.clone(), dir, inputs, time0, replay);
                 Ok(Answer::Done {
                     message: format!("run `{id}` started"),
                     run: Some(id),
@@ -687,21 +688,42 @@ impl Dispatcher {
     /// the same period): a retry is the same forecast, not a new one.
     fn retry(&mut self, model: &Model, rules: &RuleSet, of: String) -> Result<(), LedgerError> {
         let now = self.clock.now();
-        let Some(time0) = self
-            .reader
-            .run(&of)?
-            .map(|row| original_time0(&row.time0, now))
-        else {
+        let Some(row) = self.reader.run(&of)? else {
             return Ok(());
         };
-        let new = self.new_run(model, time0, &[]);
+        let time0 = original_time0(&row.time0, now);
+        let (new, replay) = self.copy_of(model, &row, time0)?;
         let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         let of2 = of.clone();
         if let Some(inputs) = self.writer.with(move |l| l.create_retry(&of2, &new, now))? {
             tracing::info!(run.id = %id, retry_of = %of, "retrying");
-            self.launch(model, rules, id, run_dir_rel, inputs, time0);
+            let replay = replay.as_ref().map(|(s, m)| (s.as_str(), m.as_deref()));
+            self.launch_in(model, rules, id, run_dir_rel, inputs, time0, replay);
         }
         Ok(())
+    }
+
+    /// A new run copying `row` (a retry or a rerun): in its replay session when it belongs to
+    /// one, mirroring the same original, so that its outputs stay in that replay. With the
+    /// session and the run it mirrors, for its launch.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the run, and the replay it belongs to as launch_in takes it"
+    )]
+    fn copy_of(
+        &mut self,
+        model: &Model,
+        row: &crate::ledger::runs::RunRow,
+        time0: chrono::DateTime<Utc>,
+    ) -> Result<(NewRun, Option<(String, Option<String>)>), LedgerError> {
+        Ok(match &row.session {
+            Some(session) => {
+                let mirrors = self.reader.mirrors_of(&row.id)?;
+                let new = self.new_replay_run(model, time0, &[], session, mirrors.clone());
+                (new, Some((session.clone(), mirrors)))
+            }
+            None => (self.new_run(model, time0, &[]), None),
+        })
     }
 
     fn launch(
@@ -831,7 +853,36 @@ impl Dispatcher {
     /// submitted again.
     fn adopt_jobs(&mut self) -> Result<(), LedgerError> {
         let rules = current(&self.rules);
+        let exited = self.reader.exited_unfinished()?;
+        for (id, code) in &exited {
+            let Some(r) = self.reader.run(id)? else {
+                continue;
+            };
+            let Some(model) = rules.models.get(&r.model) else {
+                continue;
+            };
+            if crate::fs::confined(self.spool.root(), Path::new(&r.run_dir)).is_none() {
+                continue;
+            }
+            let time0 = original_time0(&r.time0, self.clock.now());
+            tracing::info!(run.id = %id, exit_code = code, "its model had exited before the last daemon stopped: its run is finished, not run again");
+            let mirrors = self.reader.mirrors_of(id)?;
+            let origins = self.original_outputs(mirrors.as_deref());
+            let plan = base_plan(model, id, time0, r.session.is_some());
+            self.spawn_job(
+                model,
+                &rules,
+                plan,
+                &r.run_dir,
+                r.session.as_deref(),
+                origins,
+                Some(Adopt::Exited(*code)),
+            );
+        }
         for (id, _, job) in self.reader.slurm_jobs_running()? {
+            if exited.iter().any(|(e, _)| *e == id) {
+                continue;
+            }
             let Some(r) = self.reader.run(&id)? else {
                 continue;
             };
@@ -861,7 +912,7 @@ impl Dispatcher {
             let origins = self.original_outputs(mirrors.as_deref());
             // Its folder is laid out already: what the end of the run needs of its plan.
             let plan = base_plan(model, &id, time0, r.session.is_some());
-            let adopt = Some((job as u64, since));
+            let adopt = Some(Adopt::Job(job as u64, since));
             self.spawn_job(
                 model,
                 &rules,
@@ -888,7 +939,7 @@ impl Dispatcher {
         run_dir_rel: &str,
         session: Option<&str>,
         origins: HashMap<String, String>,
-        adopt: Option<(u64, chrono::DateTime<Utc>)>,
+        adopt: Option<Adopt>,
     ) {
         let id = plan.id.clone();
         let time0 = plan.time0;
@@ -1015,6 +1066,16 @@ fn original_time0(text: &str, now: chrono::DateTime<Utc>) -> chrono::DateTime<Ut
         .unwrap_or(now)
 }
 
+/// A run a previous daemon left unfinished, taken up instead of started.
+#[derive(Clone, Copy)]
+enum Adopt {
+    /// On Slurm: its job and when it started, followed until it ends.
+    Job(u64, chrono::DateTime<Utc>),
+    /// Its model had exited (with this code) before the last daemon recorded the end:
+    /// finished from there, never run again.
+    Exited(i32),
+}
+
 /// How a run ended: its state, exit code, reason and diagnostics.
 type Outcome = (
     RunState,
@@ -1040,9 +1101,8 @@ struct Job {
     clock: Clock,
     /// The catalog in force when the run started: the formats of its outputs.
     catalog: Arc<Catalog>,
-    /// A run on Slurm a previous daemon left running: its job and when it started, followed
-    /// instead of started.
-    adopt: Option<(u64, chrono::DateTime<Utc>)>,
+    /// A run a previous daemon left unfinished: followed or finished instead of started.
+    adopt: Option<Adopt>,
 }
 
 impl Job {
@@ -1057,6 +1117,12 @@ impl Job {
             return;
         };
         let (state, reason) = if state == RunState::Succeeded {
+            // Recorded first: a daemon that dies from here on leaves a run its successor
+            // finishes, without running the model again.
+            let (id2, code2) = (id.clone(), code.unwrap_or(0));
+            if let Err(e) = self.writer.with(move |l| l.run_exited(&id2, code2)) {
+                tracing::error!(run.id = %id, error = %e, "cannot record the model's exit");
+            }
             match self.put_back_outputs().and_then(|kept| {
                 self.save_state()?;
                 Ok(kept)
@@ -1108,7 +1174,8 @@ impl Job {
             cancel: &self.cancel,
         };
         let ending = match self.adopt {
-            Some((job, since)) => match std::path::absolute(&self.dir) {
+            Some(Adopt::Exited(code)) => Ending::Exited(Some(code)),
+            Some(Adopt::Job(job, since)) => match std::path::absolute(&self.dir) {
                 Ok(dir) => executor::slurm::follow(job, &dir, &run, since),
                 Err(e) => Ending::Failed(format!("run folder: {e}")),
             },
@@ -1287,34 +1354,108 @@ impl Job {
                     continue;
                 }
             }
-            let sha = hex::encode(Sha256::digest(&bytes));
-            let (run_id, ch, n, s) = (self.plan.id.clone(), channel.clone(), name.clone(), sha);
-            self.writer
-                .with(move |l| l.expect_output(&run_id, &ch, &n, &s))
-                .map_err(std::io::Error::other)?;
             let completion = match &self.session {
                 Some(_) => Completion::Rename,
                 None => completion.clone().unwrap_or(Completion::Rename),
             };
+            let target = crate::fs::confined(&incoming, Path::new(&name)).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{name:?} is not a plain name"),
+                )
+            })?;
+            // Staged (written and synced under a hidden name), then recorded, then released:
+            // a daemon that dies anywhere in between leaves what its successor needs to
+            // finish the same output once, never to put it back twice.
+            let staged = crate::control::staged_name(&target, &self.plan.id);
+            let (run_id, ch, n) = (self.plan.id.clone(), channel.clone(), name.clone());
+            let recorded = self
+                .writer
+                .with(move |l| l.output_recorded(&run_id, &ch, &n))
+                .map_err(std::io::Error::other)?;
+            let staged_whole = recorded && std::fs::symlink_metadata(&staged).is_ok();
+            if recorded && !staged_whole {
+                // Released before the last daemon stopped: only what may have followed it.
+                self.after_release(&incoming, &target, &completion, &bytes, channel, &name)?;
+                continue;
+            }
+            if !recorded {
+                std::fs::write(&staged, &bytes)?;
+                std::fs::File::open(&staged)?.sync_all()?;
+                let sha = hex::encode(Sha256::digest(&bytes));
+                let (run_id, ch, n) = (self.plan.id.clone(), channel.clone(), name.clone());
+                self.writer
+                    .with(move |l| l.expect_output(&run_id, &ch, &n, &sha))
+                    .map_err(std::io::Error::other)?;
+            }
             let at =
-                crate::control::drop_into(&incoming, &name, &self.plan.id, &bytes, &completion)?;
+                crate::control::release_staged(&incoming, &target, &self.plan.id, &completion)?;
             if self.session.is_some() {
                 // Described once in place: the replay takes it, as arriving at the run's time0.
-                let origin = self.origins.get(&name.replace(&self.plan.id, "{run}"));
-                let line = crate::archive::ManifestLine {
-                    id: origin.cloned(),
-                    file: at.to_string_lossy().into_owned(),
-                    channel: channel.clone(),
-                    original: name.clone(),
-                    state: Some("archived".into()),
-                    received_at: crate::ledger::timestamp(self.time0),
-                    size: Some(bytes.len() as u64),
-                    ..Default::default()
-                };
-                crate::replay::describe(&incoming, &line)?;
+                self.describe(&incoming, &incoming.join(&at), &bytes, channel, &name)?;
             }
         }
         Ok(kept)
+    }
+
+    /// An output released by the last daemon, which may have died before its marker or its
+    /// replay description: those, again, where the file still waits (a file the replay took
+    /// has left the folder; one it has not taken is described, at worst, twice, which reads as
+    /// once).
+    fn after_release(
+        &self,
+        incoming: &Path,
+        target: &Path,
+        completion: &Completion,
+        bytes: &[u8],
+        channel: &str,
+        name: &str,
+    ) -> std::io::Result<()> {
+        let tagged = incoming.join(format!("{}_{name}", self.plan.id));
+        for at in [target, tagged.as_path()] {
+            if std::fs::symlink_metadata(at).is_err() {
+                continue;
+            }
+            if let Completion::Marker(suffixes) = completion
+                && let Some(s) = suffixes.first()
+            {
+                let marker = PathBuf::from(format!("{}.{s}", at.display()));
+                if std::fs::symlink_metadata(&marker).is_err() {
+                    std::fs::write(marker, b"")?;
+                }
+            }
+            if self.session.is_some() {
+                self.describe(incoming, at, bytes, channel, name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The manifest line of a replay run's output, at `at` in the replay's incoming folder.
+    fn describe(
+        &self,
+        incoming: &Path,
+        at: &Path,
+        bytes: &[u8],
+        channel: &str,
+        name: &str,
+    ) -> std::io::Result<()> {
+        let origin = self.origins.get(&name.replace(&self.plan.id, "{run}"));
+        let line = crate::archive::ManifestLine {
+            id: origin.cloned(),
+            file: at
+                .strip_prefix(incoming)
+                .unwrap_or(at)
+                .to_string_lossy()
+                .into_owned(),
+            channel: channel.to_string(),
+            original: name.to_string(),
+            state: Some("archived".into()),
+            received_at: crate::ledger::timestamp(self.time0),
+            size: Some(bytes.len() as u64),
+            ..Default::default()
+        };
+        crate::replay::describe(incoming, &line)
     }
 }
 

@@ -85,18 +85,33 @@ pub(super) fn replay(paths: &Paths, a: &ReplayArgs) -> Result<ExitCode> {
         .join(format!(".staging-{name}-{}", std::process::id()));
     let mut manifests: std::collections::BTreeMap<PathBuf, String> = Default::default();
     for s in &files {
+        // Paths read from the ledger stay under their roots.
         let stored = s.stored.clone().unwrap_or_default();
+        let src = pom::fs::confined(spool.root(), Path::new(&stored))
+            .with_context(|| format!("file {}: {stored:?} is not a path under the spool", s.id))?;
         let rel = Path::new(&stored)
             .strip_prefix("archive")
             .unwrap_or(Path::new(&stored));
-        let dest = staging.join(rel);
+        let dest = pom::fs::confined(&staging, rel)
+            .with_context(|| format!("file {}: {stored:?} is not a path under the spool", s.id))?;
         let dir = dest.parent().context("stored path")?.to_path_buf();
         if !manifests.contains_key(&dir) {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let src = spool.root().join(&stored);
-        std::fs::hard_link(&src, &dest)
-            .or_else(|_| std::fs::copy(&src, &dest).map(|_| ()))
+        let link = |from: &Path| {
+            std::fs::hard_link(from, &dest).or_else(|_| std::fs::copy(from, &dest).map(|_| ()))
+        };
+        // A file decided a moment ago may still be on its way from queue/ to the archive: the
+        // same file is then in queue/ (or, once moved meanwhile, in the archive after all).
+        link(&src)
+            .or_else(
+                |e| match pom::fs::confined(&spool.queue(), Path::new(&s.id)) {
+                    Some(queued) if e.kind() == std::io::ErrorKind::NotFound => {
+                        link(&queued).or_else(|_| link(&src))
+                    }
+                    _ => Err(e),
+                },
+            )
             .with_context(|| format!("linking {}", src.display()))?;
         manifests
             .entry(dir)

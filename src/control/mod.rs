@@ -770,16 +770,39 @@ pub fn drop_into(
             format!("{name:?} is not a plain relative name"),
         )
     })?;
-    let parent = target.parent().unwrap_or(dir).to_path_buf();
-    std::fs::create_dir_all(&parent)?;
+    let tmp = staged_name(&target, tag);
+    std::fs::create_dir_all(tmp.parent().unwrap_or(dir))?;
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    release_staged(dir, &target, tag, completion)
+}
+
+/// Where [`drop_into`] stages a file before releasing it: a hidden name beside its target,
+/// which intake never takes.
+pub fn staged_name(target: &Path, tag: &str) -> PathBuf {
     let base = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = parent.join(format!(".{tag}.{base}.part"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    let mut at = target.clone();
+    target.with_file_name(format!(".{tag}.{base}.part"))
+}
+
+/// Releases a file staged at [`staged_name`] into its channel: renamed to its name (or
+/// `<tag>_<name>` when that is taken), then its marker when the channel wants one. Where it
+/// lies, relative to `dir`.
+pub fn release_staged(
+    dir: &Path,
+    target: &Path,
+    tag: &str,
+    completion: &Completion,
+) -> std::io::Result<PathBuf> {
+    let tmp = staged_name(target, tag);
+    let parent = target.parent().unwrap_or(dir).to_path_buf();
+    let base = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut at = target.to_path_buf();
     if let Err(e) = rename_noreplace(&tmp, &at) {
         if e.kind() != std::io::ErrorKind::AlreadyExists {
             let _ = std::fs::remove_file(&tmp);

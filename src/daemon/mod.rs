@@ -166,10 +166,36 @@ impl Daemon {
             source,
         })?;
         let ids = Arc::new(crate::id::IdGenerator::after(ledger.last_id()?));
+        // Runs whose model had exited with success are finished by the dispatcher (their
+        // outputs put back), never interrupted and run again.
+        // A local model that exited while the last daemon was down, or before it recorded the
+        // exit, left its status in its run folder: recorded now, so that its run is finished
+        // rather than run again.
+        for (id, _, job) in ledger.unfinished_runs()? {
+            if job.is_none()
+                && let Some(r) = ledger.run(&id)?
+                && r.exit_code.is_none()
+                && let Some(code) =
+                    crate::chain::executor::local::exit_status(spool.root(), &r.run_dir)
+            {
+                ledger.run_exited(&id, code)?;
+            }
+        }
+        let mut adopted = Vec::new();
+        for (id, _) in ledger.exited_unfinished()? {
+            if ledger
+                .run(&id)?
+                .is_some_and(|r| current(&rules).models.contains_key(&r.model))
+            {
+                adopted.push(id);
+            }
+        }
         // Jobs on the cluster run on without the daemon: each is re-attached by the dispatcher
         // when its model still runs on Slurm, else cancelled before its run is retried.
-        let mut adopted = Vec::new();
         for (id, pid, job) in ledger.unfinished_runs()? {
+            if adopted.contains(&id) {
+                continue;
+            }
             stop_orphan(&id, pid);
             if let Some(job) = job {
                 let on_slurm = ledger.run(&id)?.is_some_and(|r| {

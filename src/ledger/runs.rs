@@ -389,6 +389,52 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records that a run's model exited, before the daemon acts on it (puts its outputs back
+    /// into the spool): a daemon that dies meanwhile leaves a run its successor finishes
+    /// ([`Ledger::exited_unfinished`]) instead of running the model again.
+    pub fn run_exited(&mut self, id: &str, code: i32) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                // Queued too: a daemon can die between starting a model and recording the
+                // start.
+                "UPDATE runs SET exit_code = ?2, state = 'running' WHERE id = ?1
+                 AND state IN ('queued', 'running')",
+                params![id, code],
+            )
+            .map_err(sq(self.path(), "record a model's exit"))?;
+        Ok(())
+    }
+
+    /// Runs whose model exited while their end is not recorded yet, with its exit code: the
+    /// daemon stopped before it had acted on the exit.
+    pub fn exited_unfinished(&self) -> Result<Vec<(String, i32)>, LedgerError> {
+        self.conn
+            .prepare(
+                "SELECT id, exit_code FROM runs WHERE state IN ('queued', 'running')
+                 AND exit_code IS NOT NULL
+                 ORDER BY id",
+            )
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(sq(self.path(), "read exited runs"))
+    }
+
+    /// Whether an output of a run was recorded (it is then staged beside its channel, or
+    /// already released into it).
+    pub fn output_recorded(
+        &self,
+        run: &str,
+        channel: &str,
+        name: &str,
+    ) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM run_outputs WHERE run = ?1 AND channel = ?2 AND name = ?3)",
+                params![run, channel, name],
+                |r| r.get(0),
+            )
+            .map_err(sq(self.path(), "read a run's outputs"))
+    }
+
     /// Records how a run ended.
     pub fn run_ended(
         &mut self,
@@ -584,14 +630,16 @@ impl Ledger {
                     return Ok(None);
                 }
                 "INSERT INTO runs (id, model, state, attempt, trigger, time0, mode, run_dir, queued_at,
-                 retry_of, requested_by)
-                 SELECT ?2, model, 'queued', attempt + 1, trigger, time0, mode, ?3, ?4, id, ?5
+                 retry_of, requested_by, session, mirrors)
+                 SELECT ?2, model, 'queued', attempt + 1, trigger, time0, mode, ?3, ?4, id, ?5,
+                 session, mirrors
                  FROM runs WHERE id = ?1"
             }
             RunCopy::Rerun => {
                 "INSERT INTO runs (id, model, state, attempt, trigger, time0, mode, run_dir, queued_at,
-                 retry_of, requested_by, retry_state)
-                 SELECT ?2, model, 'queued', 1, 'rerun', time0, mode, ?3, ?4, id, ?5, 'none'
+                 retry_of, requested_by, retry_state, session, mirrors)
+                 SELECT ?2, model, 'queued', 1, 'rerun', time0, mode, ?3, ?4, id, ?5, 'none',
+                 session, mirrors
                  FROM runs WHERE id = ?1 AND state NOT IN ('queued', 'running')"
             }
         };

@@ -13,6 +13,7 @@ mod cli;
 mod completion;
 mod corpus;
 mod crash;
+mod crash_steps;
 mod faults;
 mod field_defects;
 mod reload;

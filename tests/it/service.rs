@@ -19,24 +19,13 @@ use common::{Gateway, eventually, pi_series};
 use pom::ledger::runs::RunState;
 
 use crate::common;
+use common::missing;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/pom.service");
 
 fn is_root() -> bool {
     // SAFETY: reads this process's effective uid.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Whether a tool this test needs is missing; in CI (which installs it) that is a failure.
-fn missing(what: &str, found: bool) -> bool {
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{what} is missing: scripts/install-deps installs it"
-        );
-        eprintln!("SKIPPED: {what} is missing (scripts/install-deps installs it)");
-    }
-    !found
 }
 
 #[test]

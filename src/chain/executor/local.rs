@@ -13,9 +13,48 @@ use crate::chain::process;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Local;
 
+/// Where the model's exit status is kept in its run folder, written by the shell that runs it
+/// (a shell around the model) the moment it exits: a daemon that dies before recording the end finds it
+/// at its next start, so a model that ran to its end is never run again.
+pub const EXIT_STATUS: &str = ".pom-exit";
+
+/// The model runs under a shell that keeps its exit status in [`EXIT_STATUS`] (written under a
+/// temporary name, then renamed, so it is whole or absent), then ends as the model did: with
+/// its code, or killed by its signal.
+const WRAPPER: &str = r#""$@"
+s=$?
+printf '%s\n' "$s" > .pom-exit.part && mv -f .pom-exit.part .pom-exit
+if [ "$s" -gt 128 ] && [ "$s" -lt 160 ]; then kill -$((s - 128)) $$; fi
+exit "$s""#;
+
+/// The exit status a model's run folder keeps (see [`EXIT_STATUS`]), read without following a
+/// link; none when it did not exit (or the file is not whole).
+pub fn exit_status(spool: &std::path::Path, run_dir: &str) -> Option<i32> {
+    let rel = std::path::Path::new(run_dir).join(EXIT_STATUS);
+    let bytes = crate::fs::read_confined(spool, &rel, 64).ok()?;
+    String::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
 impl Executor for Local {
     fn execute(&self, run: &Execution<'_>, started: &mut dyn FnMut(Handle)) -> Ending {
-        let mut cmd = process::model_command(run.argv, run.dir, run.env.iter().cloned());
+        let program = &run.argv[0];
+        if !program.contains('/') || program.starts_with('/') {
+            let path = run
+                .env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| std::ffi::OsString::from(v))
+                .or_else(|| std::env::var_os("PATH"));
+            if let Some(why) = crate::config::model::command_not_found(program, path.as_deref()) {
+                return Ending::NotStarted(format!("cannot start `{program}`: {why}"));
+            }
+        }
+        let argv: Vec<String> = ["/bin/sh", "-c", WRAPPER, "pom-model"]
+            .into_iter()
+            .map(String::from)
+            .chain(run.argv.iter().cloned())
+            .collect();
+        let mut cmd = process::model_command(&argv, run.dir, run.env.iter().cloned());
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Ending::NotStarted(format!("cannot start `{}`: {e}", run.argv[0])),

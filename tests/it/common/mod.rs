@@ -128,6 +128,15 @@ impl Gateway {
 
     /// Starts `pom serve` and waits until it says it is running.
     pub fn start(&mut self) -> &mut Self {
+        if let Err(text) = self.try_start() {
+            panic!("{text}");
+        }
+        self
+    }
+
+    /// Starts `pom serve` and waits until it says it is running; if it exits first, it is
+    /// reaped and the error gives its status and log.
+    pub fn try_start(&mut self) -> Result<(), String> {
         self.starts += 1;
         let log = self.dir.path().join(format!("serve-{}.log", self.starts));
         let mut cmd = self.pom();
@@ -165,10 +174,11 @@ impl Gateway {
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if text.contains("pom is running") {
-                break;
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("pom serve exited with {status}:\n{text}");
+                self.child = None;
+                return Err(format!("pom serve exited with {status}:\n{text}"));
             }
             assert!(
                 Instant::now() < deadline,
@@ -176,7 +186,6 @@ impl Gateway {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        self
     }
 
     /// The web client's address, `http://127.0.0.1:PORT`, as the daemon logged it.
@@ -475,6 +484,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&p, &dest).unwrap();
         }
     }
+}
+
+/// Whether a tool a test needs is missing; in CI (which installs it) that is a failure.
+pub fn missing(what: &str, found: bool) -> bool {
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing: scripts/install-deps installs it"
+        );
+        eprintln!("SKIPPED: {what} is missing (scripts/install-deps installs it)");
+    }
+    !found
 }
 
 /// Polls `cond` until true or `secs` pass.
