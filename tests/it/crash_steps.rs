@@ -151,26 +151,8 @@ fn drive(gw: &mut Gateway, progress: &mut Progress) -> Driven {
 /// `pom replay` of everything so far, without waiting for it: the session is in place once the
 /// command has staged it, and a daemon that dies before taking it up leaves it to its restart.
 fn replay(gw: &Gateway) {
-    let times: Vec<String> = gw
-        .submissions()
-        .iter()
-        .map(|s| s.received_at.clone())
-        .collect();
-    let to = chrono::DateTime::parse_from_rfc3339(times.iter().max().unwrap()).unwrap()
-        + chrono::Duration::seconds(1);
-    let out = gw
-        .pom()
-        .args(["replay", "--no-wait", "--name", "again", "--from"])
-        .arg(times.iter().min().unwrap())
-        .arg("--to")
-        .arg(to.to_rfc3339())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pom replay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (from, to) = gw.operational_span();
+    gw.replay(&from, &to, "again", &["--no-wait"]);
 }
 
 /// The traced daemon: the child of `strace`.

@@ -249,6 +249,12 @@ impl Gateway {
     /// Replays every operational file received so far (from the first arrival to a second
     /// after the last) as the session `name`.
     pub fn replay_everything(&self, name: &str) {
+        let (from, to) = self.operational_span();
+        self.replay(&from, &to, name, &[]);
+    }
+
+    /// From the first operational arrival to a second after the last: `--from` and `--to`.
+    pub fn operational_span(&self) -> (String, String) {
         let times: Vec<String> = self
             .submissions()
             .iter()
@@ -257,7 +263,7 @@ impl Gateway {
             .collect();
         let to = chrono::DateTime::parse_from_rfc3339(times.iter().max().unwrap()).unwrap()
             + chrono::Duration::seconds(1);
-        self.replay(times.iter().min().unwrap(), &to.to_rfc3339(), name, &[]);
+        (times.iter().min().unwrap().clone(), to.to_rfc3339())
     }
 
     /// The log of the current (or last) run.
