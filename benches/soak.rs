@@ -193,6 +193,10 @@ fn minute(samples: &[Sample]) -> Sample {
 }
 
 fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("soak benchmark: run it with `cargo bench --bench soak`");
+        return;
+    }
     let minutes = minutes();
     let repo = common::repo();
     let examples = repo.join("target/release/examples");

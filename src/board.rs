@@ -61,6 +61,17 @@ pub struct Board {
     events: tokio::sync::broadcast::Sender<Event>,
     health: std::sync::Arc<crate::health::Health>,
     disk: Mutex<DiskUse>,
+    pruned: Mutex<Pruned>,
+}
+
+/// What retention has removed (the ledger keeps their rows): counted once by the retention
+/// stage when it starts and kept up to date as it prunes, so that a page never counts them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Pruned {
+    /// Stored files.
+    pub files: i64,
+    /// Run folders.
+    pub runs: i64,
 }
 
 /// The disk use of the spool's areas (its top-level folders), as last measured.
@@ -87,6 +98,7 @@ impl Default for Board {
             events: tokio::sync::broadcast::channel(1024).0,
             health: std::sync::Arc::default(),
             disk: Mutex::default(),
+            pruned: Mutex::default(),
         }
     }
 }
@@ -110,6 +122,23 @@ impl Board {
     /// The disk use of the spool's areas, as last measured.
     pub fn disk(&self) -> DiskUse {
         lock(&self.disk).clone()
+    }
+
+    /// Records what retention has removed, as counted in the ledger.
+    pub fn set_pruned(&self, p: Pruned) {
+        *lock(&self.pruned) = p;
+    }
+
+    /// Adds what one step of retention removed.
+    pub fn add_pruned(&self, files: usize, runs: usize) {
+        let mut p = lock(&self.pruned);
+        p.files += i64::try_from(files).unwrap_or(i64::MAX);
+        p.runs += i64::try_from(runs).unwrap_or(i64::MAX);
+    }
+
+    /// What retention has removed.
+    pub fn pruned(&self) -> Pruned {
+        lock(&self.pruned).clone()
     }
 
     /// The stages' health.

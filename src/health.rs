@@ -16,6 +16,25 @@ use std::time::{Duration, Instant};
 /// otherwise ([`Health::expect`]).
 pub const STUCK_AFTER: Duration = Duration::from_secs(3);
 
+/// How a stage waits out a transient fault: a pause that doubles from 50 ms up to 5 s, so that
+/// a fault that passes at once costs little and one that lasts costs no busy loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(50))
+    }
+}
+
+impl Backoff {
+    /// Sleeps the pause due, and doubles the next one (up to 5 s).
+    pub fn wait(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// One stage's state, as reported.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StageReport {

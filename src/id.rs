@@ -22,7 +22,17 @@ impl ClaimId {
     /// Parses the text form.
     pub fn parse(s: &str) -> Option<ClaimId> {
         let s = s.strip_suffix('Z')?;
-        if s.len() != 21 {
+        // Digits only, but for the `T`: chrono's `%Y` alone would take a sign and its fields
+        // padding, which give ids whose text is not the one parsed.
+        if s.len() != 21
+            || !s.bytes().enumerate().all(|(i, b)| {
+                if i == 8 {
+                    b == b'T'
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+        {
             return None;
         }
         let t = chrono::NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%S%6f").ok()?;
@@ -73,6 +83,23 @@ impl IdGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `names` fuzz target: a sign and a form feed in the date were taken, and the
+    /// id's text was not the one parsed.
+    #[test]
+    fn only_the_exact_text_form_parses_and_it_reads_back_the_same() {
+        for bad in [
+            "-006\x0c128T001126346413Z",
+            "+2026112T153613123456Z",
+            "2026 128T153613123456Z",
+            "20261128t153613123456Z",
+            "20261128T15361312345Z",
+        ] {
+            assert_eq!(ClaimId::parse(bad), None, "{bad:?}");
+        }
+        let id = ClaimId::parse("20261128T153613123456Z").unwrap();
+        assert_eq!(id.text(), "20261128T153613123456Z");
+    }
 
     #[test]
     fn ids_sort_by_time_and_never_repeat() {

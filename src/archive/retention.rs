@@ -68,6 +68,17 @@ pub fn spawn(
     crate::health::spawn("retention", health, move || {
         crate::health::lowest_priority("retention");
         let reader = Ledger::open_readonly(&db)?;
+        // Counted once here; each step adds what it removed, each measure of the disk counts
+        // again (a row marked twice by a step done again after a crash counts once).
+        let count = || {
+            reader
+                .pruned_counts()
+                .map(|(files, runs)| crate::board::Pruned { files, runs })
+        };
+        match count() {
+            Ok(p) => board.set_pruned(p),
+            Err(e) => tracing::warn!("retention: cannot count what was pruned yet: {e}"),
+        }
         let mut measured: Option<Instant> = None;
         let mut pruned_since_measure = false;
         while !stop.load(Ordering::Relaxed) {
@@ -76,8 +87,9 @@ pub fn spawn(
             match step(&reader, &spool, &current(&rules), &writer, clock.now()) {
                 Ok(done) => {
                     board.health().fault("retention", None);
-                    more = done.removed >= STEP;
-                    pruned_since_measure |= done.removed > 0;
+                    more = done.removed() >= STEP;
+                    pruned_since_measure |= done.removed() > 0;
+                    board.add_pruned(done.files, done.runs);
                 }
                 Err(Fault::Ledger(e)) if matches!(e, LedgerError::WriterGone) => {
                     if board.health().is_stopping() {
@@ -101,6 +113,10 @@ pub fn spawn(
             };
             if due {
                 board.set_disk(disk_use(&spool, clock.now(), &board, &stop));
+                match count() {
+                    Ok(p) => board.set_pruned(p),
+                    Err(e) => tracing::warn!("retention: cannot count what was pruned: {e}"),
+                }
                 measured = Some(Instant::now());
                 pruned_since_measure = false;
             }
@@ -129,7 +145,14 @@ enum Fault {
 /// What a step did.
 #[derive(Debug, Default)]
 struct Done {
-    removed: usize,
+    files: usize,
+    runs: usize,
+}
+
+impl Done {
+    fn removed(&self) -> usize {
+        self.files + self.runs
+    }
 }
 
 /// One step: at most [`STEP`] files and run folders past their keep, removed then recorded.
@@ -143,7 +166,7 @@ fn step(
     let mut done = Done::default();
     for (name, channel) in &rules.channels {
         let Some(keep) = channel.keep else { continue };
-        let left = STEP.saturating_sub(done.removed);
+        let left = STEP.saturating_sub(done.removed());
         if left == 0 {
             break;
         }
@@ -152,7 +175,7 @@ fn step(
             .iter()
             .map(|s| (s.id.clone(), crate::archive::stored_files(s)))
             .collect();
-        done.removed += prune(
+        done.files += prune(
             &items,
             |(_, files)| files.iter().try_for_each(|rel| remove_file(spool, rel)),
             |ids| {
@@ -165,12 +188,12 @@ fn step(
     }
     for (name, model) in &rules.models {
         let Some(keep) = model.keep else { continue };
-        let left = STEP.saturating_sub(done.removed);
+        let left = STEP.saturating_sub(done.removed());
         if left == 0 {
             break;
         }
         let due = reader.prunable_runs(name, runs_before(now, keep), left)?;
-        done.removed += prune(
+        done.runs += prune(
             &due,
             |(_, dir)| remove_folder(spool, dir),
             |ids| {

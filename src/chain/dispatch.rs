@@ -179,7 +179,7 @@ impl Dispatcher {
                 let Some(model) = rules.models.get(&row.model) else {
                     return Ok(no_model(&row.model));
                 };
-                let time0 = original_time0(&row.time0, now);
+                let time0 = ledger_time(&row.time0, now);
                 let (new, replay) = self.copy_of(model, &row, time0)?;
                 let (id, dir) = (new.id.clone(), new.run_dir.clone());
                 let (of, who) = (run.clone(), c.who.clone());
@@ -691,7 +691,7 @@ impl Dispatcher {
         let Some(row) = self.reader.run(&of)? else {
             return Ok(());
         };
-        let time0 = original_time0(&row.time0, now);
+        let time0 = ledger_time(&row.time0, now);
         let (new, replay) = self.copy_of(model, &row, time0)?;
         let (id, run_dir_rel) = (new.id.clone(), new.run_dir.clone());
         let of2 = of.clone();
@@ -772,7 +772,7 @@ impl Dispatcher {
         // A run never starts cold because the ledger could not be read: a fault that passes is
         // waited out (the dispatch stage shown degraded, which raises its alert), one that does
         // not fails the run with the reason.
-        let mut pause = std::time::Duration::from_millis(50);
+        let mut backoff = crate::health::Backoff::default();
         let state = loop {
             match self.state_for(model, time0, replay) {
                 Ok(state) => break state,
@@ -782,8 +782,7 @@ impl Dispatcher {
                         "dispatch",
                         Some(format!("cannot look up the state of {}: {e}", model.name)),
                     );
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    backoff.wait();
                 }
                 Err(e) => {
                     tracing::error!(run.id = %id, error = %e, "cannot look up the model's state");
@@ -853,45 +852,30 @@ impl Dispatcher {
     /// submitted again.
     fn adopt_jobs(&mut self) -> Result<(), LedgerError> {
         let rules = current(&self.rules);
-        let exited = self.reader.exited_unfinished()?;
-        for (id, code) in &exited {
-            let Some(r) = self.reader.run(id)? else {
-                continue;
-            };
-            let Some(model) = rules.models.get(&r.model) else {
-                continue;
-            };
-            if crate::fs::confined(self.spool.root(), Path::new(&r.run_dir)).is_none() {
-                continue;
-            }
-            let time0 = original_time0(&r.time0, self.clock.now());
-            tracing::info!(run.id = %id, exit_code = code, "its model had exited before the last daemon stopped: its run is finished, not run again");
-            let mirrors = self.reader.mirrors_of(id)?;
-            let origins = self.original_outputs(mirrors.as_deref());
-            let plan = base_plan(model, id, time0, r.session.is_some());
-            self.spawn_job(
-                model,
-                &rules,
-                plan,
-                &r.run_dir,
-                r.session.as_deref(),
-                origins,
-                Some(Adopt::Exited(*code)),
-            );
-        }
+        // Runs whose model had exited (their exit is recorded: finished, never run again), then
+        // Slurm jobs still running (followed until they end).
+        let mut left: Vec<(String, Option<u64>, Option<i32>)> = self
+            .reader
+            .exited_unfinished()?
+            .into_iter()
+            .map(|(id, code)| (id, None, Some(code)))
+            .collect();
         for (id, _, job) in self.reader.slurm_jobs_running()? {
-            if exited.iter().any(|(e, _)| *e == id) {
-                continue;
+            if !left.iter().any(|(e, ..)| *e == id) {
+                left.push((id, Some(job as u64), None));
             }
+        }
+        for (id, job, code) in left {
             let Some(r) = self.reader.run(&id)? else {
                 continue;
             };
             let Some(model) = rules.models.get(&r.model) else {
+                tracing::warn!(run.id = %id, model = %r.model, "its model is no longer in the rules: not taken up");
                 continue;
             };
             // A name read from the ledger: one path confined under the spool, or no run.
             if crate::fs::confined(self.spool.root(), Path::new(&r.run_dir)).is_none() {
-                tracing::error!(run.id = %id, run_dir = %r.run_dir, "the run's folder is not under the spool: not re-attached");
+                tracing::error!(run.id = %id, run_dir = %r.run_dir, "the run's folder is not under the spool: not taken up");
                 let why = format!("its folder `{}` is not under the spool", r.run_dir);
                 let ended = self.clock.now();
                 self.writer.with(move |l| {
@@ -899,20 +883,24 @@ impl Dispatcher {
                 })?;
                 continue;
             }
-            let time0 = chrono::DateTime::parse_from_rfc3339(&r.time0)
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_else(|_| self.clock.now());
-            let since = r
-                .started_at
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map_or_else(|| self.clock.now(), |t| t.with_timezone(&Utc));
-            tracing::info!(run.id = %id, slurm.job = job, "re-attached to its Slurm job");
+            let now = self.clock.now();
+            let adopt = match (code, job) {
+                (Some(code), _) => {
+                    tracing::info!(run.id = %id, exit_code = code, "its model had exited before the last daemon stopped: its run is finished, not run again");
+                    Adopt::Exited(code)
+                }
+                (None, job) => {
+                    let job = job.unwrap_or_default();
+                    tracing::info!(run.id = %id, slurm.job = job, "re-attached to its Slurm job");
+                    let since = r.started_at.as_deref().map_or(now, |t| ledger_time(t, now));
+                    Adopt::Job(job, since)
+                }
+            };
             let mirrors = self.reader.mirrors_of(&id)?;
             let origins = self.original_outputs(mirrors.as_deref());
             // Its folder is laid out already: what the end of the run needs of its plan.
+            let time0 = ledger_time(&r.time0, now);
             let plan = base_plan(model, &id, time0, r.session.is_some());
-            let adopt = Some(Adopt::Job(job as u64, since));
             self.spawn_job(
                 model,
                 &rules,
@@ -920,7 +908,7 @@ impl Dispatcher {
                 &r.run_dir,
                 r.session.as_deref(),
                 origins,
-                adopt,
+                Some(adopt),
             );
         }
         Ok(())
@@ -1058,9 +1046,9 @@ fn cold_files(rule: &crate::config::model::StateRule, cold: &Path) -> Vec<(Strin
         .collect()
 }
 
-/// The time0 of a run as the ledger holds it, for a retry or a rerun of it (`now` only if the
-/// ledger's text is not a time, which the ledger never writes).
-fn original_time0(text: &str, now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+/// A time as the ledger holds it (a run's time0 for a retry or a rerun of it, its start):
+/// `now` only if the ledger's text is not a time, which the ledger never writes.
+fn ledger_time(text: &str, now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or(now)
@@ -1105,6 +1093,18 @@ struct Job {
     adopt: Option<Adopt>,
 }
 
+/// The health stage of the runs' own steps.
+const RUNS: &str = "runs";
+
+/// Whether a failed step of a run passes with time: an I/O fault of that kind, or a ledger
+/// write that failed for such a fault.
+fn transient_io(e: &std::io::Error) -> bool {
+    crate::examine::is_transient(e)
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<LedgerError>())
+            .is_some_and(LedgerError::is_transient)
+}
+
 impl Job {
     fn execute(self) {
         let id = self.plan.id.clone();
@@ -1116,22 +1116,40 @@ impl Job {
             }
             return;
         };
+        let leave = || {
+            // The daemon stops while a fault lasts: what is done stays recorded (the model's
+            // exit, the outputs already put back), and the next daemon finishes the run.
+            tracing::info!(run.id = %id, "left for the next start to finish");
+            if self.session.is_none() {
+                self.board.count_running(&self.model.name, -1);
+            }
+        };
         let (state, reason) = if state == RunState::Succeeded {
             // Recorded first: a daemon that dies from here on leaves a run its successor
             // finishes, without running the model again.
             let (id2, code2) = (id.clone(), code.unwrap_or(0));
-            if let Err(e) = self.writer.with(move |l| l.run_exited(&id2, code2)) {
-                tracing::error!(run.id = %id, error = %e, "cannot record the model's exit");
+            if self
+                .record("record the model's exit", move |l| {
+                    l.run_exited(&id2, code2)
+                })
+                .is_none()
+            {
+                return leave();
             }
-            match self.put_back_outputs().and_then(|kept| {
+            // Putting the outputs back can be done again: a transient fault (a full disk, no
+            // descriptors, a busy ledger) is waited out, never taken for the run's failure.
+            let outputs = self.patiently("put the outputs back", transient_io, || {
+                let kept = self.put_back_outputs()?;
                 self.save_state()?;
                 Ok(kept)
-            }) {
-                Ok(kept) => {
+            });
+            match outputs {
+                None => return leave(),
+                Some(Ok(kept)) => {
                     diag.extend(kept);
                     (state, reason)
                 }
-                Err(e) => (RunState::Failed, Some(format!("outputs: {e}"))),
+                Some(Err(e)) => (RunState::Failed, Some(format!("outputs: {e}"))),
             }
         } else {
             (state, reason)
@@ -1139,13 +1157,67 @@ impl Job {
         tracing::info!(run.id = %id, state = state.name(), "run ended");
         let id2 = id.clone();
         let ended = self.clock.now();
-        let _ = self
-            .writer
-            .with(move |l| l.run_ended(&id2, state, code, reason.as_deref(), &diag, ended));
+        let ended = self.record("record the run's end", move |l| {
+            l.run_ended(&id2, state, code, reason.as_deref(), &diag, ended)
+        });
+        if ended.is_none() {
+            return leave();
+        }
         if self.session.is_none() {
             self.board.count_running(&self.model.name, -1);
         }
         self.board.publish("run", &id);
+    }
+
+    /// Runs a step of the run until it succeeds or fails for good: a transient fault is waited
+    /// out with a doubling pause (up to 5 s), the `runs` stage shown degraded meanwhile,
+    /// which raises its alert. `None` when the daemon stops first: the step is left for its
+    /// successor, never recorded as the run's verdict.
+    fn patiently<T, E: std::fmt::Display>(
+        &self,
+        what: &str,
+        transient: impl Fn(&E) -> bool,
+        mut step: impl FnMut() -> Result<T, E>,
+    ) -> Option<Result<T, E>> {
+        let health = self.board.health();
+        let mut backoff = crate::health::Backoff::default();
+        let mut faulted = false;
+        loop {
+            match step() {
+                Err(e) if transient(&e) => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    tracing::warn!(run.id = %self.plan.id, error = %e, "cannot {what} yet");
+                    let fault = format!("run {}: cannot {what}: {e}", self.plan.id);
+                    health.fault(RUNS, Some(fault));
+                    faulted = true;
+                    backoff.wait();
+                }
+                done => {
+                    if faulted {
+                        health.fault(RUNS, None);
+                    }
+                    return Some(done);
+                }
+            }
+        }
+    }
+
+    /// A write of the run's progress to the ledger, [`Job::patiently`]; one that fails for
+    /// good is logged (the ledger writer stops the daemon when it cannot go on).
+    fn record(
+        &self,
+        what: &str,
+        write: impl FnOnce(&mut Ledger) -> Result<(), LedgerError> + Clone + Send + 'static,
+    ) -> Option<()> {
+        let done = self.patiently(what, LedgerError::is_transient, || {
+            self.writer.with(write.clone())
+        })?;
+        if let Err(e) = done {
+            tracing::error!(run.id = %self.plan.id, error = %e, "cannot {what}");
+        }
+        Some(())
     }
 
     /// How the run ended; none when it is left running on the cluster (the daemon stops).
@@ -1182,7 +1254,8 @@ impl Job {
             None => executor::for_kind(&self.model.executor).execute(&run, &mut |handle| {
                 let id = self.plan.id.clone();
                 let started = self.clock.now();
-                let _ = self.writer.with(move |l| match handle {
+                // Its pid or job id, which a successor needs to follow it: waited for.
+                self.record("record the run's start", move |l| match handle {
                     executor::Handle::Pid(p) => l.run_started(&id, Some(p), None, started),
                     executor::Handle::Job(j) => l.run_started(&id, None, Some(j), started),
                 });
@@ -1478,6 +1551,9 @@ pub fn spawn(
     board
         .health()
         .expect("dispatch", crate::health::STUCK_AFTER);
+    // The steps each run's own thread takes (the model's start and exit recorded, its outputs
+    // put back): no beat of their own, only the faults those steps wait out.
+    board.health().expect(RUNS, Duration::MAX);
     let health = Arc::clone(board.health());
     let d = Dispatcher::new(spool, rules, catalog, writer, db, stop, clock, wake, board)?;
     Ok(crate::health::spawn("dispatch", health, move || d.run()))

@@ -50,22 +50,33 @@ pub(super) fn restore(paths: &Paths, a: &RestoreArgs) -> Result<ExitCode> {
         None => println!(),
     }
     println!(
-        "{} archived files claimed after the backup, back in incoming/ as new arrivals \
-         (pom serve claims them again)",
-        r.new_arrivals.len()
+        "{} archived or rejected files claimed after the backup, back in incoming/ as new \
+         arrivals (pom serve claims them again)",
+        r.new_arrivals.count
     );
-    for m in &r.new_arrivals {
-        println!("  {m}");
-    }
-    for (file, why) in &r.left {
-        println!("  left in the archive: {file}: {why}");
+    listed(&r.new_arrivals, |m| m.clone());
+    if r.left.count > 0 {
+        println!(
+            "{} files unknown to the restored ledger left where they are",
+            r.left.count
+        );
+        listed(&r.left, |(file, why)| format!("{file}: {why}"));
     }
     println!(
         "{} files the restored ledger knows are missing from the spool",
-        r.missing.len()
+        r.missing.count
     );
-    for (id, stored) in &r.missing {
-        println!("  {id}  {stored}");
-    }
+    listed(&r.missing, |(id, stored)| format!("{id}  {stored}"));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The files of a listing, one a line, and how many were not listed.
+fn listed<T>(l: &pom::daemon::restore::Listing<T>, line: impl Fn(&T) -> String) {
+    for item in &l.first {
+        println!("  {}", line(item));
+    }
+    let more = l.count - l.first.len() as u64;
+    if more > 0 {
+        println!("  … and {more} more, not listed");
+    }
 }

@@ -743,7 +743,7 @@ fn examine_one(
         let queued = spool.queued(&work.id.text());
         // A file that cannot be read for a passing reason (no descriptors, no memory, an I/O
         // error) is examined again, never refused for it.
-        let mut pause = Duration::from_millis(50);
+        let mut backoff = crate::health::Backoff::default();
         let mut faulted = false;
         let examined = loop {
             let catalog = current(&shared.catalog);
@@ -754,8 +754,7 @@ fn examine_one(
                 {
                     health.fault(stage, Some(format!("file {}: {}", work.id, r.reason)));
                     faulted = true;
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    backoff.wait();
                 }
                 _ => {
                     // Cleared only after a fault: the health lock stays off the per-file path.

@@ -3,10 +3,16 @@
 //! In: a backup (`pom backup`), the spool (the daemon stopped: its lock is taken for the
 //! whole restore). Out: the backup in place of the ledger (the replaced ledger kept beside it,
 //! with its WAL), then the spool and the restored ledger brought into agreement:
-//! - an archived file the ledger does not know, or knew only as claimed (claimed after the
-//!   backup, or examined while it was taken), is taken as a new arrival: moved back into its channel's `incoming/` folder, its line removed from its
-//!   folder's manifest, so that the daemon claims, checks and routes it again;
+//! - an archived or rejected file the ledger does not know, or knew only as claimed (claimed
+//!   after the backup, or examined while it was taken), is taken as a new arrival: moved back
+//!   into its channel's `incoming/` folder (an archived file's line removed from its folder's
+//!   manifest, a rejected file's `.reason` removed), so that the daemon claims, checks and
+//!   routes it again and the ledger knows every file in the spool;
 //! - a file the ledger says is archived but that is not there is reported.
+//!
+//! Memory stays bounded whatever the ledger's size: the ledger's archived files are read one
+//! row at a time, the archive one folder at a time, and at most [`LISTED`] files of each kind
+//! are listed (all are counted).
 //!
 //! Never: a backup restored that fails its integrity check or comes from a newer POM; a name
 //! read from a manifest used unless it is one safe component under the spool; a link followed.
@@ -23,6 +29,36 @@ use crate::ledger::backup::{Checked, check};
 use crate::ledger::{Ledger, State};
 use crate::spool::Spool;
 
+/// At most this many files of each kind are listed in a [`Restored`]; all are counted.
+pub const LISTED: usize = 1000;
+
+/// Files of one kind: how many, and the first [`LISTED`] of them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listing<T> {
+    /// How many there are.
+    pub count: u64,
+    /// The first of them.
+    pub first: Vec<T>,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Listing {
+            count: 0,
+            first: Vec::new(),
+        }
+    }
+}
+
+impl<T> Listing<T> {
+    fn push(&mut self, item: T) {
+        self.count += 1;
+        if self.first.len() < LISTED {
+            self.first.push(item);
+        }
+    }
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Restored {
@@ -30,13 +66,14 @@ pub struct Restored {
     pub checked: Checked,
     /// Where the replaced ledger was moved (none if there was none).
     pub replaced: Option<PathBuf>,
-    /// Archived files unknown to the restored ledger, moved back into `incoming/` as new
-    /// arrivals (their paths under the spool).
-    pub new_arrivals: Vec<String>,
+    /// Archived and rejected files unknown to the restored ledger, moved back into `incoming/`
+    /// as new arrivals (`from -> to`, under the spool).
+    pub new_arrivals: Listing<String>,
     /// Files the restored ledger says are archived, not found (id and stored path).
-    pub missing: Vec<(String, String)>,
-    /// Archived files unknown to the ledger that were left where they are, with the reason.
-    pub left: Vec<(String, String)>,
+    pub missing: Listing<(String, String)>,
+    /// Archived or rejected files unknown to the ledger that were left where they are, with the
+    /// reason.
+    pub left: Listing<(String, String)>,
 }
 
 /// Why a restore did not happen.
@@ -117,7 +154,10 @@ pub fn restore(
     std::fs::rename(&part, db).map_err(io(db, "put in place"))?;
     // Opening applies the migrations a backup from an older POM needs.
     let ledger = Ledger::open(db)?;
-    let (new_arrivals, left) = take_unknown_as_new(spool, &ledger)?;
+    let mut new_arrivals = Listing::default();
+    let mut left = Listing::default();
+    take_unknown_archived(spool, &ledger, &mut new_arrivals, &mut left)?;
+    take_unknown_rejected(spool, &ledger, &mut new_arrivals, &mut left)?;
     let missing = known_but_missing(spool, &ledger)?;
     Ok(Restored {
         checked,
@@ -128,21 +168,33 @@ pub fn restore(
     })
 }
 
-/// Files moved back to `incoming/` (`from -> to`), and files left in place with the reason.
-type Reconciled = (Vec<String>, Vec<(String, String)>);
-
-/// Archived files the ledger does not know, moved back into their channel as new arrivals.
-fn take_unknown_as_new(spool: &Spool, ledger: &Ledger) -> Result<Reconciled, RestoreError> {
-    let archive = spool.root().join("archive");
-    let mut moved = Vec::new();
-    let mut left = Vec::new();
-    let folders: Vec<PathBuf> = walkdir::WalkDir::new(&archive)
+/// The files under an area of the spool (`archive/`, `rejected/`) but a replay's, which are not
+/// operational arrivals; links never followed.
+fn operational_files(area: &Path) -> impl Iterator<Item = walkdir::DirEntry> {
+    walkdir::WalkDir::new(area)
         .follow_links(false)
         .into_iter()
-        // A replay's files are not operational arrivals.
         .filter_entry(|e| !(e.depth() == 1 && e.file_name() == "replay"))
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && e.file_name() == MANIFEST)
+        .filter(|e| e.file_type().is_file())
+}
+
+/// Whether the restored ledger has decided the file of this claim id. A file it knows only as
+/// claimed is not decided: the daemon's start forgets such a claim, its file not being in
+/// `queue/`.
+fn decided(ledger: &Ledger, id: &str) -> Result<bool, RestoreError> {
+    Ok(ledger.get(id)?.is_some_and(|s| s.state != State::Claimed))
+}
+
+/// Archived files the ledger does not know, moved back into their channel as new arrivals.
+fn take_unknown_archived(
+    spool: &Spool,
+    ledger: &Ledger,
+    moved: &mut Listing<String>,
+    left: &mut Listing<(String, String)>,
+) -> Result<(), RestoreError> {
+    let folders: Vec<PathBuf> = operational_files(&spool.root().join("archive"))
+        .filter(|e| e.file_name() == MANIFEST)
         .filter_map(|e| e.path().parent().map(Path::to_path_buf))
         .collect();
     for folder in folders {
@@ -150,10 +202,7 @@ fn take_unknown_as_new(spool: &Spool, ledger: &Ledger) -> Result<Reconciled, Res
         let mut gone: HashSet<String> = HashSet::new();
         for (file, line) in &lines {
             let Some(id) = &line.id else { continue };
-            // Known and decided: in place. Unknown, or only claimed when the backup was taken
-            // (the daemon's start forgets such a claim, its file not being in queue/): a new
-            // arrival.
-            if ledger.get(id)?.is_some_and(|s| s.state != State::Claimed) {
+            if decided(ledger, id)? {
                 continue;
             }
             let rel = folder
@@ -161,7 +210,18 @@ fn take_unknown_as_new(spool: &Spool, ledger: &Ledger) -> Result<Reconciled, Res
                 .unwrap_or(&folder)
                 .join(file);
             let shown = rel.display().to_string();
-            match back_to_incoming(spool, &folder, line) {
+            if !safe_component(&line.file) {
+                left.push((shown, "its manifest line names no safe file".into()));
+                continue;
+            }
+            let original = line.original.rsplit('/').next().unwrap_or_default();
+            match back_to_incoming(
+                spool,
+                &folder.join(&line.file),
+                &line.channel,
+                original,
+                &line.file,
+            ) {
                 Ok(to) => {
                     gone.insert(file.clone());
                     moved.push(format!("{shown} -> {to}"));
@@ -173,38 +233,99 @@ fn take_unknown_as_new(spool: &Spool, ledger: &Ledger) -> Result<Reconciled, Res
             rewrite_manifest(&folder, &lines, &gone)?;
         }
     }
-    Ok((moved, left))
+    Ok(())
 }
 
-/// Moves one archived file back into `incoming/<channel>/` under its original name's last
-/// component (or its stored name when that is not safe); returns where, under the spool.
-fn back_to_incoming(spool: &Spool, folder: &Path, line: &ManifestLine) -> Result<String, String> {
-    if !safe_component(&line.file) || !safe_component(&line.channel) {
-        return Err("its manifest line names no safe file or channel".into());
+/// Rejected files the ledger does not know, moved back into their channel as new arrivals:
+/// the claim id is the head of the stored name, the channel is read from the `.reason`
+/// beside it (which is removed: the file's new verdict writes its own).
+fn take_unknown_rejected(
+    spool: &Spool,
+    ledger: &Ledger,
+    moved: &mut Listing<String>,
+    left: &mut Listing<(String, String)>,
+) -> Result<(), RestoreError> {
+    // rejected/<yyyy-mm-dd>/<id>_<name>
+    for e in operational_files(&spool.root().join("rejected")).filter(|e| e.depth() == 2) {
+        let Some(name) = e.file_name().to_str() else {
+            continue;
+        };
+        if name.ends_with(crate::archive::REASON) || name.starts_with('.') {
+            continue;
+        }
+        let rel = e.path().strip_prefix(spool.root()).unwrap_or(e.path());
+        let shown = rel.display().to_string();
+        let Some((id, original)) = name
+            .split_once('_')
+            .filter(|(id, _)| crate::id::ClaimId::parse(id).is_some())
+        else {
+            left.push((shown, "its name carries no claim id".into()));
+            continue;
+        };
+        if decided(ledger, id)? {
+            continue;
+        }
+        let reason_rel = with_suffix(rel, crate::archive::REASON);
+        let channel = crate::fs::read_confined(spool.root(), &reason_rel, 1 << 20)
+            .ok()
+            .and_then(|t| reason_channel(&String::from_utf8_lossy(&t)));
+        let Some(channel) = channel else {
+            left.push((shown, "its .reason names no channel".into()));
+            continue;
+        };
+        match back_to_incoming(spool, e.path(), &channel, original, name) {
+            Ok(to) => {
+                let reason = spool.root().join(&reason_rel);
+                if let Err(err) = std::fs::remove_file(&reason)
+                    && err.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(io(&reason, "remove")(err));
+                }
+                moved.push(format!("{shown} -> {to}"));
+            }
+            Err(why) => left.push((shown, why)),
+        }
     }
-    let from = folder.join(&line.file);
-    match std::fs::symlink_metadata(&from) {
+    Ok(())
+}
+
+/// The channel a `.reason` names (its `file:` line ends `on channel <name>`).
+fn reason_channel(reason: &str) -> Option<String> {
+    let line = reason.lines().find(|l| l.starts_with("file:"))?;
+    let (_, channel) = line.rsplit_once(" on channel ")?;
+    Some(channel.trim().to_string())
+}
+
+/// Moves one decided file back into `incoming/<channel>/` under `original` (or `stored`
+/// when that is not a safe name, or taken); returns where, under the spool.
+fn back_to_incoming(
+    spool: &Spool,
+    from: &Path,
+    channel: &str,
+    original: &str,
+    stored: &str,
+) -> Result<String, String> {
+    if !safe_component(channel) {
+        return Err("it names no safe channel".into());
+    }
+    match std::fs::symlink_metadata(from) {
         Ok(m) if m.file_type().is_file() => {}
         Ok(_) => return Err("not a regular file".into()),
         Err(e) => return Err(format!("cannot be read: {e}")),
     }
-    let channel = spool.channel(&line.channel);
-    if !std::fs::symlink_metadata(&channel).is_ok_and(|m| m.is_dir()) {
-        return Err(format!(
-            "its channel {} has no incoming folder",
-            line.channel
-        ));
+    let folder = spool.channel(channel);
+    if !std::fs::symlink_metadata(&folder).is_ok_and(|m| m.is_dir()) {
+        return Err(format!("its channel {channel} has no incoming folder"));
     }
-    let original = line.original.rsplit('/').next().unwrap_or_default();
     let name = if safe_component(original) && !original.starts_with('.') {
-        original.to_string()
+        original
     } else {
-        line.file.clone()
+        stored
     };
-    for candidate in [name, format!("restored-{}", line.file)] {
-        let to = channel.join(&candidate);
-        match rename_noreplace(&from, &to) {
-            Ok(()) => return Ok(format!("incoming/{}/{candidate}", line.channel)),
+    for candidate in [name.to_string(), format!("restored-{stored}")] {
+        let to = folder.join(&candidate);
+        match rename_noreplace(from, &to) {
+            Ok(()) => return Ok(format!("incoming/{channel}/{candidate}")),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(format!("cannot be moved: {e}")),
         }
@@ -233,23 +354,18 @@ fn rewrite_manifest(
     std::fs::rename(&part, &path).map_err(io(&path, "replace"))
 }
 
-/// Files the ledger says are archived (operational), not in the archive.
+/// Files the ledger says are archived and not pruned by retention, not in the archive.
 fn known_but_missing(
     spool: &Spool,
     ledger: &Ledger,
-) -> Result<Vec<(String, String)>, RestoreError> {
-    let mut missing = Vec::new();
-    for s in ledger.in_state(State::Archived)? {
-        let Some(stored) = &s.stored else { continue };
-        if s.pruned_at.is_some() {
-            // Removed by retention, and recorded so: not missing.
-            continue;
-        }
+) -> Result<Listing<(String, String)>, RestoreError> {
+    let mut missing = Listing::default();
+    ledger.each_archived_stored(|id, stored| {
         let present = crate::fs::confined(spool.root(), Path::new(stored))
             .is_some_and(|p| std::fs::symlink_metadata(p).is_ok());
         if !present {
-            missing.push((s.id.clone(), stored.clone()));
+            missing.push((id.to_string(), stored.to_string()));
         }
-    }
+    })?;
     Ok(missing)
 }

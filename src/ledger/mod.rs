@@ -1293,7 +1293,7 @@ fn retrying<T>(
     what: &str,
     mut f: impl FnMut() -> Result<T, LedgerError>,
 ) -> Result<T, LedgerError> {
-    let mut pause = std::time::Duration::from_millis(50);
+    let mut backoff = crate::health::Backoff::default();
     loop {
         match f() {
             Ok(v) => {
@@ -1302,8 +1302,7 @@ fn retrying<T>(
             }
             Err(e) if e.is_transient() && !health.is_stopping() => {
                 health.fault("ledger-writer", Some(format!("cannot {what}: {e}")));
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                backoff.wait();
             }
             Err(e) => return Err(e),
         }

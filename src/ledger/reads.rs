@@ -104,6 +104,28 @@ impl Ledger {
             .map_err(sq(self.path(), "read run durations"))
     }
 
+    /// Each archived file still present by the ledger's account (not pruned), with its stored
+    /// path, handed to `each` one row at a time: a restore checks millions of them without
+    /// holding them in memory.
+    pub fn each_archived_stored(
+        &self,
+        mut each: impl FnMut(&str, &str),
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .prepare(
+                "SELECT id, stored FROM submissions
+                 WHERE state = 'archived' AND stored IS NOT NULL AND pruned_at IS NULL",
+            )
+            .and_then(|mut st| {
+                let mut rows = st.query([])?;
+                while let Some(r) = rows.next()? {
+                    each(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?);
+                }
+                Ok(())
+            })
+            .map_err(sq(self.path(), "read archived files"))
+    }
+
     /// The id of the last operational file received on a channel (a replay's never counts: it
     /// would hide a late feed).
     pub fn last_id_on(&self, channel: &str) -> Result<Option<String>, LedgerError> {

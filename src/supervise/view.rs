@@ -32,14 +32,7 @@ pub struct Overview {
     pub pruned: Pruned,
 }
 
-/// What retention has removed (the ledger keeps their rows).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Pruned {
-    /// Stored files.
-    pub files: i64,
-    /// Run folders.
-    pub runs: i64,
-}
+pub use crate::board::Pruned;
 
 /// The rule set in force, briefly.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -258,10 +251,7 @@ pub fn overview(
         channels,
         models,
         disk: board.disk(),
-        pruned: {
-            let (files, runs) = reader.pruned_counts()?;
-            Pruned { files, runs }
-        },
+        pruned: board.pruned(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The ledger's backup while files flow, and its restore on a spool that went on after it:
-//! the restored ledger is sound, the files claimed after the backup come back as new arrivals
-//! and are filed once each, and a file the backup knows but the archive lost is reported.
+//! the restored ledger is sound, the files claimed after the backup (archived or rejected) come
+//! back as new arrivals and are decided once each, and a file the backup knows but the archive
+//! lost is reported.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,7 +19,16 @@ fn a_backup_taken_under_load_restores_to_a_sound_ledger_that_reconciles() {
     let (backup_out, known) = std::thread::scope(|s| {
         let dropper = s.spawn(|| {
             for i in 1..=n {
-                gw.drop_file("obs", &format!("load_{i}.xml"), &pi_series(i, 3));
+                if i % 20 == 0 {
+                    // Every twentieth is refused: rejected files are reconciled too.
+                    gw.drop_file(
+                        "obs",
+                        &format!("bad_{i}.xml"),
+                        format!("<broken n='{i}'").as_bytes(),
+                    );
+                } else {
+                    gw.drop_file("obs", &format!("load_{i}.xml"), &pi_series(i, 3));
+                }
                 std::thread::sleep(Duration::from_millis(3));
             }
         });
@@ -85,19 +95,35 @@ fn a_backup_taken_under_load_restores_to_a_sound_ledger_that_reconciles() {
         .in_state(State::Claimed)
         .unwrap()
         .len() as i64;
-    let arrivals = r["new_arrivals"].as_array().unwrap().len();
+    let arrivals = r["new_arrivals"]["count"].as_i64().unwrap();
     assert_eq!(
-        arrivals as i64,
+        r["new_arrivals"]["first"].as_array().unwrap().len() as i64,
+        arrivals,
+        "{r}"
+    );
+    let rejected_back = r["new_arrivals"]["first"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m.as_str().unwrap().starts_with("rejected/"))
+        .count();
+    assert!(
+        rejected_back > 0,
+        "files rejected after the backup come back too: {r}"
+    );
+    assert_eq!(r["left"]["count"], 0, "{r}");
+    assert_eq!(
+        arrivals,
         n as i64 - in_backup.submissions + claimed_in_backup,
         "every file claimed after the backup is a new arrival: {r}"
     );
     eprintln!(
-        "restore: {arrivals} files back in incoming/ as new arrivals ({claimed_in_backup} of them \
-         only claimed in the backup), 1 missing file reported"
+        "restore: {arrivals} files back in incoming/ as new arrivals ({rejected_back} of them \
+         rejected, {claimed_in_backup} only claimed in the backup), 1 missing file reported"
     );
     assert_eq!(
         r["missing"],
-        serde_json::json!([[lost.id, lost.stored]]),
+        serde_json::json!({"count": 1, "first": [[lost.id, lost.stored]]}),
         "the lost file is reported"
     );
     assert!(r["replaced"].as_str().is_some(), "{r}");
@@ -109,26 +135,42 @@ fn a_backup_taken_under_load_restores_to_a_sound_ledger_that_reconciles() {
         "ok"
     );
 
-    // The daemon on the restored ledger: every content archived once, none twice.
+    // The daemon on the restored ledger: every content decided once, none twice, and no file
+    // in the spool that the ledger does not know.
     gw.start();
     let decided = gw.wait_for_decided(n, 60);
     let mut per_content: HashMap<String, usize> = HashMap::new();
-    for s in decided.iter().filter(|s| s.state == State::Archived) {
+    for s in &decided {
         *per_content.entry(s.sha256.clone().unwrap()).or_default() += 1;
     }
-    assert_eq!(per_content.len(), n, "every file archived");
+    assert_eq!(per_content.len(), n, "every file decided");
     assert!(
         per_content.values().all(|&c| c == 1),
-        "a file archived twice"
+        "a file decided twice"
     );
+    let refused = decided
+        .iter()
+        .filter(|s| s.state == State::Rejected)
+        .count();
+    assert_eq!(refused, n / 20, "{decided:?}");
     assert!(
-        decided.iter().all(|s| s.state == State::Archived),
+        decided
+            .iter()
+            .all(|s| matches!(s.state, State::Archived | State::Rejected)),
         "{:?}",
         decided
             .iter()
-            .filter(|s| s.state != State::Archived)
+            .filter(|s| !matches!(s.state, State::Archived | State::Rejected))
             .collect::<Vec<_>>()
     );
+    let rejected_files = walkdir::WalkDir::new(gw.spool().join("rejected"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_type().is_file() && !e.file_name().to_string_lossy().ends_with(".reason")
+        })
+        .count();
+    assert_eq!(rejected_files, n / 20, "one stored copy per refused file");
     gw.stop();
 }
 

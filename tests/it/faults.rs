@@ -32,6 +32,18 @@ impl SmallFs {
         assert!(st.success(), "mount tmpfs");
         SmallFs(dir.to_path_buf())
     }
+
+    /// Fills the file system under `dir` with a file, which is returned (removing it frees the
+    /// space).
+    fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+        let filler = dir.join("filler");
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M", "count=64"])
+            .arg(format!("of={}", filler.display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        filler
+    }
 }
 
 impl Drop for SmallFs {
@@ -91,13 +103,7 @@ fn a_full_disk_rejects_nothing_raises_an_alert_and_files_everything_once_space_i
     for i in n / 2..n {
         std::fs::write(dir.join(format!(".after_{i}.xml.part")), pi_series(i, 4)).unwrap();
     }
-    // Fill the file system.
-    let filler = gw.spool().join("filler");
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", "bs=1M", "count=64"])
-        .arg(format!("of={}", filler.display()))
-        .stderr(std::process::Stdio::null())
-        .status();
+    let filler = SmallFs::fill(&gw.spool());
     for i in n / 2..n {
         std::fs::rename(
             dir.join(format!(".after_{i}.xml.part")),
@@ -247,4 +253,68 @@ fn the_daemon_refuses_to_start_on_a_ledger_it_cannot_write() {
         err.contains("cannot start: ledger") && err.contains("pom.sqlite"),
         "{err}"
     );
+}
+
+#[test]
+fn a_full_disk_as_a_model_ends_fails_no_run_and_its_forecast_comes_once_space_is_freed() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    // The model writes its forecast, says so, and ends when told: in between, the disk fills.
+    let signals = tempfile::tempdir().unwrap();
+    let (ready, go) = (signals.path().join("ready"), signals.path().join("go"));
+    let script = format!(
+        "sed 's/Q.obs/Q.fcst/' \"$1\" > output/forecast.xml\ntouch {}\n\
+         while [ ! -e {} ]; do sleep 0.1; done",
+        ready.display(),
+        go.display()
+    );
+    let mut small = None;
+    let mut gw = common::chain_gateway_with(&[("fc", &script, "5m")], |gw| {
+        small = Some(SmallFs::mount(&gw.spool(), "24m"));
+        gw.extra_args
+            .extend(["--min-free-disk".into(), "1%".into()]);
+    });
+    gw.drop_file("obs", "fc_1.xml", &pi_series(1, 4));
+    eventually(30, "the model has written its forecast", || ready.exists());
+    let filler = SmallFs::fill(&gw.spool());
+    std::fs::write(&go, b"").unwrap();
+
+    // While full: the run waits, degraded and alerted, and is not failed.
+    eventually(20, "an alert for the run's outputs", || {
+        gw.log().contains("cannot put the outputs back")
+            || gw.log().contains("cannot record the model's exit")
+    });
+    eventually(15, "an alert raised for the stage", || {
+        gw.log().contains("alert: stage runs")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let runs = gw.ledger().runs(Some("fc"), None, 10).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(
+        !matches!(runs[0].state, pom::ledger::runs::RunState::Failed),
+        "a full disk failed the run: {runs:?}\n{}",
+        gw.log()
+    );
+
+    // Space freed: the run succeeds by itself, its forecast published once.
+    std::fs::remove_file(&filler).unwrap();
+    eventually(20, "the run succeeded", || {
+        gw.ledger().runs(Some("fc"), None, 10).unwrap()[0].state
+            == pom::ledger::runs::RunState::Succeeded
+    });
+    eventually(20, "the forecast published", || {
+        gw.spool().join("outgoing/web/forecast.xml").exists()
+    });
+    let forecasts: Vec<_> = gw
+        .submissions()
+        .into_iter()
+        .filter(|s| s.channel == "fcst")
+        .collect();
+    assert_eq!(forecasts.len(), 1, "one forecast, once: {forecasts:?}");
+    let runs = gw.ledger().runs(Some("fc"), None, 10).unwrap();
+    assert_eq!(runs.len(), 1, "the model ran once: {runs:?}");
+    gw.stop();
+    drop(small);
 }

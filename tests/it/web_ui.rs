@@ -23,7 +23,7 @@ fn sign_in(b: &Browser, server: &str) {
     b.go(&format!("{server}/#/"));
     let token = b.wait_for("#token", 10);
     b.type_into(&token, TOKEN);
-    b.click(&b.wait_for("#signin button", 5));
+    b.click_on("#signin button", 5);
     b.wait_until(
         "signed in",
         "return document.getElementById('who').textContent.includes('alice')",
@@ -91,10 +91,10 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
 
     // Signed in, the operator pauses the model from the overview.
     sign_in(&b, &server);
-    b.click(&b.wait_for(
+    b.click_on(
         "button[data-action=\"pause_model\"][data-target=\"fc\"]:not([disabled])",
         10,
-    ));
+    );
     b.wait_for("#models tr[data-model=\"fc\"] .state .s-paused", 10);
     let (_, o) = gw.api("GET", "/api/overview", None, None);
     let fc = o["models"]
@@ -121,7 +121,7 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         &format!("return /Z/.test((() => {{ {arrival} }})())"),
         10,
     );
-    b.click(&b.wait_for("#zone", 5));
+    b.click_on("#zone", 5);
     b.wait_until(
         "local times with their offset",
         &format!(
@@ -130,7 +130,7 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
         ),
         10,
     );
-    b.click(&b.wait_for("#zone", 5));
+    b.click_on("#zone", 5);
     b.wait_until(
         "back to UTC",
         "return document.getElementById('zone').textContent === 'UTC'",
@@ -149,10 +149,10 @@ printf '<Diag xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><line level="3
     b.wait_for(".alert[data-alert=\"late_feed\"]", 10);
 
     // ... and resuming releases it.
-    b.click(&b.wait_for(
+    b.click_on(
         "button[data-action=\"resume_model\"][data-target=\"fc\"]:not([disabled])",
         10,
-    ));
+    );
     eventually(20, "the waiting input run", || {
         let r = runs(&gw);
         r.len() == 2 && r.iter().all(|r| r["state"] == "succeeded")
@@ -251,12 +251,12 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     sign_in(&b, &server);
     // A pause and a resume, for the audit log.
     for action in ["pause_model", "resume_model"] {
-        b.click(&b.wait_for(
+        b.click_on(
             &format!(
                 "button[data-action=\"{action}\"][data-target=\"propagation\"]:not([disabled])"
             ),
             10,
-        ));
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     b.wait_for("#models tr[data-model=\"propagation\"] .state .s-idle", 10);
@@ -309,7 +309,7 @@ fn the_readmes_screenshots_show_the_sample_chain() {
          && !!document.querySelector('#stations tr[data-station=\"Y1232010-downstream\"]')",
         30,
     );
-    b.click(&b.wait_for("#stations tr[data-station=\"Y1232010\"] a", 10));
+    b.click_on("#stations tr[data-station=\"Y1232010\"] a", 10);
     b.wait_for(
         &format!("{q} path.series.role-observed[data-parameter=\"Q.obs\"]"),
         10,

@@ -147,13 +147,25 @@ impl Browser {
         }
     }
 
-    /// Clicks an element.
-    pub fn click(&self, element: &str) {
-        self.call(
-            "POST",
-            &self.s(&format!("/element/{element}/click")),
-            Some(json!({})),
-        );
+    /// Waits until an element matches, and clicks it; found again when the page redrew it in
+    /// between (a live page redraws on every event).
+    pub fn click_on(&self, css: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+            let element = self.wait_for(css, left.max(1));
+            let path = self.s(&format!("/element/{element}/click"));
+            let r = super::http::request(&self.server, "POST", &path, &[], Some(b"{}"))
+                .expect("chromedriver answers");
+            if r.status == 200 {
+                return;
+            }
+            assert!(
+                r.text().contains("stale element") && Instant::now() < deadline,
+                "WebDriver click on {css}: {}",
+                r.text()
+            );
+        }
     }
 
     /// Types into an element.
