@@ -24,7 +24,7 @@ pub struct Refused {
 /// An alert raised by [`crate::supervise::alerts`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Alert {
-    /// late_feed, unrouted, failed_run, refused_rules, low_disk, stage.
+    /// late_feed, unrouted, failed_run, product, refused_rules, low_disk, stage.
     pub kind: String,
     /// What it is about: a channel, a model, the rules, the spool.
     pub subject: String,
@@ -62,6 +62,7 @@ pub struct Board {
     health: std::sync::Arc<crate::health::Health>,
     disk: Mutex<DiskUse>,
     pruned: Mutex<Pruned>,
+    products: Mutex<Vec<ProductView>>,
 }
 
 /// What retention has removed (the ledger keeps their rows): counted once by the retention
@@ -99,6 +100,7 @@ impl Default for Board {
             health: std::sync::Arc::default(),
             disk: Mutex::default(),
             pruned: Mutex::default(),
+            products: Mutex::default(),
         }
     }
 }
@@ -122,6 +124,16 @@ impl Board {
     /// The disk use of the spool's areas, as last measured.
     pub fn disk(&self) -> DiskUse {
         lock(&self.disk).clone()
+    }
+
+    /// Where each product stands, as the products stage last saw it.
+    pub fn set_products(&self, p: Vec<ProductView>) {
+        *lock(&self.products) = p;
+    }
+
+    /// Where each product stands.
+    pub fn products(&self) -> Vec<ProductView> {
+        lock(&self.products).clone()
     }
 
     /// Records what retention has removed, as counted in the ledger.
@@ -336,3 +348,105 @@ fn set(map: &RwLock<BTreeMap<String, Pause>>, name: &str, pause: Option<Pause>) 
 
 /// Files decided per channel, then outcome.
 pub type Decided = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// One deadline of a product and how it went or is going.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Cycle {
+    /// When it is due.
+    pub deadline: String,
+    /// `issued`, `issued late`, `on track`, `at risk`, `late`, `missed`; `learning` and `not
+    /// issued` while too few past cycles were issued.
+    pub state: String,
+    /// The predicted chance of missing, while not issued.
+    pub miss: Option<f64>,
+    /// The predicted issue time (median), while not issued.
+    pub predicted: Option<String>,
+    /// Nine in ten predicted by then.
+    pub predicted_p90: Option<String>,
+    /// The feed or run that makes it late, when it may be.
+    pub cause: Option<String>,
+    /// The feeds not yet arrived for it.
+    pub waiting_for: Vec<String>,
+    /// When it was issued, and by which run.
+    pub issued_at: Option<String>,
+    /// The run that issued it.
+    pub run: Option<String>,
+    /// Its time0.
+    pub time0: Option<String>,
+    /// Issued from a fallback run (with the inputs that had arrived).
+    pub degraded: bool,
+    /// The fallback fired for it: the run started, or why none could.
+    pub fallback: Option<String>,
+}
+
+/// Where a product stands.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProductView {
+    /// Its name.
+    pub name: String,
+    /// What operators call it.
+    pub description: Option<String>,
+    /// The model whose run issues it.
+    pub model: String,
+    /// When it is due, in words.
+    pub due: String,
+    /// Its "at risk" threshold.
+    pub risk: f64,
+    /// The chain to it, upstream first.
+    pub chain: Vec<String>,
+    /// The previous deadline (if it has one) and the next, oldest first.
+    pub cycles: Vec<Cycle>,
+    /// The deadlines after the next, within a day.
+    pub upcoming: Vec<String>,
+    /// Past cycles, oldest first (the last 30).
+    pub history: Vec<Cycle>,
+    /// The share of past cycles issued on time.
+    pub punctuality: Option<f64>,
+}
+
+impl ProductView {
+    /// The cycle an alert is about, if one needs one, and the alert's sentence.
+    pub fn alarm(&self) -> Option<String> {
+        let name = &self.name;
+        for c in self.cycles.iter().rev() {
+            let cause = c
+                .cause
+                .as_ref()
+                .map(|c| format!(", cause: {c}"))
+                .unwrap_or_default();
+            let waiting = if c.waiting_for.is_empty() {
+                String::new()
+            } else {
+                format!(", waiting for {}", c.waiting_for.join(", "))
+            };
+            match c.state.as_str() {
+                "at risk" => {
+                    return Some(format!(
+                        "product `{name}` due {} is at risk ({:.0}% chance of missing, \
+                         predicted {}{cause}{waiting})",
+                        c.deadline,
+                        c.miss.unwrap_or(0.0) * 100.0,
+                        c.predicted.as_deref().unwrap_or("?")
+                    ));
+                }
+                "late" => {
+                    return Some(format!(
+                        "product `{name}` due {} is late{cause}{waiting}",
+                        c.deadline
+                    ));
+                }
+                _ if c.degraded && !c.waiting_for.is_empty() => {
+                    return Some(format!(
+                        "product `{name}` due {} was issued degraded at {} by the fallback; \
+                         still waiting for {}",
+                        c.deadline,
+                        c.issued_at.as_deref().unwrap_or("?"),
+                        c.waiting_for.join(", ")
+                    ));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}

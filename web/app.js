@@ -138,8 +138,57 @@ async function overview() {
       <th>Last arrival</th><th>Decided</th><th></th></tr></thead><tbody>${channels}</tbody></table></section>
     <section><h2>Models</h2><table id="models"><thead><tr><th>Model</th><th>State</th><th>Trigger</th>
       <th>Waiting inputs</th><th>Waiting for</th><th>Last run</th><th>Next scheduled</th><th>time0 (UTC)</th></tr></thead><tbody>${models}</tbody></table></section>
+    ${o.products.length ? `<section><h2>Products</h2>${productsTable(o.products, o.now)}</section>` : ""}
     <section><h2>Disk</h2>${diskTable(o.disk, o.pruned)}</section>
     <p class="muted small">Rules ${esc(o.rules.version.slice(0, 12))} loaded ${time(o.rules.loaded_at)} · ${time(o.now)}</p>`;
+}
+
+// Each product's previous and next deadline: due, predicted (median, and 9 in 10), issued; and
+// a timeline from 12 hours before now to 12 hours after, each deadline a line, each issue a dot.
+function productsTable(products, now) {
+  const rows = products.map((p) => {
+    const cycles = p.cycles.map((c) => `<div class="cycle" data-deadline="${esc(c.deadline)}">
+        ${badge(c.state)}${c.degraded ? ` ${badge("degraded")}` : ""} due ${time(c.deadline)}
+        ${c.issued_at ? ` · issued ${time(c.issued_at)} ${runLink(c.run)}` : ""}
+        ${c.predicted ? ` · predicted ${time(c.predicted)} (9 in 10 by ${time(c.predicted_p90)}), ${Math.round((c.miss ?? 0) * 100)}% chance of missing` : ""}
+        ${c.cause ? ` · cause <b>${esc(c.cause)}</b>` : ""}
+        ${c.waiting_for.length ? ` · waiting for ${c.waiting_for.map(esc).join(", ")}` : ""}
+        ${c.fallback ? `<div class="muted small">fallback: ${esc(c.fallback)}</div>` : ""}</div>`).join("");
+    return `<tr data-product="${esc(p.name)}"><td><a href="#/product/${encodeURIComponent(p.name)}"><b>${esc(p.name)}</b></a>
+        <div class="muted small">${esc(p.description ?? "")} · ${esc(p.due)}</div></td>
+      <td>${cycles}</td><td>${productTimeline(p, now)}</td>
+      <td class="num">${p.punctuality == null ? "—" : `${Math.round(p.punctuality * 100)}%`}</td></tr>`;
+  }).join("");
+  return `<table id="products"><thead><tr><th>Product</th><th>Deadlines</th><th>Today</th><th>On time</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function productTimeline(p, now) {
+  const mid = Date.parse(now), from = mid - 12 * 3600e3, to = mid + 12 * 3600e3, W = 320, H = 30;
+  const x = (t) => ((Date.parse(t) - from) / (to - from)) * W;
+  const inside = (t) => t && Date.parse(t) >= from && Date.parse(t) <= to;
+  let out = `<svg class="product-timeline" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="deadlines of ${esc(p.name)}">`;
+  out += `<line x1="0" x2="${W}" y1="15" y2="15" class="grid"/><line x1="${W / 2}" x2="${W / 2}" y1="2" y2="28" class="now"/>`;
+  for (const c of p.cycles) {
+    if (inside(c.deadline)) out += `<line x1="${x(c.deadline)}" x2="${x(c.deadline)}" y1="3" y2="27" class="due"><title>due ${esc(c.deadline)}</title></line>`;
+    if (inside(c.predicted)) {
+      const p90 = inside(c.predicted_p90) ? x(c.predicted_p90) : W;
+      out += `<line x1="${x(c.predicted)}" x2="${p90}" y1="15" y2="15" class="spread"/><circle cx="${x(c.predicted)}" cy="15" r="4" class="predicted s-${esc(c.state.replace(" ", "_"))}"><title>predicted ${esc(c.predicted)}</title></circle>`;
+    }
+    if (inside(c.issued_at)) out += `<circle cx="${x(c.issued_at)}" cy="15" r="4" class="issued${c.degraded ? " degraded" : ""}"><title>issued ${esc(c.issued_at)}</title></circle>`;
+  }
+  for (const u of p.upcoming) if (inside(u)) out += `<line x1="${x(u)}" x2="${x(u)}" y1="3" y2="27" class="due"><title>due ${esc(u)}</title></line>`;
+  return out + "</svg>";
+}
+
+async function product(name) {
+  const p = await api(`/api/products/${encodeURIComponent(name)}`);
+  const rows = [...p.history].reverse().map((c) => `<tr><td>${time(c.deadline)}</td><td>${badge(c.state)}${c.degraded ? ` ${badge("degraded")}` : ""}</td>
+      <td>${time(c.issued_at)}</td><td>${runLink(c.run)}</td></tr>`).join("");
+  view.innerHTML = `<h1>Product ${esc(p.name)}</h1><p>${esc(p.description ?? "")} · issued by ${esc(p.model)} · due ${esc(p.due)} · at risk from ${Math.round(p.risk * 100)}%</p>
+    <p class="muted">Chain: ${p.chain.map(esc).join(" → ")}</p>
+    <section><h2>Now</h2>${productsTable([p], new Date().toISOString())}</section>
+    <section><h2>Punctuality</h2><p>${p.punctuality == null ? "No past issue yet." : `${Math.round(p.punctuality * 100)}% of the last ${p.history.length} deadlines on time.`}</p>
+    <table id="history"><thead><tr><th>Deadline</th><th>Outcome</th><th>Issued</th><th>Run</th></tr></thead><tbody>${rows}</tbody></table></section>`;
 }
 
 // Disk use per area of the spool, as the daemon last measured it, and what retention removed.
@@ -504,6 +553,7 @@ async function render() {
       case "audit": await audit(); break;
       case "replays": await replays(); break;
       case "replay": await replay(decodeURIComponent(parts[1])); break;
+      case "product": await product(decodeURIComponent(parts[1])); break;
       default: view.innerHTML = "<p>No such page.</p>";
     }
     document.body.dataset.rendered = String(Date.now());

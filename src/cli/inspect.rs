@@ -14,6 +14,17 @@ pub(super) fn check(paths: &Paths) -> Result<ExitCode> {
                 r.routes.routes.len(),
                 &r.version[..12]
             );
+            for p in r.products.values() {
+                println!(
+                    "product {}: issued by {}, due {}{}",
+                    p.name,
+                    p.model,
+                    p.due.describe(),
+                    p.fallback
+                        .map(|f| format!(", fallback {} min before", f.as_secs() / 60))
+                        .unwrap_or_default()
+                );
+            }
             // What only the machine can tell: the command is there, the schedule ever fires.
             let path = std::env::var_os("PATH");
             for m in r.models.values() {

@@ -1,8 +1,9 @@
 //! Configuration: what operators edit (`rules/`) and the format catalog (`schemas/`), each parsed
 //! then compiled.
 //!
-//! In: `rules/channels.toml`, `rules/models/*.toml`, `rules/routes.toml`, `schemas/catalog.toml`
-//! and the XSDs it names. Out: a [`RuleSet`] (channels, models, routes, with a version) and a
+//! In: `rules/channels.toml`, `rules/models/*.toml`, `rules/routes.toml`, `rules/products.toml`,
+//! `schemas/catalog.toml` and the XSDs it names. Out: a [`RuleSet`] (channels, models, routes,
+//! products, with a version) and a
 //! [`catalog::Catalog`], or every problem found, each with its file and line ([`problems`]).
 //! Code further down trusts what is compiled here and never re-checks it. Never: reading the
 //! spool, the ledger or the clock; a reload swaps a whole compiled value ([`Shared`]).
@@ -13,6 +14,7 @@ pub mod catalog;
 pub mod content;
 pub mod model;
 pub mod problems;
+pub mod products;
 pub mod routes;
 pub mod rules;
 

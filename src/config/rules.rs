@@ -127,6 +127,8 @@ pub struct RuleSet {
     pub models: BTreeMap<String, Model>,
     /// Routes (`rules/routes.toml`).
     pub routes: Routes,
+    /// Products by name (`rules/products.toml`, if there is one).
+    pub products: BTreeMap<String, crate::config::products::Product>,
     /// SHA-256 over the files the set was built from (name and content), hex; short form in logs.
     pub version: String,
     /// The files read.
@@ -213,6 +215,13 @@ impl RuleSet {
             && let Some(text) = read(routes_file.clone(), &mut problems)
         {
             set.routes = Routes::compile(&routes_file, &text, &set.models, &mut problems);
+        }
+        let products_file = dir.join(crate::config::products::PRODUCTS_FILE);
+        if products_file.exists()
+            && let Some(text) = read(products_file.clone(), &mut problems)
+        {
+            set.products =
+                crate::config::products::compile(&products_file, &text, &set.models, &mut problems);
         }
         if !problems.is_empty() {
             return Err(Problems(problems));
@@ -361,7 +370,7 @@ impl RuleSet {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -122,6 +122,7 @@ pub struct Daemon {
     alerts: JoinHandle<()>,
     stop_alerts: Arc<AtomicBool>,
     stations: JoinHandle<Result<(), LedgerError>>,
+    products: JoinHandle<()>,
     retention: JoinHandle<Result<(), LedgerError>>,
     replay: JoinHandle<()>,
     stop_replay: Arc<AtomicBool>,
@@ -325,6 +326,29 @@ impl Daemon {
             Arc::clone(&rules),
             config.clock,
         );
+        let products = crate::supervise::products::spawn(
+            config.db.clone(),
+            Arc::clone(&rules),
+            Arc::clone(&board),
+            {
+                let control = control.clone();
+                Box::new(move |who, model, time0| {
+                    let answer = control.act(
+                        who,
+                        crate::control::Action::Trigger {
+                            model: model.to_string(),
+                            time0: time0.map(crate::ledger::timestamp),
+                        },
+                    );
+                    match answer {
+                        crate::control::Answer::Done { message, .. } => message,
+                        other => other.outcome(),
+                    }
+                })
+            },
+            Arc::clone(&stop_alerts),
+            config.clock,
+        );
         let overflowed = Arc::new(AtomicBool::new(false));
         let watch = match config.poll {
             Some(_) => None,
@@ -432,6 +456,7 @@ impl Daemon {
             alerts,
             stop_alerts,
             stations,
+            products,
             retention,
             replay,
             stop_replay,
@@ -483,6 +508,9 @@ impl Daemon {
         self.alerts
             .join()
             .map_err(|_| DaemonError::Panicked("alerts"))?;
+        self.products
+            .join()
+            .map_err(|_| DaemonError::Panicked("products"))?;
         if let Err(e) = self
             .stations
             .join()

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod products;
 pub mod reads;
 pub mod retention;
 pub mod runs;
@@ -84,6 +85,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/009.sql"),
     include_str!("migrations/010.sql"),
     include_str!("migrations/011.sql"),
+    include_str!("migrations/012.sql"),
 ];
 
 /// Where a submission stands.

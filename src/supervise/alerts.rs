@@ -1,4 +1,4 @@
-//! Alerts: a late feed, a failed run, a refused rule edit, low disk space.
+//! Alerts: a late feed, a failed run, a product at risk, a refused rule edit, low disk space.
 //!
 //! [`evaluate`] is a pure function of what the daemon knows and the time; the loop in [`spawn`]
 //! gathers those facts every few seconds, puts the alerts on the [`Board`] (the web client and
@@ -79,6 +79,8 @@ pub struct Facts {
     /// Channels that expect every file routed and hold unrouted ones: (channel, how many, the
     /// newest's id and name).
     pub unrouted: Vec<(String, i64, String, String)>,
+    /// Products at risk, late, or issued degraded with a feed still missing: (product, why).
+    pub products: Vec<(String, String)>,
     /// The first ledger read that failed, if one did: the facts are then incomplete, and no
     /// alert is raised or cleared on them.
     pub unread: Option<String>,
@@ -160,6 +162,15 @@ pub fn evaluate(
             message: format!("model `{model}`: run `{run}` {state}: {reason}"),
             since: since("failed_run", model),
             link: format!("#/run/{run}"),
+        });
+    }
+    for (product, why) in &facts.products {
+        out.push(Alert {
+            kind: "product".into(),
+            subject: product.clone(),
+            message: why.clone(),
+            since: since("product", product),
+            link: format!("#/product/{product}"),
         });
     }
     if let Some(r) = &facts.refused {
@@ -310,7 +321,13 @@ pub fn gather(
             Err(e) => read(e),
         }
     }
+    let products = board
+        .products()
+        .iter()
+        .filter_map(|p| p.alarm().map(|why| (p.name.clone(), why)))
+        .collect();
     Facts {
+        products,
         unrouted,
         feeds,
         failed,

@@ -92,6 +92,7 @@ pub fn render(
         "pom_pruned_total{{kind=\"run\"}} {}",
         overview.pruned.runs
     );
+    products(&mut out, &overview.products);
     head(
         &mut out,
         "pom_queue_depth",
@@ -294,4 +295,91 @@ pub fn render(
     );
     let _ = writeln!(out, "pom_slurm_calls_total {slurm_calls}");
     Ok(out)
+}
+
+/// Each product's next deadline, its predicted issue time and chance of missing, and its state.
+fn products(out: &mut String, products: &[crate::supervise::products::ProductView]) {
+    let unix = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.timestamp_millis() as f64 / 1000.0)
+            .ok()
+    };
+    let current = |p: &crate::supervise::products::ProductView| p.cycles.last().cloned();
+    head(
+        out,
+        "pom_product_deadline_seconds",
+        "gauge",
+        "The deadline of each product's current issue, Unix time.",
+    );
+    for p in products {
+        if let Some(t) = current(p).and_then(|c| unix(&c.deadline)) {
+            let _ = writeln!(
+                out,
+                "pom_product_deadline_seconds{{product=\"{}\"}} {t}",
+                label(&p.name)
+            );
+        }
+    }
+    head(
+        out,
+        "pom_product_predicted_seconds",
+        "gauge",
+        "When each product's current issue is predicted to be ready (median), Unix time.",
+    );
+    for p in products {
+        if let Some(t) = current(p).and_then(|c| c.predicted).and_then(|t| unix(&t)) {
+            let _ = writeln!(
+                out,
+                "pom_product_predicted_seconds{{product=\"{}\"}} {t}",
+                label(&p.name)
+            );
+        }
+    }
+    head(
+        out,
+        "pom_product_miss_probability",
+        "gauge",
+        "The predicted chance that each product's current issue misses its deadline.",
+    );
+    for p in products {
+        if let Some(m) = current(p).and_then(|c| c.miss) {
+            let _ = writeln!(
+                out,
+                "pom_product_miss_probability{{product=\"{}\"}} {m}",
+                label(&p.name)
+            );
+        }
+    }
+    head(
+        out,
+        "pom_product_state",
+        "gauge",
+        "Each product's current issue: 1 for its state (issued, issued late, on track, at risk, late, learning, not issued).",
+    );
+    for p in products {
+        if let Some(c) = current(p) {
+            let _ = writeln!(
+                out,
+                "pom_product_state{{product=\"{}\",state=\"{}\",degraded=\"{}\"}} 1",
+                label(&p.name),
+                label(&c.state),
+                c.degraded
+            );
+        }
+    }
+    head(
+        out,
+        "pom_product_punctuality_ratio",
+        "gauge",
+        "The share of each product's past issues (up to 30) that were on time.",
+    );
+    for p in products {
+        if let Some(r) = p.punctuality {
+            let _ = writeln!(
+                out,
+                "pom_product_punctuality_ratio{{product=\"{}\"}} {r}",
+                label(&p.name)
+            );
+        }
+    }
 }

@@ -10,7 +10,9 @@
 //! index, derived from the archive and rebuilt from it at will.
 
 pub mod alerts;
+pub mod deadline;
 pub mod metrics;
+pub mod products;
 pub mod series;
 pub mod stations;
 pub mod systemd;

@@ -30,6 +30,8 @@ pub struct Overview {
     pub disk: crate::board::DiskUse,
     /// What retention has removed.
     pub pruned: Pruned,
+    /// The products, and where each stands.
+    pub products: Vec<crate::supervise::products::ProductView>,
 }
 
 pub use crate::board::Pruned;
@@ -252,6 +254,7 @@ pub fn overview(
         models,
         disk: board.disk(),
         pruned: board.pruned(),
+        products: board.products(),
     })
 }
 

@@ -342,6 +342,8 @@ fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
         .route("/api/rules", get(rules))
         .route("/api/audit", get(audit))
         .route("/api/alerts", get(alerts))
+        .route("/api/products", get(products))
+        .route("/api/products/{name}", get(product))
         .route("/api/replays", get(replays))
         .route("/api/replays/{id}", get(replay_report))
         .route("/reports/replay/{file}", get(replay_page))
@@ -979,6 +981,20 @@ async fn replay_page(State(app): State<Shared2>, UrlPath(file): UrlPath<String>)
 
 async fn alerts(State(app): State<Shared2>) -> ApiResult {
     Ok(json_response(&app.board.alerts()))
+}
+
+async fn products(State(app): State<Shared2>) -> ApiResult {
+    Ok(json_response(&app.board.products()))
+}
+
+async fn product(State(app): State<Shared2>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    match app.board.products().into_iter().find(|p| p.name == name) {
+        Some(p) => Ok(json_response(&p)),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no product `{name}`"),
+        )),
+    }
 }
 
 /// A one-use ticket for the event stream, good for 30 s, for the holder of a token: a browser's

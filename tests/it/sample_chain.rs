@@ -15,14 +15,9 @@ fn examples_dir() -> PathBuf {
     bin.parent().unwrap().join("examples")
 }
 
-/// A gateway on the repository's own rules, unchanged, with the example models on its PATH,
-/// started, and the sample observations (rainfall and discharge) dropped.
-fn sample_chain_started() -> Gateway {
-    sample_chain_with(|_| {})
-}
-
-/// As [`sample_chain_started`], with a chance to change the gateway before it starts.
-pub(crate) fn sample_chain_with(before: impl FnOnce(&mut Gateway)) -> Gateway {
+/// A gateway on the repository's own rules, unchanged, with the example models on its PATH, not
+/// yet started.
+pub(crate) fn sample_chain_gateway() -> Gateway {
     let mut gw = Gateway::new();
     std::fs::remove_dir_all(gw.rules()).unwrap();
     common::copy_dir(&repo().join("rules"), &gw.rules());
@@ -32,6 +27,18 @@ pub(crate) fn sample_chain_with(before: impl FnOnce(&mut Gateway)) -> Gateway {
         std::env::var("PATH").unwrap_or_default()
     );
     gw.extra_env = vec![("PATH".into(), path)];
+    gw
+}
+
+/// A gateway on the repository's own rules, unchanged, with the example models on its PATH,
+/// started, and the sample observations (rainfall and discharge) dropped.
+fn sample_chain_started() -> Gateway {
+    sample_chain_with(|_| {})
+}
+
+/// As [`sample_chain_started`], with a chance to change the gateway before it starts.
+pub(crate) fn sample_chain_with(before: impl FnOnce(&mut Gateway)) -> Gateway {
+    let mut gw = sample_chain_gateway();
     before(&mut gw);
     gw.start();
     for f in [
