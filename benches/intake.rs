@@ -67,20 +67,6 @@ fn gateway() -> Gateway {
     gw
 }
 
-fn decided(db: &Path) -> usize {
-    let Ok(conn) =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return 0;
-    };
-    conn.query_row(
-        "SELECT count(*) FROM submissions WHERE state IN ('archived', 'rejected', 'duplicate')",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .unwrap_or(0) as usize
-}
-
 fn queue_empty(spool: &Path) -> bool {
     std::fs::read_dir(spool.join("queue"))
         .map(|mut d| d.next().is_none())
@@ -94,13 +80,13 @@ fn wait_drained(spool: &Path, n: usize, limit: Duration) -> Duration {
     let start = Instant::now();
     let db = spool.join("state/pom.sqlite");
     loop {
-        if queue_empty(spool) && decided(&db) >= n {
+        if queue_empty(spool) && common::decided_files(&db) >= n {
             return start.elapsed();
         }
         assert!(
             start.elapsed() < limit,
             "not drained: {} of {n}",
-            decided(&db)
+            common::decided_files(&db)
         );
         std::thread::sleep(Duration::from_millis(20));
     }

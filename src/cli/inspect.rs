@@ -1,4 +1,4 @@
-//! The verbs that read: `check`, `validate`, `route`, `status`, `files`, `models`, `runs`, `show`,
+//! The verbs that read: `check`, `validate`, `route`, `impact`, `status`, `files`, `models`, `runs`, `show`,
 //! `audit`, `alerts`. They read the rules, the schemas and the ledger; they change nothing.
 
 use super::*;
@@ -692,4 +692,154 @@ fn duration(started: Option<&str>, ended: Option<&str>) -> String {
         }
         _ => "-".into(),
     }
+}
+
+pub(super) fn impact(paths: &Paths, a: &ImpactArgs) -> Result<ExitCode> {
+    use pom::route::impact::{Impact, outcome};
+    if a.in_force == paths.rules {
+        anyhow::bail!(
+            "give the edited rules with --rules DIR (the rules in force are read from --in-force, \
+             {} by default)",
+            a.in_force.display()
+        );
+    }
+    let now = RuleSet::load(&a.in_force).map_err(|p| {
+        anyhow::anyhow!(
+            "the rules in force in {} do not load:\n{p}",
+            a.in_force.display()
+        )
+    })?;
+    let edited = RuleSet::load(&paths.rules).map_err(|p| {
+        anyhow::anyhow!(
+            "the edited rules in {} do not load:\n{p}",
+            paths.rules.display()
+        )
+    })?;
+    let since = parse_time("--since", &a.since)?;
+    let until = match &a.until {
+        Some(t) => parse_time("--until", t)?,
+        None => chrono::Utc::now(),
+    };
+    let ledger = open_ledger(paths)?;
+    let started = std::time::Instant::now();
+    let mut impact = Impact::default();
+    let mut fault: Option<anyhow::Error> = None;
+    ledger.each_archived_between(since, until, |f| {
+        if fault.is_some() {
+            return;
+        }
+        let facts = pom::route::Facts {
+            channel: &f.channel,
+            name: &f.original,
+            format: &f.format,
+            version: &f.version,
+        };
+        let needs = |r: &RuleSet| {
+            r.channels.contains_key(&f.channel)
+                && pom::route::needs_content(&r.routes, &r.models, &facts)
+        };
+        let content = if needs(&now) || needs(&edited) {
+            match f.stored.as_deref().map(|s| {
+                pom::fs::read_confined(
+                    &paths.spool,
+                    std::path::Path::new(s),
+                    pom::examine::DEFAULT_MAX_SIZE,
+                )
+            }) {
+                Some(Ok(bytes)) => Some(bytes),
+                _ => {
+                    impact.files += 1;
+                    impact.unreadable.count += 1;
+                    if impact.unreadable.examples.len() < a.examples {
+                        impact.unreadable.examples.push(f.id.clone());
+                    }
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let (old, new) = (
+            outcome(&now, &facts, content.as_deref()),
+            outcome(&edited, &facts, content.as_deref()),
+        );
+        impact.add(
+            &f.id,
+            &old,
+            &new,
+            |delivery| {
+                let (model, slot) = delivery.split_once('.').unwrap_or((delivery, ""));
+                ledger.runs_taking(&f.id, model, slot).unwrap_or_else(|e| {
+                    fault.get_or_insert(e.into());
+                    Vec::new()
+                })
+            },
+            a.examples,
+        );
+    })?;
+    if let Some(e) = fault {
+        return Err(e);
+    }
+    let took = started.elapsed();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&impact)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} archived file(s) from {} to {}: {} decided differently ({:.1} s)",
+        impact.files,
+        pom::ledger::timestamp(since),
+        pom::ledger::timestamp(until),
+        impact.changed,
+        took.as_secs_f64()
+    );
+    let list =
+        |title: &str, m: &std::collections::BTreeMap<String, pom::route::impact::Examples>| {
+            for (k, e) in m {
+                println!(
+                    "  {title} {k}: {} file(s), e.g. {}",
+                    e.count,
+                    e.examples.join(", ")
+                );
+            }
+        };
+    list("route", &impact.routes);
+    list("delivery added", &impact.deliveries_added);
+    list("delivery removed", &impact.deliveries_removed);
+    list("delivery refused by its slot", &impact.refused_by_slot);
+    list("publication added", &impact.publications_added);
+    list("publication removed", &impact.publications_removed);
+    for (what, e) in [
+        ("unrouted", &impact.unrouted),
+        ("dropped", &impact.dropped),
+        ("held", &impact.held),
+        ("refused (channel gone)", &impact.refused),
+        (
+            "left out (not readable: pruned or gone)",
+            &impact.unreadable,
+        ),
+    ] {
+        if e.count > 0 {
+            println!(
+                "  would be {what}: {} file(s), e.g. {}",
+                e.count,
+                e.examples.join(", ")
+            );
+        }
+    }
+    for (model, runs) in &impact.runs_losing_input {
+        println!(
+            "  runs of {model} that would lose an input: {} ({})",
+            runs.len(),
+            runs.join(", ")
+        );
+    }
+    for (model, e) in &impact.runs_gaining_input {
+        println!(
+            "  deliveries that would feed {model}'s runs: {} (one run each if it runs on arrival), e.g. {}",
+            e.count,
+            e.examples.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

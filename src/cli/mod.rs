@@ -140,6 +140,12 @@ pub(super) enum Command {
     Files(FilesArgs),
     /// The routing decision for files, and the rules behind it, without the daemon.
     Route(RouteArgs),
+    /// What an edit of the rules would change, without running anything: the rules in force
+    /// (--in-force, default rules/) and the edited ones (--rules DIR) decide for the archived
+    /// files of a period, and the differences are
+    /// listed (routes, deliveries, publications, files unrouted, dropped, held or refused, the
+    /// runs that would lose or gain an input), each with examples.
+    Impact(ImpactArgs),
     /// Declared models: trigger, next scheduled time, paused or not.
     Models(JsonArg),
     /// Model runs, newest first.
@@ -356,6 +362,25 @@ pub(super) struct RouteArgs {
 }
 
 #[derive(Args)]
+pub(super) struct ImpactArgs {
+    /// The rules in force (the edited ones are given with --rules).
+    #[arg(long, default_value = "rules")]
+    in_force: PathBuf,
+    /// Archived files received since (RFC 3339).
+    #[arg(long)]
+    since: String,
+    /// Received before (RFC 3339) [default: now].
+    #[arg(long)]
+    until: Option<String>,
+    /// Examples kept of each kind.
+    #[arg(long, default_value_t = 5)]
+    examples: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 pub(super) struct ServeArgs {
     /// Examining threads [default: number of cores, plus one].
     #[arg(long, env = "POM_WORKERS")]
@@ -507,6 +532,7 @@ pub fn main() -> ExitCode {
         Command::Status(a) => status(&cli.paths, a.json),
         Command::Files(a) => files(&cli.paths, a),
         Command::Route(a) => route(&cli.paths, a),
+        Command::Impact(a) => impact(&cli.paths, a),
         Command::Models(a) => models(&cli.paths, a.json),
         Command::Runs(a) => runs(&cli.paths, a),
         Command::Show(a) => show(&cli.paths, a),

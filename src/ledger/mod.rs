@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod impact;
 pub mod products;
 pub mod reads;
 pub mod retention;
@@ -86,6 +87,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/010.sql"),
     include_str!("migrations/011.sql"),
     include_str!("migrations/012.sql"),
+    include_str!("migrations/013.sql"),
 ];
 
 /// Where a submission stands.

@@ -8,6 +8,8 @@
 //! their slot. Whether the first matching rule applies or all of them is written in the rules.
 //! Never: reading a file, the clock or anything else than its arguments. Everything here is pure.
 
+pub mod impact;
+
 use std::collections::BTreeMap;
 
 use crate::config::content::{ContentFilter, content_matches, content_values};

@@ -46,6 +46,8 @@ pub const LEARN_FROM: usize = 3;
 /// like theirs.
 pub type Trigger = Box<dyn Fn(&str, &str, Option<DateTime<Utc>>) -> String + Send>;
 
+/// How long firing a fallback may take (the control waits up to 30 s for the dispatcher).
+const FALLBACK_ANSWER: Duration = Duration::from_secs(40);
 /// Who requests a fallback run: `fallback <product> <deadline>`.
 pub const FALLBACK: &str = "fallback";
 
@@ -166,9 +168,10 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     clock: crate::clock::Clock,
 ) -> std::thread::JoinHandle<()> {
+    // A fallback waits for the dispatcher's answer (at most half a minute): not stuck meanwhile.
     board
         .health()
-        .expect("products", crate::health::STUCK_AFTER);
+        .expect("products", crate::health::STUCK_AFTER.max(FALLBACK_ANSWER));
     let health = Arc::clone(board.health());
     crate::health::spawn("products", health, move || {
         let reader = match Ledger::open_readonly(&db) {
@@ -357,7 +360,8 @@ fn provenance(
     if run
         .requested_by
         .as_deref()
-        .is_some_and(|w| w.starts_with(FALLBACK))
+        .and_then(|w| w.strip_prefix(FALLBACK))
+        .is_some_and(|rest| rest.starts_with(' '))
     {
         *degraded = true;
     }

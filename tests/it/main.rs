@@ -16,6 +16,7 @@ mod crash;
 mod crash_steps;
 mod faults;
 mod field_defects;
+mod impact;
 mod products;
 mod reload;
 mod replay;

@@ -479,6 +479,22 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Copies a folder tree.
+/// How many files the ledger at `db` has decided (archived, rejected, duplicate), counted through
+/// an index on a read-only connection; 0 while there is no ledger yet.
+pub fn decided_files(db: &Path) -> usize {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    conn.query_row(
+        "SELECT count(*) FROM submissions WHERE state IN ('archived', 'rejected', 'duplicate')",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap_or(0) as usize
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
