@@ -101,18 +101,14 @@ impl Due {
         to: DateTime<Utc>,
         most: usize,
     ) -> Vec<DateTime<Utc>> {
-        let mut out = Vec::new();
-        let mut t = from;
-        while out.len() < most {
-            match self.next_after(t) {
-                Some(next) if next <= to => {
-                    out.push(next);
-                    t = next;
-                }
-                _ => break,
-            }
-        }
-        out
+        let Due::Schedule { cron, zone, .. } = self else {
+            return Vec::new();
+        };
+        cron.iter_after(from.with_timezone(zone))
+            .map(|t| t.with_timezone(&Utc))
+            .take_while(|t| *t <= to)
+            .take(most)
+            .collect()
     }
 
     /// As written, for people.

@@ -418,6 +418,29 @@ fn issued(
     })
 }
 
+/// A cycle not issued yet, as predicted at `now`: late past its deadline, at risk from `risk`,
+/// on track otherwise.
+fn predicted(
+    c: &mut Cycle,
+    prediction: &Prediction,
+    risk: f64,
+    deadline: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    c.miss = Some(prediction.miss);
+    c.predicted = Some(timestamp(prediction.ready));
+    c.predicted_p90 = Some(timestamp(prediction.ready_p90));
+    c.cause.clone_from(&prediction.cause);
+    c.state = if now > deadline {
+        "late"
+    } else if prediction.miss >= risk {
+        "at risk"
+    } else {
+        "on track"
+    }
+    .into();
+}
+
 fn blank(deadline: DateTime<Utc>) -> Cycle {
     Cycle {
         deadline: timestamp(deadline),
@@ -503,18 +526,7 @@ impl Look<'_> {
             return Ok(c);
         }
         let prediction: Prediction = predict(&steps, deadline, now);
-        c.miss = Some(prediction.miss);
-        c.predicted = Some(timestamp(prediction.ready));
-        c.predicted_p90 = Some(timestamp(prediction.ready_p90));
-        c.cause = prediction.cause.clone();
-        c.state = if now > deadline {
-            "late"
-        } else if prediction.miss >= p.risk {
-            "at risk"
-        } else {
-            "on track"
-        }
-        .into();
+        predicted(&mut c, &prediction, p.risk, deadline, now);
         if let Some(before) = p.fallback
             && !fired
             && (c.state == "at risk" || !c.waiting_for.is_empty())
@@ -622,19 +634,8 @@ fn after_time0(
     }];
     let prediction = predict(&steps, deadline, now);
     let mut c = blank(deadline);
-    c.miss = Some(prediction.miss);
-    c.predicted = Some(timestamp(prediction.ready));
-    c.predicted_p90 = Some(timestamp(prediction.ready_p90));
-    c.cause = prediction.cause;
     c.run = Some(run.id);
-    c.state = if now > deadline {
-        "late"
-    } else if prediction.miss >= p.risk {
-        "at risk"
-    } else {
-        "on track"
-    }
-    .into();
+    predicted(&mut c, &prediction, p.risk, deadline, now);
     view.cycles.push(c);
     Ok(())
 }
