@@ -782,7 +782,13 @@ pub(super) fn impact(paths: &Paths, a: &ImpactArgs) -> Result<ExitCode> {
     }
     let took = started.elapsed();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&impact)?);
+        if a.replay {
+            let report = impact_replay(paths, a, since, until)?;
+            let both = serde_json::json!({ "impact": impact, "replay": report });
+            println!("{}", serde_json::to_string_pretty(&both)?);
+        } else {
+            println!("{}", serde_json::to_string_pretty(&impact)?);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -841,5 +847,48 @@ pub(super) fn impact(paths: &Paths, a: &ImpactArgs) -> Result<ExitCode> {
             e.examples.join(", ")
         );
     }
+    if a.replay {
+        let report = impact_replay(paths, a, since, until)?;
+        let id = report["session"].as_str().unwrap_or_default().to_string();
+        return super::replay::replay_report(paths, &id, false);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pom impact --replay`: the period staged as a session routed by the edited rules, followed
+/// until done; its comparison report (the forecasts that change, and by how much).
+fn impact_replay(
+    paths: &Paths,
+    a: &ImpactArgs,
+    since: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<serde_json::Value> {
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("impact-{}", since.format("%Y-%m-%dT%H%M")));
+    let (files, folder) = super::replay::stage(
+        paths,
+        &super::replay::Stage {
+            from: since,
+            to: until,
+            channel: None,
+            models: &[],
+            speed: None,
+            name: &name,
+            rules: Some(&paths.rules),
+        },
+    )?;
+    eprintln!(
+        "replay `{name}` routed by the rules of {}: {files} file(s)",
+        paths.rules.display()
+    );
+    let s = super::replay::follow(paths, &name, &folder)?;
+    let report = s
+        .report
+        .with_context(|| format!("{} is done without a report: see the daemon's log", s.id))?;
+    // A path read from the ledger: confined under the spool, no link followed.
+    let bytes = pom::fs::read_confined(&paths.spool, Path::new(&report), 256 << 20)
+        .with_context(|| format!("reading the report {report}"))?;
+    Ok(serde_json::from_slice(&bytes)?)
 }

@@ -375,7 +375,14 @@ pub(super) struct ImpactArgs {
     /// Examples kept of each kind.
     #[arg(long, default_value_t = 5)]
     examples: usize,
-    /// Print JSON.
+    /// Then replay the period as a session routed by the edited rules (the models run as in
+    /// force), wait for it, and compare its forecasts with the original ones.
+    #[arg(long)]
+    replay: bool,
+    /// The replay session's name [default: impact-<since>].
+    #[arg(long, requires = "replay")]
+    name: Option<String>,
+    /// Print JSON (with --replay: the impact and the replay's report in one object).
     #[arg(long)]
     json: bool,
 }

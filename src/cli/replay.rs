@@ -34,9 +34,61 @@ pub(super) fn replay(paths: &Paths, a: &ReplayArgs) -> Result<ExitCode> {
                 .with_context(|| format!("--speed {n}: `max` or a positive number"))?,
         ),
     };
+    let name = a.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}_{}",
+            from.format("%Y-%m-%dT%H%M"),
+            to.format("%Y-%m-%dT%H%M")
+        )
+    });
+    let (staged, folder) = stage(
+        paths,
+        &Stage {
+            from,
+            to,
+            channel: a.channel.as_deref(),
+            models: &a.model,
+            speed,
+            name: &name,
+            rules: None,
+        },
+    )?;
+    eprintln!(
+        "replay `{name}`: {staged} file(s) from {} to {}, speed {}",
+        pom::ledger::timestamp(from),
+        pom::ledger::timestamp(to),
+        a.speed
+    );
+    if a.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = follow(paths, &name, &folder)?;
+    println!(
+        "{} done: {} file(s), {} run(s)",
+        s.id, s.files_decided, s.runs
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A period of the archive to stage as a replay session.
+pub(super) struct Stage<'a> {
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+    pub channel: Option<&'a str>,
+    pub models: &'a [String],
+    pub speed: Option<f64>,
+    pub name: &'a str,
+    /// An edited rule set the session routes by, instead of the rules in force.
+    pub rules: Option<&'a Path>,
+}
+
+/// Stages a period as a session folder, put in place whole; returns how many files it holds and
+/// the folder's name under `replay/`.
+pub(super) fn stage(paths: &Paths, st: &Stage) -> Result<(usize, String)> {
+    let (from, to, name) = (st.from, st.to, st.name.to_string());
     let ledger = open_ledger(paths)?;
-    let files = pom::replay::archived_between(&ledger, from, to, a.channel.as_deref())?;
-    let pruned = pom::replay::pruned_between(&ledger, from, to, a.channel.as_deref())?;
+    let files = pom::replay::archived_between(&ledger, from, to, st.channel)?;
+    let pruned = pom::replay::pruned_between(&ledger, from, to, st.channel)?;
     if !pruned.is_empty() {
         eprintln!(
             "replay: {} file(s) of that period were removed by retention (their channel's \
@@ -65,13 +117,6 @@ pub(super) fn replay(paths: &Paths, a: &ReplayArgs) -> Result<ExitCode> {
         }
     );
     let spool = Spool::new(&paths.spool);
-    let name = a.name.clone().unwrap_or_else(|| {
-        format!(
-            "{}_{}",
-            from.format("%Y-%m-%dT%H%M"),
-            to.format("%Y-%m-%dT%H%M")
-        )
-    });
     anyhow::ensure!(
         !name.is_empty()
             && name
@@ -121,13 +166,18 @@ pub(super) fn replay(paths: &Paths, a: &ReplayArgs) -> Result<ExitCode> {
     for (dir, text) in &manifests {
         std::fs::write(dir.join(pom::archive::MANIFEST), text)?;
     }
+    if let Some(rules) = st.rules {
+        pom::config::rules::RuleSet::copy_files(rules, &staging.join(pom::replay::RULES))
+            .with_context(|| format!("copying the rules of {}", rules.display()))?;
+    }
     let session = pom::replay::SessionFile {
         name: Some(name.clone()),
-        speed,
-        models: (!a.model.is_empty()).then(|| a.model.clone()),
+        speed: st.speed,
+        models: (!st.models.is_empty()).then(|| st.models.to_vec()),
         from: Some(pom::ledger::timestamp(from)),
         to: Some(pom::ledger::timestamp(to)),
         whole: true,
+        rules: st.rules.is_some(),
     };
     std::fs::write(
         staging.join(pom::replay::SESSION_FILE),
@@ -140,17 +190,15 @@ pub(super) fn replay(paths: &Paths, a: &ReplayArgs) -> Result<ExitCode> {
         target = spool.replay().join(format!("{name}-{n}"));
     }
     std::fs::rename(&staging, &target).context("moving the session folder into place")?;
-    eprintln!(
-        "replay `{name}`: {} file(s) from {} to {}, speed {}",
-        files.len(),
-        pom::ledger::timestamp(from),
-        pom::ledger::timestamp(to),
-        a.speed
-    );
-    if a.no_wait {
-        return Ok(ExitCode::SUCCESS);
-    }
-    // The progress, until the session is done.
+    let folder = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((files.len(), folder))
+}
+
+/// Shows a session's progress until it is done (or refused, or cancelled).
+pub(super) fn follow(paths: &Paths, name: &str, folder: &str) -> Result<pom::replay::Session> {
     let db = paths.db();
     let start = std::time::Instant::now();
     loop {
@@ -158,7 +206,14 @@ pub(super) fn replay(paths: &Paths, a: &ReplayArgs) -> Result<ExitCode> {
         let Ok(l) = Ledger::open_readonly(&db) else {
             continue;
         };
-        let Some(s) = l.session(&name)? else {
+        let Some(s) = l.session(name)? else {
+            let refused = Spool::new(&paths.spool)
+                .replay()
+                .join(folder)
+                .join(pom::replay::CANCELLED);
+            if let Ok(why) = std::fs::read_to_string(&refused) {
+                anyhow::bail!("the daemon refused the session: {}", why.trim());
+            }
             anyhow::ensure!(
                 start.elapsed() < Duration::from_secs(60),
                 "the daemon did not take the session up: is `pom serve` running?"
@@ -180,12 +235,15 @@ pub(super) fn replay(paths: &Paths, a: &ReplayArgs) -> Result<ExitCode> {
         );
         if s.state == "done" {
             eprintln!();
-            println!(
-                "{} done: {} file(s), {} run(s)",
-                s.id, s.files_decided, s.runs
-            );
-            return Ok(ExitCode::SUCCESS);
+            return Ok(s);
         }
+        anyhow::ensure!(
+            s.state != "cancelled",
+            "\n{} was cancelled ({} of {} file(s) released)",
+            s.id,
+            s.files_released,
+            s.files_total
+        );
     }
 }
 
@@ -232,9 +290,11 @@ pub(super) fn replay_report(paths: &Paths, session: &str, json: bool) -> Result<
             s.files_total
         );
     };
+    // A path read from the ledger: confined under the spool, no link followed.
     let path = paths.spool.join(report);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = pom::fs::read_confined(&paths.spool, Path::new(report), 256 << 20)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .with_context(|| format!("reading {}", path.display()))?;
     if json {
         println!("{text}");
         return Ok(ExitCode::SUCCESS);
@@ -252,6 +312,9 @@ pub(super) fn replay_report(paths: &Paths, session: &str, json: bool) -> Result<
     );
     for d in r["differing_series"].as_array().into_iter().flatten() {
         println!("  differs: {}", d.as_str().unwrap_or_default());
+    }
+    for d in r["not_made_again"].as_array().into_iter().flatten() {
+        println!("  not made again: {}", d.as_str().unwrap_or_default());
     }
     println!("page: {}", path.with_extension("html").display());
     Ok(ExitCode::SUCCESS)

@@ -231,6 +231,41 @@ impl RuleSet {
         Ok(set)
     }
 
+    /// Copies the files [`RuleSet::load`] reads (channels, routes, products and each model's)
+    /// from `from` into `to`, created. Each is read without following a link, and a link, or
+    /// anything but a regular file, where a rule file is expected is refused: an edit kept for a
+    /// later reading (a replay routed by it) is a copy, never a reference. Returns the files
+    /// copied.
+    pub fn copy_files(from: &Path, to: &Path) -> std::io::Result<usize> {
+        const MAX: u64 = 16 << 20;
+        let mut rels = vec![PathBuf::from(CHANNELS_FILE)];
+        for optional in [ROUTES_FILE, crate::config::products::PRODUCTS_FILE] {
+            if std::fs::symlink_metadata(from.join(optional)).is_ok() {
+                rels.push(PathBuf::from(optional));
+            }
+        }
+        match std::fs::read_dir(from.join(MODELS_DIR)) {
+            Ok(entries) => {
+                for e in entries {
+                    let e = e?;
+                    let name = e.file_name();
+                    if Path::new(&name).extension().is_some_and(|x| x == "toml") {
+                        rels.push(Path::new(MODELS_DIR).join(name));
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        rels.sort();
+        std::fs::create_dir_all(to.join(MODELS_DIR))?;
+        for rel in &rels {
+            let bytes = crate::fs::read_confined(from, rel, MAX)?;
+            std::fs::write(to.join(rel), bytes)?;
+        }
+        Ok(rels.len())
+    }
+
     /// Compiles the text of a channels file.
     pub fn compile_channels(file: &Path, text: &str) -> Result<RuleSet, Problems> {
         let raw: RawChannels =

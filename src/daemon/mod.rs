@@ -228,6 +228,8 @@ impl Daemon {
             tracing::info!(%kind, %name, by = %pause.by, "paused by an operator");
             set_pause(&board, &kind, &name, pause);
         }
+        // Before any file of theirs is examined again: the sessions routed by their own rules.
+        let sessions = take_up_session_rules(&spool, &mut ledger, config.clock.now())?;
         let (redrive, to_file) = reconcile(&spool, &mut ledger)?;
         for s in &to_file {
             if let Err(e) = crate::archive::file(&spool, s) {
@@ -264,6 +266,7 @@ impl Daemon {
                 let shared = WorkerShared {
                     catalog: Arc::clone(&catalog),
                     rules: Arc::clone(&rules),
+                    sessions: sessions.clone(),
                 };
                 let writer = writer.clone();
                 let limits = config.limits;
@@ -416,6 +419,7 @@ impl Daemon {
                 &config.db,
                 Arc::clone(&board),
                 Arc::clone(&rules),
+                sessions,
                 config.replay_quiet,
             )?,
             Arc::clone(&stop_replay),
@@ -557,6 +561,48 @@ impl Daemon {
     }
 }
 
+/// The rule sets kept for replay sessions that route by their own and are not done, taken up
+/// at start. A session whose kept rules no longer compile is cancelled, never routed by the rules
+/// in force instead.
+fn take_up_session_rules(
+    spool: &Spool,
+    ledger: &mut Ledger,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::replay::SessionRules, DaemonError> {
+    let sessions = crate::replay::SessionRules::default();
+    let root = spool.replay().join(crate::replay::RULES);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(sessions),
+        Err(source) => {
+            return Err(DaemonError::Spool {
+                path: root,
+                op: "list the replay sessions' own rules",
+                source,
+            });
+        }
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // A name read from the disk: one plain component, a real folder.
+        if !crate::fs::safe_component(&name) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if matches!(ledger.session_state(&name)?.as_deref(), None | Some("done")) {
+            continue;
+        }
+        match RuleSet::load(&e.path()) {
+            Ok(set) => sessions.set(&name, Some(set)),
+            Err(problems) => {
+                tracing::error!(session = %name, %problems,
+                    "replay cancelled: its own rules no longer compile");
+                ledger.set_session_state(&name, "cancelled", Some(now))?;
+            }
+        }
+    }
+    Ok(sessions)
+}
+
 /// Reloads rules and schemas after an edit; true when the rule set changed.
 fn reload(
     rules_dir: &Path,
@@ -671,6 +717,8 @@ fn reconcile(
 struct WorkerShared {
     catalog: Shared<Catalog>,
     rules: Shared<RuleSet>,
+    /// The rules of replay sessions that route by their own (an edit tried on the past).
+    sessions: crate::replay::SessionRules,
 }
 
 /// How long one examining thread may stay on one file before it is reported stuck: a 64 MiB
@@ -796,13 +844,13 @@ fn examine_one(
         let route = match &examined.verdict {
             Verdict::Accepted {
                 format, version, ..
-            } => Some(route_of(
-                &work,
-                &queued,
-                format,
-                version,
-                &current(&shared.rules),
-            )),
+            } => {
+                let session = work.replay.as_ref().map(|r| r.session.as_str());
+                let rules = session
+                    .and_then(|s| shared.sessions.get(s))
+                    .unwrap_or_else(|| current(&shared.rules));
+                Some(route_of(&work, &queued, format, version, &rules))
+            }
             Verdict::Rejected(_) => None,
         };
         let decision = Decision {

@@ -212,4 +212,38 @@ impl Ledger {
             })
             .map_err(sq(self.path(), "read replay runs"))
     }
+
+    /// The forecasts a session did not make again: the operational runs that succeeded on the
+    /// files it replays, or down the chain on what those runs made, of the models it runs, with
+    /// no run of the session mirroring one of that model and time0 (a rerun is the same
+    /// forecast), as (run, model, time0), by time0.
+    pub fn not_made_again(
+        &self,
+        session: &str,
+    ) -> Result<Vec<(String, String, String)>, LedgerError> {
+        self.conn
+            .prepare(
+                "WITH RECURSIVE reached(run) AS (
+                    SELECT i.run FROM submissions s JOIN run_inputs i ON i.submission = s.origin
+                     WHERE s.session = ?1 AND s.origin IS NOT NULL
+                    UNION
+                    SELECT i.run FROM reached x JOIN run_outputs o ON o.run = x.run
+                      JOIN run_inputs i ON i.submission = o.submission
+                 )
+                 SELECT r.id, r.model, r.time0 FROM runs r JOIN reached x ON x.run = r.id
+                 WHERE r.session IS NULL AND r.state = 'succeeded'
+                   AND NOT EXISTS (SELECT 1 FROM runs m JOIN runs o ON o.id = m.mirrors
+                                   WHERE m.session = ?1 AND o.model = r.model
+                                     AND o.time0 = r.time0)
+                   AND (NOT EXISTS (SELECT 1 FROM sessions WHERE id = ?1 AND models IS NOT NULL)
+                        OR r.model IN (SELECT value FROM sessions, json_each(sessions.models)
+                                       WHERE sessions.id = ?1))
+                 ORDER BY r.time0, r.model, r.id",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![session], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(sq(self.path(), "read the runs a replay did not make again"))
+    }
 }

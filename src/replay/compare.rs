@@ -211,6 +211,9 @@ pub struct Report {
     pub unmirrored_runs: Vec<String>,
     /// Series that differ: (run pair, output, series diff) flattened for people.
     pub differing_series: Vec<String>,
+    /// Forecasts the replay did not make again: original runs that succeeded on the replayed
+    /// files (or down the chain) which no replay run mirrors, flattened for people.
+    pub not_made_again: Vec<String>,
     /// Per run pair.
     pub runs: Vec<RunPair>,
 }
@@ -252,6 +255,11 @@ pub fn compare(reader: &Ledger, spool: &Path, session: &str) -> Result<Report, L
         extra: 0,
         unmirrored_runs: Vec::new(),
         differing_series: Vec::new(),
+        not_made_again: reader
+            .not_made_again(session)?
+            .into_iter()
+            .map(|(run, model, time0)| format!("{model} {run} (time0 {time0})"))
+            .collect(),
         runs: Vec::new(),
     };
     for (id, model, time0, mirrors, state) in runs {
@@ -413,7 +421,8 @@ pub fn page(r: &Report) -> String {
          td,th{{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:left}}.same{{color:#2e7d32}}\
          .diff{{color:#c62828}}</style></head><body><h1>Replay <code>{name}</code>: comparison with the original runs</h1>\
          <p>Session <code>{id}</code>, report made {made}. {m} output pair(s) matched, {i} identical; \
-         {mi} missing, {ex} extra; {u} replay run(s) mirror no original run.</p>\
+         {mi} missing, {ex} extra; {u} replay run(s) mirror no original run; \
+         {n} original forecast(s) not made again.</p>{lost}\
          <p>Plots: <span style=\"color:#0b5394\">original</span>, <span style=\"color:#c62828\">replay</span>, \
          <span style=\"color:#999\">observed</span>.</p>",
         name = esc(&r.name),
@@ -424,6 +433,15 @@ pub fn page(r: &Report) -> String {
         mi = r.missing,
         ex = r.extra,
         u = r.unmirrored_runs.len(),
+        n = r.not_made_again.len(),
+        lost = if r.not_made_again.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<p class=\"diff\">Not made again: {}</p>",
+                esc(&r.not_made_again.join("; "))
+            )
+        },
     );
     for run in &r.runs {
         h.push_str(&format!(

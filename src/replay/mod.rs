@@ -6,9 +6,19 @@
 //!
 //! ```text
 //! spool/replay/<folder>/…/manifest.pom.jsonl   an archived folder, copied back (a session)
-//! spool/replay/<folder>/session.pom.toml       optional: name, speed, models
+//! spool/replay/<folder>/session.pom.toml       optional: name, speed, models, rules
+//! spool/replay/<folder>/.rules/                optional: an edited rule set the session routes by
 //! spool/replay/.outputs/<session>/<channel>/   outputs of the session's runs, coming back
+//! spool/replay/.rules/<session>/               the edited rule set, kept while the session lasts
 //! ```
+//!
+//! A session whose file says `rules = true` routes its files (and its runs' outputs) by the rule
+//! set in the folder's `.rules/`, not by the rules in force: a rule edit tried on the past
+//! (`pom impact --replay`). The set is copied out of the folder when the session begins (read
+//! without following links, compiled whole or the session refused) and kept under
+//! `replay/.rules/<session>/`, from where a restarted daemon takes it up again. Its routes and
+//! its slots decide which model inputs the files become; the models run as the rules in force
+//! declare them.
 //!
 //! A copied folder becomes a session once it has been quiet for a moment (the copy is over), so
 //! that the order of arrivals is known whole before the first file is released. A file is
@@ -30,6 +40,7 @@ use chrono::{DateTime, Utc};
 
 use crate::archive::MANIFEST;
 use crate::board::Board;
+use crate::config::rules::RuleSet;
 use crate::fs::rename_noreplace;
 use crate::id::IdGenerator;
 use crate::intake::Work;
@@ -83,6 +94,40 @@ pub struct SessionFile {
     /// copy to end.
     #[serde(default)]
     pub whole: bool,
+    /// The session routes by the rule set in the folder's [`RULES`] folder, not by the rules in
+    /// force.
+    #[serde(default)]
+    pub rules: bool,
+}
+
+/// The folder of an edited rule set: in a session's folder, as it is staged; under
+/// `spool/replay/`, one per session routed by its own rules.
+pub const RULES: &str = ".rules";
+
+/// The rule sets of the sessions that route by their own (an edit tried on the past), by session
+/// id: the replay loop sets them, the examining threads read them.
+#[derive(Debug, Clone, Default)]
+pub struct SessionRules(Arc<std::sync::RwLock<HashMap<String, Arc<RuleSet>>>>);
+
+impl SessionRules {
+    /// The rule set a session routes by, if it has its own.
+    pub fn get(&self, session: &str) -> Option<Arc<RuleSet>> {
+        self.0.read().ok()?.get(session).cloned()
+    }
+
+    /// Sets (`Some`) or forgets (`None`) a session's own rules.
+    pub fn set(&self, session: &str, rules: Option<RuleSet>) {
+        if let Ok(mut map) = self.0.write() {
+            match rules {
+                Some(r) => {
+                    map.insert(session.to_string(), Arc::new(r));
+                }
+                None => {
+                    map.remove(session);
+                }
+            }
+        }
+    }
 }
 
 /// A file waiting to be released.
@@ -179,6 +224,7 @@ pub struct Replay {
     reader: Ledger,
     board: Arc<Board>,
     rules: crate::config::Shared<crate::config::rules::RuleSet>,
+    sessions: SessionRules,
     quiet: Duration,
     seen: HashMap<PathBuf, Seen>,
     active: Vec<Active>,
@@ -204,7 +250,10 @@ fn manifest_items(
         let Ok(ft) = e.file_type() else { continue };
         let name = e.file_name();
         if ft.is_dir() {
-            subdirs.push(e.path());
+            // A folder of the session's own (its edited rules) holds no replayed file.
+            if !name.as_bytes().starts_with(b".") {
+                subdirs.push(e.path());
+            }
             continue;
         }
         let name = name.to_string_lossy().into_owned();
@@ -336,11 +385,13 @@ impl Replay {
         db: &Path,
         board: Arc<Board>,
         rules: crate::config::Shared<crate::config::rules::RuleSet>,
+        sessions: SessionRules,
         quiet: Duration,
     ) -> Result<Self, LedgerError> {
         Ok(Replay {
             reader: Ledger::open_readonly(db)?,
             rules,
+            sessions,
             quiet,
             spool,
             writer,
@@ -388,7 +439,7 @@ impl Replay {
                 continue;
             };
             let models = self.reader.session_models(&id).ok().flatten();
-            let rules = crate::config::current(&self.rules);
+            let rules = self.rules_of(&id);
             let found = folder_items(&dir, models.as_deref(), &|c| rules.channels.contains_key(c));
             tracing::info!(session = %id, files = found.items.len(), "replay taken up again");
             self.active.push(Active::new(id, dir, speed, found));
@@ -511,7 +562,20 @@ impl Replay {
             }),
             Err(_) => SessionFile::default(),
         };
-        let rules = crate::config::current(&self.rules);
+        let id = format!("replay-{}", self.ids.next(Utc::now()).text());
+        if file.rules
+            && let Err(why) = self.take_rules(dir, &id)
+        {
+            tracing::error!(%folder, %why, "replay refused: its rules");
+            let _ = std::fs::write(
+                dir.join(CANCELLED),
+                format!(
+                    "not replayed: {why}\nremove this file once the rules in {RULES}/ are mended\n"
+                ),
+            );
+            return Ok(());
+        }
+        let rules = self.rules_of(&id);
         let found = folder_items(dir, file.models.as_deref(), &|c| {
             rules.channels.contains_key(c)
         });
@@ -519,7 +583,6 @@ impl Replay {
         if ignored > 0 {
             tracing::warn!(%folder, ignored, "replay: files no manifest describes as archived are left out");
         }
-        let id = format!("replay-{}", self.ids.next(Utc::now()).text());
         let name = file.name.clone().unwrap_or_else(|| folder.clone());
         let speed = file.speed.filter(|s| *s > 0.0 && s.is_finite());
         let (from, to) = (
@@ -554,6 +617,39 @@ impl Replay {
         Ok(())
     }
 
+    /// The rules a session routes by: its own, or those in force.
+    fn rules_of(&self, session: &str) -> Arc<RuleSet> {
+        self.sessions
+            .get(session)
+            .unwrap_or_else(|| crate::config::current(&self.rules))
+    }
+
+    /// Takes a session's own rules out of its folder: copied (no link followed) under
+    /// `replay/.rules/<session>/`, compiled whole, and set for the session. The reason, if not.
+    fn take_rules(&self, dir: &Path, session: &str) -> Result<(), String> {
+        let from = dir.join(RULES);
+        if !std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir()) {
+            return Err(format!(
+                "the session file says `rules = true`, and {RULES}/ is not a folder"
+            ));
+        }
+        let kept = self.spool.replay().join(RULES).join(session);
+        let copied = RuleSet::copy_files(&from, &kept).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&kept);
+            format!("its rules cannot be read: {e}")
+        })?;
+        let set = RuleSet::load(&kept).map_err(|p| {
+            let _ = std::fs::remove_dir_all(&kept);
+            format!("its rules do not compile:\n{p}")
+        })?;
+        tracing::info!(session, files = copied, rules = %&set.version[..12],
+            "replay routes by its own rules");
+        self.sessions.set(session, Some(set));
+        // Taken: what stays in the folder is only what the session replays.
+        let _ = std::fs::remove_dir_all(&from);
+        Ok(())
+    }
+
     /// Outputs of replay runs: each `.outputs/<session>/<channel>/` folder's manifest grows a
     /// line per output once the file is in place; new lines are released at once.
     fn outputs(&mut self) -> Result<(), LedgerError> {
@@ -575,7 +671,7 @@ impl Replay {
                 }
                 let mut items = Vec::new();
                 let mut ignored = 0;
-                let rules = crate::config::current(&self.rules);
+                let rules = self.rules_of(&session);
                 manifest_items(
                     &dir,
                     &|c| rules.channels.contains_key(c),
@@ -719,6 +815,7 @@ impl Replay {
             self.writer
                 .with(move |l| l.end_session(&id2, path.as_deref(), now))?;
             tracing::info!(session = %id, "replay session done");
+            self.sessions.set(&id, None);
             self.board.publish("replay", &id);
         }
         Ok(())

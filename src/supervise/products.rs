@@ -309,6 +309,20 @@ impl Look<'_> {
     }
 }
 
+/// Whether a cycle's fallback is due: from its time before the deadline until the deadline, with
+/// a feed still missing or the issue at risk. Never after the deadline: a daemon started after
+/// it (or one that learns only then) does not issue a forecast for a cycle already gone.
+fn fallback_due(
+    c: &Cycle,
+    before: std::time::Duration,
+    deadline: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> bool {
+    (c.state == "at risk" || !c.waiting_for.is_empty())
+        && now >= deadline - chrono::Duration::from_std(before).unwrap_or_default()
+        && now < deadline
+}
+
 /// What past cycles teach: each feed's arrivals (from the issues' provenance), each model's
 /// durations, each cycle's punctuality.
 fn learn(
@@ -529,8 +543,7 @@ impl Look<'_> {
         predicted(&mut c, &prediction, p.risk, deadline, now);
         if let Some(before) = p.fallback
             && !fired
-            && (c.state == "at risk" || !c.waiting_for.is_empty())
-            && now >= deadline - chrono::Duration::from_std(before).unwrap_or_default()
+            && fallback_due(&c, before, deadline, now)
         {
             c.fallback = Some(self.fallback(&prediction, &c.waiting_for, deadline, &who));
         }
@@ -688,6 +701,24 @@ mod tests {
         c.miss = Some(0.75);
         c.waiting_for = waiting.iter().map(|w| w.to_string()).collect();
         c
+    }
+
+    #[test]
+    fn a_fallback_is_due_from_its_time_before_the_deadline_until_the_deadline_only() {
+        let deadline = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(1);
+        let before = std::time::Duration::from_secs(45 * 60);
+        let at = |minutes: i64| deadline + chrono::Duration::minutes(minutes);
+        let waiting = cycle("on track", false, &["observed-discharge"]);
+        let at_risk = cycle("at risk", false, &[]);
+        let fine = cycle("on track", false, &[]);
+        assert!(!fallback_due(&waiting, before, deadline, at(-46)));
+        assert!(fallback_due(&waiting, before, deadline, at(-45)));
+        assert!(fallback_due(&at_risk, before, deadline, at(-1)));
+        assert!(!fallback_due(&fine, before, deadline, at(-10)));
+        // The deadline gone (a daemon started after it): never.
+        let late = cycle("late", false, &["observed-discharge"]);
+        assert!(!fallback_due(&late, before, deadline, at(0)));
+        assert!(!fallback_due(&late, before, deadline, at(12 * 60)));
     }
 
     #[test]

@@ -2,12 +2,11 @@
 
 use crate::common;
 
-use common::{eventually, repo};
+use common::{Gateway, eventually, repo};
 
-#[test]
-fn sending_the_discharge_to_the_rain_slot_lists_exactly_the_files_and_runs_it_changes() {
-    let mut gw = crate::sample_chain::sample_chain_gateway();
-    gw.start();
+/// Three days of observations dropped, each pair run through the sample chain to its forecast;
+/// the time before the first.
+fn three_forecasts(gw: &Gateway) -> chrono::DateTime<chrono::Utc> {
     let since = chrono::Utc::now() - chrono::Duration::seconds(1);
     // Three days of observations, each pair run through the chain.
     for day in 25..28 {
@@ -36,6 +35,14 @@ fn sending_the_discharge_to_the_rain_slot_lists_exactly_the_files_and_runs_it_ch
                 == n as usize
         });
     }
+    since
+}
+
+#[test]
+fn sending_the_discharge_to_the_rain_slot_lists_exactly_the_files_and_runs_it_changes() {
+    let mut gw = crate::sample_chain::sample_chain_gateway();
+    gw.start();
+    let since = three_forecasts(&gw);
     let runs = gw.ledger().runs(None, None, 100).unwrap();
     let mut runoff: Vec<String> = runs
         .iter()
@@ -140,6 +147,99 @@ fn sending_the_discharge_to_the_rain_slot_lists_exactly_the_files_and_runs_it_ch
         text.contains("runs of rainfall-runoff that would lose an input: 3"),
         "{text}"
     );
+    // Tried on the past: the period replayed, routed by the edited rules. The report names
+    // every forecast that changes: here none is made again, for want of a discharge.
+    let out = gw
+        .pom()
+        .args(["impact", "--rules", "edited", "--since"])
+        .arg(since.to_rfc3339())
+        .args(["--replay", "--name", "wrong-slot", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let both: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(both["impact"]["changed"], 3, "{both}");
+    let report = &both["replay"];
+    let mut lost: Vec<String> = report["not_made_again"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    lost.sort();
+    assert_eq!(
+        lost.len(),
+        6,
+        "3 runoffs and the 3 forecasts after them: {report}"
+    );
+    for run in &runoff {
+        assert!(
+            lost.iter()
+                .any(|l| l.starts_with(&format!("rainfall-runoff {run} "))),
+            "{run} in {lost:?}"
+        );
+    }
+    let forecasts: Vec<String> = runs
+        .iter()
+        .filter(|r| r.model == "propagation")
+        .map(|r| r.id.clone())
+        .collect();
+    for run in &forecasts {
+        assert!(
+            lost.iter()
+                .any(|l| l.starts_with(&format!("propagation {run} "))),
+            "{run} in {lost:?}"
+        );
+    }
+    assert_eq!(report["matched"], 0, "{report}");
+    // The session's files were decided by the edited rules, the operational ones by those in
+    // force; the edited set is kept beside the session.
+    let session = report["session"].as_str().unwrap().to_string();
+    let replayed: Vec<_> = gw
+        .submissions()
+        .into_iter()
+        .filter(|s| s.session.as_deref() == Some(session.as_str()))
+        .collect();
+    assert_eq!(
+        replayed.len(),
+        6,
+        "the 6 observations replayed, nothing made"
+    );
+    let in_force = pom::config::rules::RuleSet::load(&gw.rules())
+        .unwrap()
+        .version;
+    let tried = pom::config::rules::RuleSet::load(&edited).unwrap().version;
+    assert_ne!(in_force, tried);
+    for s in &replayed {
+        assert_eq!(s.rules_version.as_deref(), Some(tried.as_str()), "{s:?}");
+    }
+    assert!(
+        gw.submissions()
+            .iter()
+            .filter(|s| s.session.is_none() && s.rules_version.is_some())
+            .all(|s| s.rules_version.as_deref() == Some(in_force.as_str()))
+    );
+    assert!(
+        gw.dir
+            .path()
+            .join("spool/replay/.rules")
+            .join(&session)
+            .join("routes.toml")
+            .is_file()
+    );
+    // In words, the forecasts that change.
+    let words = gw
+        .pom()
+        .args(["replay", "report", &session])
+        .output()
+        .unwrap();
+    let words = String::from_utf8_lossy(&words.stdout);
+    assert_eq!(words.matches("not made again: ").count(), 6, "{words}");
+
     // The rules in force are untouched, and an edit that does not load is refused.
     std::fs::write(edited.join("routes.toml"), "[[route]]\nname = 1\n").unwrap();
     let bad = gw
@@ -154,5 +254,142 @@ fn sending_the_discharge_to_the_rain_slot_lists_exactly_the_files_and_runs_it_ch
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    gw.stop();
+}
+
+#[test]
+fn a_replay_whose_own_rules_are_a_link_or_do_not_compile_is_refused_with_the_reason() {
+    let mut gw = crate::sample_chain::sample_chain_gateway();
+    gw.start();
+    let replay = gw.dir.path().join("spool/replay");
+    let session = "whole = true\nrules = true\n";
+    // Its rules folder is a link (to the rules in force): never followed.
+    let linked = replay.join(".staging-linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::fs::write(linked.join("session.pom.toml"), session).unwrap();
+    std::os::unix::fs::symlink(gw.rules(), linked.join(".rules")).unwrap();
+    std::fs::rename(&linked, replay.join("linked")).unwrap();
+    // Its routes name a slot no model has.
+    let broken = replay.join(".staging-broken");
+    common::copy_dir(&gw.rules(), &broken.join(".rules"));
+    std::fs::write(broken.join("session.pom.toml"), session).unwrap();
+    let routes = broken.join(".rules/routes.toml");
+    let text = std::fs::read_to_string(&routes)
+        .unwrap()
+        .replace("rainfall-runoff.rain", "rainfall-runoff.snow");
+    std::fs::write(&routes, text).unwrap();
+    std::fs::rename(&broken, replay.join("broken")).unwrap();
+    let reason = |folder: &str| {
+        let mut why = String::new();
+        eventually(30, "the session refused", || {
+            why =
+                std::fs::read_to_string(replay.join(folder).join("CANCELLED")).unwrap_or_default();
+            !why.is_empty()
+        });
+        why
+    };
+    let linked = reason("linked");
+    assert!(linked.contains("is not a folder"), "{linked}");
+    let broken = reason("broken");
+    assert!(
+        broken.contains("do not compile") && broken.contains("routes.toml"),
+        "{broken}"
+    );
+    assert!(
+        gw.ledger().sessions().unwrap().is_empty(),
+        "no session began"
+    );
+    gw.stop();
+}
+
+#[test]
+fn a_replay_routed_by_an_edit_keeps_it_across_a_restart_and_names_no_change_when_nothing_changes() {
+    const TOKEN: &str = "alice-0123456789abcdef";
+    let mut gw = crate::sample_chain::sample_chain_gateway();
+    gw.extra_env
+        .push(("POM_TOKEN".into(), format!("alice:{TOKEN}")));
+    gw.start();
+    let since = three_forecasts(&gw);
+    // An edit that changes no decision, only the set's version: the replay must make the same
+    // forecasts, every file of it decided by the edit.
+    let edited = gw.dir.path().join("edited");
+    common::copy_dir(&gw.rules(), &edited);
+    let routes = std::fs::read_to_string(edited.join("routes.toml")).unwrap();
+    std::fs::write(
+        edited.join("routes.toml"),
+        format!("{routes}\n# Tried on the past first.\n"),
+    )
+    .unwrap();
+    let tried = pom::config::rules::RuleSet::load(&edited).unwrap().version;
+    // The forecasts wait while the daemon is killed and started again.
+    let act = |action: &str| {
+        let (s, v) = gw.api(
+            "POST",
+            "/api/actions",
+            Some(TOKEN),
+            Some(serde_json::json!({"action": action, "model": "propagation"})),
+        );
+        assert_eq!(s, 200, "{v}");
+    };
+    act("pause_model");
+    let child = gw
+        .pom()
+        .args(["impact", "--rules", "edited", "--since"])
+        .arg(since.to_rfc3339())
+        .args(["--replay", "--name", "same", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let session_files = |gw: &Gateway| -> Vec<pom::ledger::Submission> {
+        gw.submissions()
+            .into_iter()
+            .filter(|s| s.session.is_some() && s.state.name() != "claimed")
+            .collect()
+    };
+    eventually(
+        60,
+        "the observations and the 3 runoffs of the replay",
+        || session_files(&gw).len() == 9,
+    );
+    assert!(
+        session_files(&gw).iter().all(|s| s.channel != "forecast"),
+        "the forecasts wait for the restart"
+    );
+    gw.kill9();
+    gw.start();
+    let act = |action: &str| {
+        let (s, v) = gw.api(
+            "POST",
+            "/api/actions",
+            Some(TOKEN),
+            Some(serde_json::json!({"action": action, "model": "propagation"})),
+        );
+        assert_eq!(s, 200, "{v}");
+    };
+    act("resume_model");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let both: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(both["impact"]["changed"], 0, "{both}");
+    let report = &both["replay"];
+    assert_eq!(report["matched"], 6, "{report}");
+    assert_eq!(report["identical"], 6, "{report}");
+    assert_eq!(report["not_made_again"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["differing_series"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    // The forecasts came back after the restart, and were routed by the kept edit too.
+    let files = session_files(&gw);
+    assert_eq!(files.len(), 12, "6 observations, 3 runoffs, 3 forecasts");
+    for s in &files {
+        assert_eq!(s.rules_version.as_deref(), Some(tried.as_str()), "{s:?}");
+    }
     gw.stop();
 }
