@@ -110,7 +110,7 @@ async function overview() {
         ${a.link && a.link !== "#/" ? `<a class="alert-link" href="${esc(a.link)}">open ${esc(a.subject)}</a>` : ""}</li>`).join("")}</ul>`
     : `<p class="ok-line">No alert.</p>`;
   const refused = o.rules.refused
-    ? `<div class="refused"><b>Rule edit refused</b> at ${time(o.rules.refused.at)}; the previous rules stay in force.
+    ? `<div class="refused"><b>Rule edit refused</b> at ${time(o.rules.refused.at)}; the previous rules stay in force (<a href="#/edit">the edit</a>).
         <ul>${o.rules.refused.problems.map((p) => `<li><code>${esc(p)}</code></li>`).join("")}</ul></div>` : "";
   const channels = o.channels.map((c) => `<tr data-channel="${esc(c.name)}">
       <td><b>${esc(c.name)}</b><div class="muted small">${esc(c.title)}</div></td>
@@ -488,13 +488,45 @@ async function rules() {
   const r = await api("/api/rules");
   view.innerHTML = `<h1>Rules</h1>
     <dl class="facts"><dt>Version in force</dt><dd><code>${esc(r.version)}</code></dd><dt>Loaded</dt><dd>${time(r.loaded_at)}</dd>
-      <dt>Files</dt><dd>${r.files.map((f) => `<code>${esc(f)}</code>`).join(" ")}</dd></dl>
+      <dt>Files</dt><dd>${r.files.map((f) => `<code>${esc(f)}</code>`).join(" ")}</dd>
+      <dt>Staged edit</dt><dd><a href="#/edit">What an edit would change, before it is in force</a></dd></dl>
     ${r.refused ? `<div class="refused" id="refused"><b>The last edit was refused</b> at ${time(r.refused.at)}; the version above stays in force.
       <ul>${r.refused.problems.map((p) => `<li><code>${esc(p)}</code></li>`).join("")}</ul></div>` : `<p class="ok-line">The last edit was accepted.</p>`}
     <section><h2>Channels</h2><table><tbody>${r.channels.map(([n, c, cad]) => `<tr><td>${esc(n)}</td><td>${esc(c)}</td><td>${cad ? `every ${cad} s` : ""}</td></tr>`).join("")}</tbody></table></section>
     <section><h2>Models</h2><table><tbody>${r.models.map(([n, t, i, o]) => `<tr><td>${esc(n)}</td><td>${esc(t)}</td><td>${esc(i.join(", "))}</td><td>${o ? "→ " + esc(o) : ""}</td></tr>`).join("")}</tbody></table></section>
     <section><h2>Routes</h2><table id="routes"><thead><tr><th>Rule</th><th>When</th><th>Then</th></tr></thead><tbody>
       ${r.routes.map(([n, c, a]) => `<tr><td>${esc(n)}</td><td>${c.length ? c.map(esc).join("<br>") : "every file"}</td><td>${a.map(esc).join("<br>")}</td></tr>`).join("")}</tbody></table></section>`;
+}
+
+async function edit(params) {
+  const days = Math.min(90, Math.max(1, Number(params.get("days")) || 7));
+  const e = await api(`/api/edit?days=${days}`);
+  const m = e.impact;
+  const ex = (x) => x.examples.map((id) => fileLink(id)).join(", ");
+  const rows = (title, map) => Object.entries(map ?? {}).map(([k, x]) =>
+    `<tr><td>${esc(title)}</td><td><code>${esc(k)}</code></td><td class="num">${x.count}</td><td class="small">${ex(x)}</td></tr>`).join("");
+  const alone = (title, x) => x.count ? `<tr><td>${esc(title)}</td><td></td><td class="num">${x.count}</td><td class="small">${ex(x)}</td></tr>` : "";
+  const impact = !e.staged ? `<p class="muted" id="staged">No staged edit: copy the rules folder to <code>${esc(e.staged_dir)}</code>, edit it there, and this page shows what it would change before you put it in force.</p>`
+    : e.problems.length ? `<div class="refused" id="staged"><b>The staged edit does not load</b>; it could not be put in force.
+        <ul>${e.problems.map((p) => `<li><code>${esc(p)}</code></li>`).join("")}</ul></div>`
+    : !m ? `<p class="ok-line" id="staged">The staged edit is the set in force (<code>${esc(e.version.slice(0, 12))}</code>): nothing would change.</p>`
+    : `<section id="staged"><h2>What the staged edit would change</h2>
+        <p>Version <code>${esc(e.version.slice(0, 12))}</code> in <code>${esc(e.staged_dir)}</code>, weighed against the rules in force over
+          <span id="impact-files">${m.files}</span> archived file(s) received ${time(e.since)} → ${time(e.until)}:
+          <b id="impact-changed">${m.changed}</b> decided differently.
+          ${[1, 7, 30].map((d) => d === days ? `<b>${d}&nbsp;d</b>` : `<a href="#/edit?days=${d}">${d}&nbsp;d</a>`).join(" · ")}</p>
+        <table id="impact"><thead><tr><th>Change</th><th>What</th><th>Files</th><th>For example</th></tr></thead><tbody>
+          ${rows("route", m.routes)}${rows("delivery added", m.deliveries_added)}${rows("delivery removed", m.deliveries_removed)}
+          ${rows("refused by its slot", m.refused_by_slot)}${rows("publication added", m.publications_added)}${rows("publication removed", m.publications_removed)}
+          ${alone("unrouted", m.unrouted)}${alone("dropped", m.dropped)}${alone("held", m.held)}${alone("refused (channel gone)", m.refused)}${alone("not readable", m.unreadable)}
+        </tbody></table>
+        ${Object.entries(m.runs_losing_input).map(([model, ids]) => `<p>Runs of <b>${esc(model)}</b> that would lose an input: ${ids.map(runLink).join(", ")}</p>`).join("")}
+        <p class="muted small">Then <code>pom impact --rules ${esc(e.staged_dir)} --since ${esc(e.since)} --replay</code> runs the period again with it, and names the forecasts that change.</p></section>`;
+  view.innerHTML = `<h1>Rule edit</h1>
+    <p class="muted small">Rules in force: <code>${esc(e.in_force.slice(0, 12))}</code>. <a href="#/rules">The rules in force</a></p>
+    ${e.refused ? `<div class="refused" id="refused"><b>The last live edit was refused</b> at ${time(e.refused.at)}; the rules in force stay.
+      <ul>${e.refused.problems.map((p) => `<li><code>${esc(p)}</code></li>`).join("")}</ul></div>` : ""}
+    ${impact}`;
 }
 
 async function replays() {
@@ -539,7 +571,7 @@ async function render() {
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("here", a.dataset.nav === (parts[0] || "overview") ||
-    (parts[0] === "run" && a.dataset.nav === "runs") || (parts[0] === "file" && a.dataset.nav === "files") || (parts[0] === "replay" && a.dataset.nav === "replays") || (parts[0] === "station" && a.dataset.nav === "stations")));
+    (parts[0] === "run" && a.dataset.nav === "runs") || (parts[0] === "file" && a.dataset.nav === "files") || (parts[0] === "replay" && a.dataset.nav === "replays") || (parts[0] === "station" && a.dataset.nav === "stations") || (parts[0] === "edit" && a.dataset.nav === "rules")));
   try {
     switch (parts[0]) {
       case undefined: await overview(); break;
@@ -550,6 +582,7 @@ async function render() {
       case "stations": await stations(); break;
       case "station": await station(decodeURIComponent(parts[1]), params); break;
       case "rules": await rules(); break;
+      case "edit": await edit(params); break;
       case "audit": await audit(); break;
       case "replays": await replays(); break;
       case "replay": await replay(decodeURIComponent(parts[1])); break;

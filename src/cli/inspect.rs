@@ -695,7 +695,6 @@ fn duration(started: Option<&str>, ended: Option<&str>) -> String {
 }
 
 pub(super) fn impact(paths: &Paths, a: &ImpactArgs) -> Result<ExitCode> {
-    use pom::route::impact::{Impact, outcome};
     if a.in_force == paths.rules {
         anyhow::bail!(
             "give the edited rules with --rules DIR (the rules in force are read from --in-force, \
@@ -722,64 +721,14 @@ pub(super) fn impact(paths: &Paths, a: &ImpactArgs) -> Result<ExitCode> {
     };
     let ledger = open_ledger(paths)?;
     let started = std::time::Instant::now();
-    let mut impact = Impact::default();
-    let mut fault: Option<anyhow::Error> = None;
-    ledger.each_archived_between(since, until, |f| {
-        if fault.is_some() {
-            return;
-        }
-        let facts = pom::route::Facts {
-            channel: &f.channel,
-            name: &f.original,
-            format: &f.format,
-            version: &f.version,
-        };
-        let needs = |r: &RuleSet| {
-            r.channels.contains_key(&f.channel)
-                && pom::route::needs_content(&r.routes, &r.models, &facts)
-        };
-        let content = if needs(&now) || needs(&edited) {
-            match f.stored.as_deref().map(|s| {
-                pom::fs::read_confined(
-                    &paths.spool,
-                    std::path::Path::new(s),
-                    pom::examine::DEFAULT_MAX_SIZE,
-                )
-            }) {
-                Some(Ok(bytes)) => Some(bytes),
-                _ => {
-                    impact.files += 1;
-                    impact.unreadable.count += 1;
-                    if impact.unreadable.examples.len() < a.examples {
-                        impact.unreadable.examples.push(f.id.clone());
-                    }
-                    return;
-                }
-            }
-        } else {
-            None
-        };
-        let (old, new) = (
-            outcome(&now, &facts, content.as_deref()),
-            outcome(&edited, &facts, content.as_deref()),
-        );
-        impact.add(
-            &f.id,
-            &old,
-            &new,
-            |delivery| {
-                let (model, slot) = delivery.split_once('.').unwrap_or((delivery, ""));
-                ledger.runs_taking(&f.id, model, slot).unwrap_or_else(|e| {
-                    fault.get_or_insert(e.into());
-                    Vec::new()
-                })
-            },
-            a.examples,
-        );
-    })?;
-    if let Some(e) = fault {
-        return Err(e);
-    }
+    let impact = pom::supervise::impact::assess(
+        &ledger,
+        &paths.spool,
+        &now,
+        &edited,
+        (since, until),
+        a.examples,
+    )?;
     let took = started.elapsed();
     if a.json {
         if a.replay {

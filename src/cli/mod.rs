@@ -389,6 +389,10 @@ pub(super) struct ImpactArgs {
 
 #[derive(Args)]
 pub(super) struct ServeArgs {
+    /// A copy of the rules folder being edited, shown with its problems or its impact on the
+    /// rule edit page before it is put in force [default: the rules folder's name + `.next`].
+    #[arg(long, env = "POM_STAGED_RULES")]
+    staged_rules: Option<PathBuf>,
     /// Examining threads [default: number of cores, plus one].
     #[arg(long, env = "POM_WORKERS")]
     workers: Option<usize>,

@@ -77,6 +77,10 @@ pub(super) fn serve(paths: &Paths, a: &ServeArgs) -> Result<ExitCode> {
             theme,
             db,
             rules_dir: paths.rules.clone(),
+            staged_rules: a
+                .staged_rules
+                .clone()
+                .unwrap_or_else(|| pom::fs::with_suffix(&paths.rules, ".next")),
             clock,
         };
         Some(

@@ -11,6 +11,7 @@
 
 pub mod alerts;
 pub mod deadline;
+pub mod impact;
 pub mod metrics;
 pub mod products;
 pub mod series;

@@ -127,6 +127,8 @@ pub struct Settings {
     pub db: PathBuf,
     /// Rules folder (for the rules page).
     pub rules_dir: PathBuf,
+    /// The staged edit's folder (for the rule edit page).
+    pub staged_rules: PathBuf,
     /// Where "now" comes from.
     pub clock: Clock,
 }
@@ -340,6 +342,7 @@ fn router(app: Shared2, stopped: tokio::sync::watch::Receiver<bool>) -> Router {
         .route("/api/series", get(series))
         .route("/api/stations", get(stations))
         .route("/api/rules", get(rules))
+        .route("/api/edit", get(edit))
         .route("/api/audit", get(audit))
         .route("/api/alerts", get(alerts))
         .route("/api/products", get(products))
@@ -914,6 +917,31 @@ async fn stations(State(app): State<Shared2>) -> ApiResult {
 async fn rules(State(app): State<Shared2>) -> ApiResult {
     let v =
         crate::supervise::view::rules(&current(&app.rules), &app.board, &app.settings.rules_dir);
+    Ok(json_response(&v))
+}
+
+#[derive(Deserialize)]
+struct EditQuery {
+    days: Option<u32>,
+}
+
+/// The rule edit not in force: the refused one, and the staged one with its impact.
+async fn edit(State(app): State<Shared2>, Query(q): Query<EditQuery>) -> ApiResult {
+    let days = q.days.unwrap_or(7).clamp(1, 90);
+    let v = app
+        .read(move |app, r| {
+            crate::supervise::impact::edit_view(
+                r,
+                app.spool.root(),
+                &current(&app.rules),
+                app.board.refused(),
+                &app.settings.staged_rules,
+                app.settings.clock.now(),
+                days,
+            )
+            .map_err(internal)
+        })
+        .await?;
     Ok(json_response(&v))
 }
 

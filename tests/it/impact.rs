@@ -393,3 +393,72 @@ fn a_replay_routed_by_an_edit_keeps_it_across_a_restart_and_names_no_change_when
     }
     gw.stop();
 }
+
+#[test]
+fn the_rule_edit_page_shows_a_staged_edit_with_its_impact_and_a_refused_one_with_its_problems() {
+    let mut gw = crate::sample_chain::sample_chain_gateway();
+    gw.start();
+    three_forecasts(&gw);
+    let edit = |gw: &Gateway| {
+        let (s, v) = gw.api("GET", "/api/edit?days=1", None, None);
+        assert_eq!(s, 200, "{v}");
+        v
+    };
+    let v = edit(&gw);
+    assert_eq!(v["staged"], false, "{v}");
+    assert!(v["refused"].is_null(), "{v}");
+    // Staged beside the rules, where the daemon looks by default (the daemon runs on `rules`).
+    let staged = gw.dir.path().join("rules.next");
+    common::copy_dir(&gw.rules(), &staged);
+    let v = edit(&gw);
+    assert_eq!(v["staged"], true, "{v}");
+    assert_eq!(
+        v["version"], v["in_force"],
+        "a copy is the set in force: {v}"
+    );
+    assert!(v["impact"].is_null(), "{v}");
+    let routes = std::fs::read_to_string(staged.join("routes.toml")).unwrap();
+    std::fs::write(
+        staged.join("routes.toml"),
+        routes.replacen(
+            "deliver = [\"rainfall-runoff.discharge\"]",
+            "deliver = [\"rainfall-runoff.rain\"]",
+            1,
+        ),
+    )
+    .unwrap();
+    let v = edit(&gw);
+    assert_eq!(v["impact"]["files"], 12, "{v}");
+    assert_eq!(v["impact"]["changed"], 3, "{v}");
+    assert_eq!(
+        v["impact"]["deliveries_removed"]["rainfall-runoff.discharge"]["count"], 3,
+        "{v}"
+    );
+    assert_eq!(
+        v["impact"]["runs_losing_input"]["rainfall-runoff"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{v}"
+    );
+    // A staged edit that does not load: its problems, with file and line.
+    std::fs::write(staged.join("routes.toml"), "[[route]]\nname = 1\n").unwrap();
+    let v = edit(&gw);
+    assert!(v["impact"].is_null(), "{v}");
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("routes.toml"), "{v}");
+    // A live edit refused: shown on the same page, the rules in force unchanged.
+    let in_force = v["in_force"].clone();
+    std::fs::write(gw.rules().join("routes.toml"), "[[route]]\nname = 1\n").unwrap();
+    let mut v = serde_json::Value::Null;
+    eventually(30, "the live edit refused", || {
+        v = edit(&gw);
+        !v["refused"].is_null()
+    });
+    assert!(
+        v["refused"]["problems"].to_string().contains("routes.toml"),
+        "{v}"
+    );
+    assert_eq!(v["in_force"], in_force);
+    gw.stop();
+}

@@ -367,6 +367,28 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     b.go(&format!("{server}/#/rules"));
     b.wait_for("#routes", 10);
     shot(&b, "rules.png");
+    // An edit staged beside the rules (`rules.next/`, the default), shown with what it would
+    // change before it is in force: the discharge sent to the rain slot.
+    let staged = gw.dir.path().join("rules.next");
+    common::copy_dir(&gw.rules(), &staged);
+    let routes = std::fs::read_to_string(staged.join("routes.toml")).unwrap();
+    std::fs::write(
+        staged.join("routes.toml"),
+        routes.replacen(
+            "deliver = [\"rainfall-runoff.discharge\"]",
+            "deliver = [\"rainfall-runoff.rain\"]",
+            1,
+        ),
+    )
+    .unwrap();
+    b.go(&format!("{server}/#/edit"));
+    b.wait_until(
+        "the staged edit's impact",
+        "const t = document.querySelector('#impact'); return !!t && \
+         t.innerText.includes('rainfall-runoff.discharge') && t.innerText.includes('refused by its slot')",
+        10,
+    );
+    shot(&b, "edit.png");
     b.go(&format!("{server}/#/audit"));
     b.wait_for("#audit tbody tr", 10);
     shot(&b, "audit.png");
@@ -382,6 +404,7 @@ fn the_readmes_screenshots_show_the_sample_chain() {
         "#/stations",
         "#/station/Y1232010",
         "#/rules",
+        "#/edit",
         "#/audit",
     ] {
         b.go(&format!("{server}/{page}"));
