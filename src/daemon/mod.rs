@@ -561,8 +561,8 @@ impl Daemon {
     }
 }
 
-/// The rule sets kept for replay sessions that route by their own and are not done, taken up
-/// at start. A session whose kept rules no longer compile is cancelled, never routed by the rules
+/// The rule sets kept for replay sessions that route by their own and are still at work, taken
+/// up at start. A session whose kept rules no longer compile is cancelled, never routed by the rules
 /// in force instead.
 fn take_up_session_rules(
     spool: &Spool,
@@ -588,7 +588,11 @@ fn take_up_session_rules(
         if !crate::fs::safe_component(&name) || !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        if matches!(ledger.session_state(&name)?.as_deref(), None | Some("done")) {
+        // Only a session still at work routes files: one done or cancelled is left alone.
+        if !matches!(
+            ledger.session_state(&name)?.as_deref(),
+            Some("replaying" | "finishing")
+        ) {
             continue;
         }
         match RuleSet::load(&e.path()) {

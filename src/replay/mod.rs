@@ -610,6 +610,10 @@ impl Replay {
         };
         let now = Utc::now();
         self.writer.with(move |l| l.create_session(&new, now))?;
+        if file.rules {
+            // Kept for the session (it begins once): what stays in the folder is what it replays.
+            let _ = std::fs::remove_dir_all(dir.join(RULES));
+        }
         tracing::info!(session = %id, %name, files = total, speed = ?speed, "replay session begins");
         self.board.publish("replay", &id);
         self.active
@@ -645,8 +649,6 @@ impl Replay {
         tracing::info!(session, files = copied, rules = %&set.version[..12],
             "replay routes by its own rules");
         self.sessions.set(session, Some(set));
-        // Taken: what stays in the folder is only what the session replays.
-        let _ = std::fs::remove_dir_all(&from);
         Ok(())
     }
 

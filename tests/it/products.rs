@@ -308,3 +308,115 @@ fn a_late_feed_puts_the_product_at_risk_early_its_fallback_issues_on_time_and_a_
     );
     gw.stop();
 }
+
+/// A product due two hours after each run's time0, on a model that usually takes minutes and
+/// once takes five hours (the clock runs an hour a second).
+#[test]
+fn a_product_due_after_time0_is_at_risk_while_its_run_overruns_then_late_then_issued_late() {
+    const DUE: &str = "fc-issue";
+    let gw = common::chain_gateway_with(&[("fc", "true", "1d")], |gw| {
+        let slow = gw.dir.path().join("slow");
+        common::model_fixture(
+            gw,
+            "fc",
+            &format!(
+                "if [ -f '{}' ]; then sleep 5; fi\necho forecast made",
+                slow.display()
+            ),
+            "1d",
+        );
+        std::fs::write(
+            gw.rules().join("products.toml"),
+            format!(
+                "[[product]]\nname = \"{DUE}\"\nmodel = \"fc\"\ndue = {{ after_time0 = \"2h\" }}\n"
+            ),
+        )
+        .unwrap();
+        gw.extra_args = vec![
+            "--clock".into(),
+            format!("2026-11-02T06:00:00Z@{SPEED}"),
+            "--alert-interval".into(),
+            "0.1".into(),
+        ];
+    });
+    let view = || {
+        let (status, p) = gw.api("GET", &format!("/api/products/{DUE}"), None, None);
+        assert_eq!(status, 200, "{p}");
+        p
+    };
+    let succeeded = || {
+        gw.ledger()
+            .runs(Some("fc"), None, 100)
+            .unwrap()
+            .iter()
+            .filter(|r| r.state == pom::ledger::runs::RunState::Succeeded)
+            .count()
+    };
+    for n in 1..=3 {
+        gw.drop_file("obs", &format!("fc_{n}.xml"), &common::pi_series(n, 1));
+        eventually(30, "the usual run", || succeeded() == n);
+    }
+    eventually(10, "three issues learned", || {
+        view()["history"].as_array().map(Vec::len) == Some(3)
+    });
+    assert_eq!(view()["punctuality"], 1.0, "{}", view());
+
+    // The slow run: at risk while it overruns, before its deadline; late after it.
+    std::fs::write(gw.dir.path().join("slow"), "").unwrap();
+    gw.drop_file("obs", "fc_4.xml", &common::pi_series(4, 1));
+    let mut seen: Vec<(String, bool)> = Vec::new();
+    let mut alerted_before_deadline = false;
+    let started = Instant::now();
+    while succeeded() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(60), "{seen:?}");
+        let p = view();
+        let (_, overview) = gw.api("GET", "/api/overview", None, None);
+        let now = time(&overview["now"]);
+        if let Some(c) = p["cycles"].as_array().and_then(|c| c.last())
+            && !c["run"].is_null()
+            && c["state"] != "issued"
+        {
+            let before = now < time(&c["deadline"]);
+            let state = c["state"].as_str().unwrap_or_default().to_string();
+            if seen.last().map(|s| &s.0) != Some(&state) {
+                seen.push((state, before));
+            }
+            let (_, alerts) = gw.api("GET", "/api/alerts", None, None);
+            alerted_before_deadline |= before
+                && alerts
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["kind"] == "product" && a["subject"] == DUE);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("states of the slow run's cycle (state, before its deadline): {seen:?}");
+    assert!(
+        seen.iter().any(|(s, before)| s == "at risk" && *before),
+        "at risk before the deadline: {seen:?}"
+    );
+    assert!(alerted_before_deadline, "{seen:?}");
+    assert!(
+        seen.iter().any(|(s, before)| s == "late" && !*before),
+        "late after it: {seen:?}"
+    );
+    // Issued late: the history says so, and the alert goes.
+    eventually(10, "the late issue in the history", || {
+        let p = view();
+        p["history"]
+            .as_array()
+            .and_then(|h| h.last())
+            .map(|c| c["state"].clone())
+            == Some(Value::from("issued late"))
+    });
+    assert_eq!(view()["punctuality"], 0.75, "{}", view());
+    eventually(10, "the product alert cleared", || {
+        let (_, alerts) = gw.api("GET", "/api/alerts", None, None);
+        !alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "product" && a["subject"] == DUE)
+    });
+}
