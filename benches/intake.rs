@@ -10,7 +10,8 @@
 //! Then a backlog of B 10 KB files is dropped while the daemon is stopped; it is started and
 //! drains them; its peak resident memory (VmHWM) is read from /proc.
 //!
-//! Each side is measured ROUNDS times after a sync, and the best run of each is compared.
+//! Each side is measured ROUNDS times after a sync, the two taking turns (an xmllint round, then a
+//! pom round), and the best run of each is compared.
 //!
 //! Targets (2 cores): pom at least 1.5 times as fast as one-process xmllint on 10 KB files and
 //! 1.9 times on 1 MB files (xmllint uses one core and neither hashes, records, syncs nor moves
@@ -121,19 +122,20 @@ fn measure(tmp: &Path, xsd: &Path, n: usize, kb: usize, rounds: usize) -> (f64, 
     let staging = tmp.join(format!("staging-{kb}"));
     let names = write_files(&staging, n, kb);
     sync_all();
+    // The two sides take turns, a round each: a machine whose speed drifts over the minutes (these
+    // are shared, noisy machines) weighs on both alike.
     let mut one_process: f64 = 0.0;
-    for _ in 0..rounds {
+    // Each round drops hard links to the staged files into a fresh gateway's channel.
+    let mut pom: f64 = 0.0;
+    let mut each = Vec::new();
+    for round in 0..rounds {
+        sync_all();
         let t = Instant::now();
         assert!(
             xmllint(&staging, xsd, &names),
             "xmllint found invalid files"
         );
         one_process = one_process.max(n as f64 / t.elapsed().as_secs_f64());
-    }
-    // Each round drops hard links to the staged files into a fresh gateway's channel.
-    let mut pom: f64 = 0.0;
-    let mut each = Vec::new();
-    for round in 0..rounds {
         let batch = tmp.join(format!("batch-{kb}-{round}"));
         std::fs::create_dir_all(&batch).unwrap();
         for name in &names {

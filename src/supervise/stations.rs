@@ -4,7 +4,8 @@
 //! In: the ledger's decided submissions, in id order, and the archived PI time-series files they
 //! point to (confined under the spool, never through a link). Out: the ledger's station index,
 //! written through the ledger writer; a station's [`Hydrograph`]. Never: intake's CPU (the
-//! indexer runs at the lowest priority, in batches, behind the decisions), a replay's files, the
+//! indexer runs at the lowest priority, in batches, behind the decisions, and gives way while
+//! operational files are being claimed, for ten seconds in a row at most), a replay's files, the
 //! wall clock in a station's window (it is relative to the station's own latest forecast).
 
 use std::collections::BTreeMap;
@@ -30,6 +31,9 @@ const PACE: Duration = Duration::from_secs(1);
 pub const BACKFILL_DAYS: i64 = 30;
 /// A file decided this recently may still be on its way to the archive: its turn waits.
 const SETTLE_MS: i64 = 30_000;
+/// While operational files are being claimed, the indexer gives way for at most this many steps
+/// in a row: a burst takes every core, and a steady trickle still sees its files indexed.
+const GIVE_WAY_STEPS: u32 = 10;
 /// The largest file indexed (a bigger one is skipped, and said).
 const INDEX_MAX_BYTES: u64 = 256 << 20;
 
@@ -49,9 +53,19 @@ pub fn spawn(
     crate::health::spawn("stations", health, move || {
         crate::health::lowest_priority("stations");
         let reader = Ledger::open_readonly(&db)?;
+        let mut gave_way = 0;
         while !stop.load(Ordering::Relaxed) {
             board.health().beat("stations");
-            match step(&reader, &spool, &writer, clock.now()) {
+            // Nice alone is not enough on two cores: the files being claimed come first.
+            let busy = board.operational_busy(PACE.as_millis() as i64);
+            let result = if busy && gave_way < GIVE_WAY_STEPS {
+                gave_way += 1;
+                Ok(None)
+            } else {
+                gave_way = 0;
+                step(&reader, &spool, &writer, clock.now())
+            };
+            match result {
                 Ok(None) => board.health().fault("stations", None),
                 // A file it cannot read now (no descriptors, an I/O error): its turn waits.
                 Ok(Some(why)) => {
