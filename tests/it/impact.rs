@@ -4,6 +4,30 @@ use crate::common;
 
 use common::{Gateway, eventually, repo};
 
+/// The edit these tests try: the observed discharge sent to the rain slot, in the rules folder
+/// `dir`.
+pub(crate) fn send_the_discharge_to_the_rain_slot(dir: &std::path::Path) {
+    let routes = std::fs::read_to_string(dir.join("routes.toml")).unwrap();
+    let wrong = routes.replacen(
+        "deliver = [\"rainfall-runoff.discharge\"]",
+        "deliver = [\"rainfall-runoff.rain\"]",
+        1,
+    );
+    assert_ne!(routes, wrong);
+    std::fs::write(dir.join("routes.toml"), wrong).unwrap();
+}
+
+/// Pauses or resumes the sample chain's propagation model, as an operator.
+fn propagation(gw: &Gateway, token: &str, action: &str) {
+    let (s, v) = gw.api(
+        "POST",
+        "/api/actions",
+        Some(token),
+        Some(serde_json::json!({"action": action, "model": "propagation"})),
+    );
+    assert_eq!(s, 200, "{v}");
+}
+
 /// Three days of observations dropped, each pair run through the sample chain to its forecast;
 /// the time before the first.
 fn three_forecasts(gw: &Gateway) -> chrono::DateTime<chrono::Utc> {
@@ -61,14 +85,7 @@ fn sending_the_discharge_to_the_rain_slot_lists_exactly_the_files_and_runs_it_ch
     // The edit: the observed discharge goes to the rain slot.
     let edited = gw.dir.path().join("edited");
     common::copy_dir(&gw.rules(), &edited);
-    let routes = std::fs::read_to_string(edited.join("routes.toml")).unwrap();
-    let wrong = routes.replacen(
-        "deliver = [\"rainfall-runoff.discharge\"]",
-        "deliver = [\"rainfall-runoff.rain\"]",
-        1,
-    );
-    assert_ne!(routes, wrong);
-    std::fs::write(edited.join("routes.toml"), wrong).unwrap();
+    send_the_discharge_to_the_rain_slot(&edited);
 
     let out = gw
         .pom()
@@ -322,16 +339,7 @@ fn a_replay_routed_by_an_edit_keeps_it_across_a_restart_and_names_no_change_when
     .unwrap();
     let tried = pom::config::rules::RuleSet::load(&edited).unwrap().version;
     // The forecasts wait while the daemon is killed and started again.
-    let act = |action: &str| {
-        let (s, v) = gw.api(
-            "POST",
-            "/api/actions",
-            Some(TOKEN),
-            Some(serde_json::json!({"action": action, "model": "propagation"})),
-        );
-        assert_eq!(s, 200, "{v}");
-    };
-    act("pause_model");
+    propagation(&gw, TOKEN, "pause_model");
     let child = gw
         .pom()
         .args(["impact", "--rules", "edited", "--since"])
@@ -347,27 +355,31 @@ fn a_replay_routed_by_an_edit_keeps_it_across_a_restart_and_names_no_change_when
             .filter(|s| s.session.is_some() && s.state.name() != "claimed")
             .collect()
     };
-    eventually(
-        60,
-        "the observations and the 3 runoffs of the replay",
-        || session_files(&gw).len() == 9,
-    );
+    let waited = std::time::Instant::now();
+    while session_files(&gw).len() < 9 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(120),
+            "the observations and the 3 runoffs of the replay: {:?}; runs {:?}",
+            session_files(&gw)
+                .iter()
+                .map(|s| (s.channel.clone(), s.state.name()))
+                .collect::<Vec<_>>(),
+            gw.ledger()
+                .runs(None, None, 100)
+                .unwrap()
+                .iter()
+                .map(|r| (r.model.clone(), r.state.name(), r.session.clone()))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
     assert!(
         session_files(&gw).iter().all(|s| s.channel != "forecast"),
         "the forecasts wait for the restart"
     );
     gw.kill9();
     gw.start();
-    let act = |action: &str| {
-        let (s, v) = gw.api(
-            "POST",
-            "/api/actions",
-            Some(TOKEN),
-            Some(serde_json::json!({"action": action, "model": "propagation"})),
-        );
-        assert_eq!(s, 200, "{v}");
-    };
-    act("resume_model");
+    propagation(&gw, TOKEN, "resume_model");
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -417,16 +429,7 @@ fn the_rule_edit_page_shows_a_staged_edit_with_its_impact_and_a_refused_one_with
         "a copy is the set in force: {v}"
     );
     assert!(v["impact"].is_null(), "{v}");
-    let routes = std::fs::read_to_string(staged.join("routes.toml")).unwrap();
-    std::fs::write(
-        staged.join("routes.toml"),
-        routes.replacen(
-            "deliver = [\"rainfall-runoff.discharge\"]",
-            "deliver = [\"rainfall-runoff.rain\"]",
-            1,
-        ),
-    )
-    .unwrap();
+    send_the_discharge_to_the_rain_slot(&staged);
     let v = edit(&gw);
     assert_eq!(v["impact"]["files"], 12, "{v}");
     assert_eq!(v["impact"]["changed"], 3, "{v}");

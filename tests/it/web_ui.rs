@@ -371,16 +371,7 @@ fn the_readmes_screenshots_show_the_sample_chain() {
     // change before it is in force: the discharge sent to the rain slot.
     let staged = gw.dir.path().join("rules.next");
     common::copy_dir(&gw.rules(), &staged);
-    let routes = std::fs::read_to_string(staged.join("routes.toml")).unwrap();
-    std::fs::write(
-        staged.join("routes.toml"),
-        routes.replacen(
-            "deliver = [\"rainfall-runoff.discharge\"]",
-            "deliver = [\"rainfall-runoff.rain\"]",
-            1,
-        ),
-    )
-    .unwrap();
+    crate::impact::send_the_discharge_to_the_rain_slot(&staged);
     b.go(&format!("{server}/#/edit"));
     b.wait_until(
         "the staged edit's impact",
