@@ -9,14 +9,16 @@
 //! spool/replay/<folder>/session.pom.toml       optional: name, speed, models, rules
 //! spool/replay/<folder>/.rules/                optional: an edited rule set the session routes by
 //! spool/replay/.outputs/<session>/<channel>/   outputs of the session's runs, coming back
-//! spool/replay/.rules/<session>/               the edited rule set, kept while the session lasts
+//! spool/replay/.rules/<session>/               the edited rule set a session was routed by
 //! ```
 //!
 //! A session whose file says `rules = true` routes its files (and its runs' outputs) by the rule
 //! set in the folder's `.rules/`, not by the rules in force: a rule edit tried on the past
 //! (`pom impact --replay`). The set is copied out of the folder when the session begins (read
-//! without following links, compiled whole or the session refused) and kept under
-//! `replay/.rules/<session>/`, from where a restarted daemon takes it up again. Its routes and
+//! without following links, compiled whole or the session refused; a passing fault such as a full
+//! disk delays the session, shown on the `replay` stage, and never refuses it) and kept under
+//! `replay/.rules/<session>/`, from where a restarted daemon takes it up again while the session
+//! is at work, and which stays afterwards as the record of what the session was routed by. Its routes and
 //! its slots decide which model inputs the files become; the models run as the rules in force
 //! declare them.
 //!
@@ -230,6 +232,16 @@ pub struct Replay {
     active: Vec<Active>,
     output_manifests: HashMap<PathBuf, u64>,
     settling: HashMap<String, (i64, Instant)>,
+    /// A passing fault met during the last look (a session's rules that could not be copied).
+    not_now: Option<String>,
+}
+
+/// Why a session's own rules were not taken.
+enum Taken {
+    /// For good: the session is refused with the reason.
+    Refused(String),
+    /// A passing fault (a full disk, no descriptors): tried again at the next look.
+    NotNow(String),
 }
 
 /// The items of a folder's manifests, below it too. A manifest is someone else's file: a line
@@ -402,6 +414,7 @@ impl Replay {
             active: Vec::new(),
             output_manifests: HashMap::new(),
             settling: HashMap::new(),
+            not_now: None,
         })
     }
 
@@ -415,7 +428,8 @@ impl Replay {
             self.board.health().beat("replay");
             let busy = match self.look() {
                 Ok(b) => {
-                    self.board.health().fault("replay", None);
+                    // A session that could not begin for a passing fault shows until it does.
+                    self.board.health().fault("replay", self.not_now.take());
                     b
                 }
                 Err(e) => {
@@ -564,8 +578,16 @@ impl Replay {
         };
         let id = format!("replay-{}", self.ids.next(Utc::now()).text());
         if file.rules
-            && let Err(why) = self.take_rules(dir, &id)
+            && let Err(taken) = self.take_rules(dir, &id)
         {
+            let why = match taken {
+                Taken::NotNow(why) => {
+                    tracing::warn!(%folder, %why, "replay: its rules cannot be taken yet, trying again");
+                    self.not_now = Some(format!("session folder {folder}: {why}"));
+                    return Ok(());
+                }
+                Taken::Refused(why) => why,
+            };
             tracing::error!(%folder, %why, "replay refused: its rules");
             let _ = std::fs::write(
                 dir.join(CANCELLED),
@@ -630,21 +652,27 @@ impl Replay {
 
     /// Takes a session's own rules out of its folder: copied (no link followed) under
     /// `replay/.rules/<session>/`, compiled whole, and set for the session. The reason, if not.
-    fn take_rules(&self, dir: &Path, session: &str) -> Result<(), String> {
+    fn take_rules(&self, dir: &Path, session: &str) -> Result<(), Taken> {
         let from = dir.join(RULES);
         if !std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir()) {
-            return Err(format!(
+            return Err(Taken::Refused(format!(
                 "the session file says `rules = true`, and {RULES}/ is not a folder"
-            ));
+            )));
         }
         let kept = self.spool.replay().join(RULES).join(session);
         let copied = RuleSet::copy_files(&from, &kept).map_err(|e| {
             let _ = std::fs::remove_dir_all(&kept);
-            format!("its rules cannot be read: {e}")
+            let why = format!("its rules cannot be read: {e}");
+            // A full disk or no descriptors passes: the session begins at a later look.
+            if crate::examine::is_transient(&e) {
+                Taken::NotNow(why)
+            } else {
+                Taken::Refused(why)
+            }
         })?;
         let set = RuleSet::load(&kept).map_err(|p| {
             let _ = std::fs::remove_dir_all(&kept);
-            format!("its rules do not compile:\n{p}")
+            Taken::Refused(format!("its rules do not compile:\n{p}"))
         })?;
         tracing::info!(session, files = copied, rules = %&set.version[..12],
             "replay routes by its own rules");
