@@ -116,7 +116,11 @@ pub fn file_batch(
         // Published before the file leaves queue/: a crash in between finds it there at the
         // next start, which files it again, and publishing again what is published does
         // nothing. Published after, a crash in between would lose the publication.
-        if s.state == State::Archived {
+        let publishes = s
+            .route_actions
+            .iter()
+            .any(|a| matches!(a, Action::Publish { .. }));
+        if s.state == State::Archived && publishes {
             let queued = spool.queued(&s.id);
             let from = if std::fs::symlink_metadata(&queued).is_ok() {
                 queued

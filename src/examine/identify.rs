@@ -43,6 +43,10 @@ pub struct Identity {
     pub version: Option<String>,
     /// The guard that stopped the pass, if any.
     pub guard: Option<Guard>,
+    /// The pass stopped as soon as the root and the version were known
+    /// ([`identify_head`]): the nesting depth and the syntax of the rest are left to libxml2's
+    /// pass ([`crate::examine::validate::Validator::check_within`]).
+    pub head_only: bool,
 }
 
 /// Reads a whole document (or up to a guard) and identifies it, streaming: memory stays bounded
@@ -69,6 +73,28 @@ pub fn identify_bytes(input: &[u8], catalog: &Catalog, max_depth: usize) -> Iden
     loop {
         if let Some(id) = pass.step(reader.read_event()) {
             return id;
+        }
+    }
+}
+
+/// The pass over a document in memory, stopped as soon as its root and version are known
+/// (`head_only` is then set): for a PI-XML file, its first lines. Whatever stops the pass before
+/// that (a DOCTYPE, which comes before the root, too deep, a syntax error) stops it as in
+/// [`identify_bytes`]. The caller checks the rest in libxml2's own pass, depth included, or
+/// reads the whole document with [`identify_bytes`] where libxml2 will not.
+pub fn identify_head(input: &[u8], catalog: &Catalog, max_depth: usize) -> Identity {
+    let mut reader = Reader::from_reader(input);
+    reader.config_mut().check_end_names = true;
+    let mut pass = Pass::new(catalog, max_depth);
+    loop {
+        if let Some(id) = pass.step(reader.read_event()) {
+            return id;
+        }
+        if pass.id.root.is_some() && pass.id.version.is_some() {
+            return Identity {
+                head_only: true,
+                ..std::mem::take(&mut pass.id)
+            };
         }
     }
 }
@@ -262,6 +288,38 @@ mod tests {
     fn nesting_beyond_the_limit_stops_the_pass() {
         let deep = format!("{}{}", "<a>".repeat(200), "</a>".repeat(200));
         assert_eq!(id(&deep).guard, Some(Guard::TooDeep(100)));
+    }
+
+    #[test]
+    fn the_head_of_a_document_gives_its_root_and_version_and_no_more() {
+        let catalog = catalog();
+        let pi = r#"<?xml version="1.0"?><TimeSeries xmlns="http://www.wldelft.nl/fews/PI" version="1.2"><a><b></a>"#;
+        let head = identify_head(pi.as_bytes(), &catalog, 100);
+        assert_eq!(head.version.as_deref(), Some("1.2"));
+        assert!(head.head_only && head.guard.is_none(), "{head:?}");
+        // The whole pass sees what follows the head.
+        assert!(matches!(
+            identify_bytes(pi.as_bytes(), &catalog, 100).guard,
+            Some(Guard::Syntax(_))
+        ));
+        let sandre = "<hydrometrie><Scenario><VersionScenario>2</VersionScenario></Scenario><x></hydrometrie>";
+        let head = identify_head(sandre.as_bytes(), &catalog, 100);
+        assert_eq!(head.version.as_deref(), Some("2"));
+        assert!(head.head_only, "{head:?}");
+        // What stops the pass before the version stops the head alike.
+        let bomb = r#"<!DOCTYPE x [<!ENTITY a "a">]><TimeSeries xmlns="http://www.wldelft.nl/fews/PI" version="1.2"/>"#;
+        assert_eq!(
+            identify_head(bomb.as_bytes(), &catalog, 100).guard,
+            Some(Guard::Doctype)
+        );
+        let unversioned = format!(
+            "<hydrometrie>{}{}</hydrometrie>",
+            "<a>".repeat(200),
+            "</a>".repeat(200)
+        );
+        let head = identify_head(unversioned.as_bytes(), &catalog, 100);
+        assert_eq!(head.guard, Some(Guard::TooDeep(100)));
+        assert!(!head.head_only);
     }
 
     #[test]

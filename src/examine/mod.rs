@@ -15,7 +15,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::config::catalog::{Catalog, Check};
-use crate::examine::identify::{Guard, Root, identify, identify_bytes};
+use crate::examine::identify::{Guard, Identity, Root, identify, identify_bytes, identify_head};
 use crate::examine::validate::{Failure, Source, Validator, XmlError, well_formed_source};
 
 /// Files up to this size are read once into memory; larger ones are streamed.
@@ -332,10 +332,8 @@ pub fn examine(
     // there; larger ones are streamed twice (identify, then libxml2), in fixed memory.
     let mut held = Vec::new();
     let (identity, sha) = if size <= INLINE_MAX {
-        // Room for one byte more than the size said: a file that grew is still read whole.
-        held.reserve_exact(usize::try_from(size).unwrap_or(0) + 1);
         let mut file = file;
-        if let Err(e) = file.read_to_end(&mut held) {
+        if let Err(e) = read_whole(&mut file, usize::try_from(size).unwrap_or(0), &mut held) {
             return rejected(
                 size,
                 None,
@@ -344,7 +342,15 @@ pub fn examine(
             );
         }
         let sha = Some(hex::encode(Sha256::digest(&held)));
-        (identify_bytes(&held, catalog, limits.max_depth), sha)
+        // Only the head is read here when libxml2 validates the rest against an XSD, depth
+        // included: one pass over the document instead of two.
+        let head = identify_head(&held, catalog, limits.max_depth);
+        let identity = if head.head_only && !checked_by_xsd(&head, catalog) {
+            identify_bytes(&held, catalog, limits.max_depth)
+        } else {
+            head
+        };
+        (identity, sha)
     } else {
         let mut reader = BufReader::with_capacity(
             64 * 1024,
@@ -371,12 +377,7 @@ pub fn examine(
                  external entities are never processed)",
             ));
         }
-        Some(Guard::TooDeep(n)) => {
-            return reject(Rejection::new(
-                RejectKind::TooDeep,
-                format!("elements are nested deeper than {n} levels (--max-depth)"),
-            ));
-        }
+        Some(Guard::TooDeep(n)) => return reject(too_deep(*n)),
         Some(Guard::Syntax(msg)) => {
             let errors = well_formed_source(source).err().unwrap_or_else(|| {
                 vec![XmlError {
@@ -440,7 +441,12 @@ pub fn examine(
             ),
         ));
     };
-    match validator.check_source(source, check) {
+    let checked = if identity.head_only {
+        validator.check_within(source, check, limits.max_depth)
+    } else {
+        validator.check_source(source, check)
+    };
+    match checked {
         Ok(()) => Examined {
             size,
             sha256: sha,
@@ -466,6 +472,7 @@ pub fn examine(
             ),
             errors,
         }),
+        Err(Failure::TooDeep(n)) => reject(too_deep(n)),
         Err(Failure::Schema(xsd, errors)) => reject(Rejection {
             kind: RejectKind::SchemaBroken,
             reason: format!(
@@ -478,6 +485,25 @@ pub fn examine(
     }
 }
 
+fn too_deep(levels: usize) -> Rejection {
+    Rejection::new(
+        RejectKind::TooDeep,
+        format!("elements are nested deeper than {levels} levels (--max-depth)"),
+    )
+}
+
+/// Whether the format and version an identifying pass found are validated against an XSD: only
+/// then may the pass stop at the head (libxml2 reads the rest, depth included).
+fn checked_by_xsd(identity: &Identity, catalog: &Catalog) -> bool {
+    let (Some(root), Some(version)) = (&identity.root, &identity.version) else {
+        return false;
+    };
+    catalog
+        .recognise(&root.local, &root.namespace)
+        .and_then(|f| f.check_for(version))
+        .is_some_and(|c| matches!(c, Check::Xsd(_)))
+}
+
 /// How a check is described: the XSD's file name, or "well-formedness only (why)".
 pub fn describe(check: &Check) -> String {
     match check {
@@ -487,6 +513,26 @@ pub fn describe(check: &Check) -> String {
             .unwrap_or_default(),
         Check::WellFormedOnly(why) => format!("well-formedness only ({why})"),
     }
+}
+
+/// Reads a file of `size` bytes (as its metadata said) into `held`, with no look at its size or
+/// position again: one read, and the one that finds its end. A file that grew is still read whole.
+fn read_whole(file: &mut std::fs::File, size: usize, held: &mut Vec<u8>) -> io::Result<()> {
+    // Room for one byte more than the size said, to see a file that grew.
+    held.resize(size + 1, 0);
+    let mut filled = 0;
+    while filled < held.len() {
+        match file.read(&mut held[filled..]) {
+            Ok(0) => {
+                held.truncate(filled);
+                return Ok(());
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    file.read_to_end(held).map(|_| ())
 }
 
 fn drain<R: Read>(mut reader: BufReader<Hashing<R>>) -> Option<String> {
@@ -511,6 +557,20 @@ fn special_kind(ft: &std::fs::FileType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_read_whole_whatever_size_its_metadata_said() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("f.xml");
+        std::fs::write(&path, b"0123456789").unwrap();
+        // The size said, more (the file shrank), less (it grew), nothing.
+        for said in [10, 64, 3, 0] {
+            let mut held = Vec::new();
+            let mut file = std::fs::File::open(&path).unwrap();
+            read_whole(&mut file, said, &mut held).unwrap();
+            assert_eq!(held, b"0123456789", "size said: {said}");
+        }
+    }
 
     #[test]
     fn hostile_names_are_refused_with_a_reason() {

@@ -53,6 +53,8 @@ pub enum Failure {
     Invalid(Vec<XmlError>),
     /// The XSD itself could not be compiled (an operator's problem, reported as such).
     Schema(PathBuf, Vec<XmlError>),
+    /// Elements nested deeper than the limit given (seen in libxml2's own pass).
+    TooDeep(usize),
 }
 
 static SCHEMA_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -158,7 +160,23 @@ impl Validator {
     /// Checks a document already in memory, or a file streamed from disk.
     pub fn check_source(&mut self, source: Source<'_>, check: &Check) -> Result<(), Failure> {
         match check {
-            Check::Xsd(xsd) => self.validate(source, xsd),
+            Check::Xsd(xsd) => self.validate(source, xsd, None),
+            Check::WellFormedOnly(_) => well_formed_source(source).map_err(Failure::Malformed),
+        }
+    }
+
+    /// Checks a document as [`Validator::check_source`] does, and its nesting depth in the same
+    /// pass: deeper than `max_depth` levels (the root is level 1) is [`Failure::TooDeep`],
+    /// whatever else is wrong. The depth is watched only where libxml2 validates against an XSD;
+    /// a document checked for well-formedness only must have had its depth checked before.
+    pub fn check_within(
+        &mut self,
+        source: Source<'_>,
+        check: &Check,
+        max_depth: usize,
+    ) -> Result<(), Failure> {
+        match check {
+            Check::Xsd(xsd) => self.validate(source, xsd, Some(max_depth)),
             Check::WellFormedOnly(_) => well_formed_source(source).map_err(Failure::Malformed),
         }
     }
@@ -218,17 +236,52 @@ impl Validator {
         entry.as_mut().map_err(|e| e.clone())
     }
 
-    fn validate(&mut self, source: Source<'_>, xsd: &Path) -> Result<(), Failure> {
+    fn validate(
+        &mut self,
+        source: Source<'_>,
+        xsd: &Path,
+        max_depth: Option<usize>,
+    ) -> Result<(), Failure> {
         let compiled = self
             .schema(xsd)
             .map_err(|e| Failure::Schema(xsd.to_path_buf(), e))?;
         install_sink();
         let _ = take_errors();
+        // The element events of libxml2's pass also go to a handler that keeps the depth: no
+        // second pass over the document is needed for it. The handler only counts (the
+        // validator's own handlers run after it, unchanged); libxml2 stops on its own at 256
+        // levels, so a deep document costs no more than its size.
+        let mut depth = Depth::default();
+        // SAFETY: an all-null handler is valid; the two callbacks are set below.
+        let mut sax: bindings::xmlSAXHandler = unsafe { std::mem::zeroed() };
+        sax.initialized = bindings::XML_SAX2_MAGIC;
+        sax.startElementNs = Some(element_in);
+        sax.endElementNs = Some(element_out);
+        let (sax_ptr, depth_ptr): (bindings::xmlSAXHandlerPtr, *mut c_void) = match max_depth {
+            Some(_) => (&raw mut sax, (&raw mut depth).cast()),
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
         let rc = match source {
             Source::File(file) => {
                 let c = cstring(file);
-                // SAFETY: the context and the path live for the call; errors go to the sink.
-                unsafe { bindings::xmlSchemaValidateFile(compiled.ctxt.as_ptr(), c.as_ptr(), 0) }
+                // SAFETY: the path lives for the call, `sax` and `depth` outlive it; the
+                // validation call takes the buffer over and frees it; errors go to the sink.
+                unsafe {
+                    let input = bindings::xmlParserInputBufferCreateFilename(
+                        c.as_ptr(),
+                        bindings::xmlCharEncoding_XML_CHAR_ENCODING_NONE,
+                    );
+                    if input.is_null() {
+                        return Err(Failure::Malformed(vec![message("cannot open the file")]));
+                    }
+                    bindings::xmlSchemaValidateStream(
+                        compiled.ctxt.as_ptr(),
+                        input,
+                        bindings::xmlCharEncoding_XML_CHAR_ENCODING_NONE,
+                        sax_ptr,
+                        depth_ptr,
+                    )
+                }
             }
             Source::Bytes(bytes) => {
                 let Ok(len) = i32::try_from(bytes.len()) else {
@@ -249,17 +302,23 @@ impl Validator {
                             "cannot buffer the document",
                         )]));
                     }
+                    // `sax` and `depth` outlive the call, which is the only user of both.
                     bindings::xmlSchemaValidateStream(
                         compiled.ctxt.as_ptr(),
                         input,
                         bindings::xmlCharEncoding_XML_CHAR_ENCODING_NONE,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
+                        sax_ptr,
+                        depth_ptr,
                     )
                 }
             }
         };
         let errors = take_errors();
+        if let Some(max) = max_depth
+            && depth.deepest > max
+        {
+            return Err(Failure::TooDeep(max));
+        }
         if rc == 0 && errors.is_empty() {
             return Ok(());
         }
@@ -272,6 +331,41 @@ impl Validator {
             Ok(()) => Err(Failure::Invalid(errors)),
         }
     }
+}
+
+/// The nesting depth seen so far in libxml2's pass.
+#[derive(Default)]
+struct Depth {
+    now: usize,
+    deepest: usize,
+}
+
+unsafe extern "C" fn element_in(
+    ctx: *mut c_void,
+    _local: *const bindings::xmlChar,
+    _prefix: *const bindings::xmlChar,
+    _uri: *const bindings::xmlChar,
+    _namespaces: std::ffi::c_int,
+    _ns: *mut *const bindings::xmlChar,
+    _attributes: std::ffi::c_int,
+    _defaulted: std::ffi::c_int,
+    _attrs: *mut *const bindings::xmlChar,
+) {
+    // SAFETY: `ctx` is the `Depth` handed to libxml2 with this handler, alive for the parse.
+    let depth = unsafe { &mut *ctx.cast::<Depth>() };
+    depth.now += 1;
+    depth.deepest = depth.deepest.max(depth.now);
+}
+
+unsafe extern "C" fn element_out(
+    ctx: *mut c_void,
+    _local: *const bindings::xmlChar,
+    _prefix: *const bindings::xmlChar,
+    _uri: *const bindings::xmlChar,
+) {
+    // SAFETY: as in `element_in`.
+    let depth = unsafe { &mut *ctx.cast::<Depth>() };
+    depth.now = depth.now.saturating_sub(1);
 }
 
 /// Where a document is read from.
@@ -380,6 +474,36 @@ mod tests {
             panic!("{bad:?}")
         };
         assert!(errors[0].line.is_some(), "{errors:?}");
+    }
+
+    #[test]
+    fn the_depth_is_watched_in_the_validating_pass() {
+        let mut v = Validator::new();
+        let check = Check::Xsd(here("schemas/pi-xml/pi_timeseries.xsd"));
+        let deep = format!(
+            r#"<TimeSeries xmlns="http://www.wldelft.nl/fews/PI" version="1.2">{}{}</TimeSeries>"#,
+            "<a>".repeat(150),
+            "</a>".repeat(150)
+        );
+        let deep = Source::Bytes(deep.as_bytes());
+        assert_eq!(
+            v.check_within(deep, &check, 100),
+            Err(Failure::TooDeep(100))
+        );
+        // Within the limit, the same document is refused for what it is.
+        assert!(matches!(
+            v.check_within(deep, &check, 200),
+            Err(Failure::Invalid(_))
+        ));
+        // A valid document passes, from memory and from disk, and the limit is the deepest level
+        // allowed (this file goes 4 deep).
+        let file = here("tests/corpus/pi-xml/instances/rtctools_timeseries_import.xml");
+        let bytes = std::fs::read(&file).unwrap();
+        for source in [Source::Bytes(&bytes), Source::File(&file)] {
+            assert_eq!(v.check_within(source, &check, 100), Ok(()));
+            assert_eq!(v.check_within(source, &check, 4), Ok(()));
+            assert_eq!(v.check_within(source, &check, 3), Err(Failure::TooDeep(3)));
+        }
     }
 
     #[test]
