@@ -369,30 +369,8 @@ pub fn examine(
     };
     let root = identity.root.clone();
     let reject = |r: Rejection| rejected(size, sha.clone(), root.clone(), r);
-    match &identity.guard {
-        Some(Guard::Doctype) => {
-            return reject(Rejection::new(
-                RejectKind::Doctype,
-                "the document has a DOCTYPE declaration: DTDs are refused (entity expansion and \
-                 external entities are never processed)",
-            ));
-        }
-        Some(Guard::TooDeep(n)) => return reject(too_deep(*n)),
-        Some(Guard::Syntax(msg)) => {
-            let errors = well_formed_source(source).err().unwrap_or_else(|| {
-                vec![XmlError {
-                    line: None,
-                    column: None,
-                    message: msg.clone(),
-                }]
-            });
-            return reject(Rejection {
-                kind: RejectKind::Malformed,
-                reason: "the document is not well-formed XML (truncated or broken)".into(),
-                errors,
-            });
-        }
-        None => {}
+    if let Some(guard) = &identity.guard {
+        return reject(guarded(guard, source));
     }
     let Some(r) = &identity.root else {
         return reject(Rejection::new(RejectKind::Malformed, "no root element"));
@@ -473,6 +451,16 @@ pub fn examine(
             errors,
         }),
         Err(Failure::TooDeep(n)) => reject(too_deep(n)),
+        // The schema is the operator's problem; what the whole identifying pass refuses before
+        // any schema is looked at is still refused for that, as when the pass read everything.
+        Err(Failure::Schema(..))
+            if let Some(guard) = identity
+                .head_only
+                .then(|| identify_bytes(&held, catalog, limits.max_depth).guard)
+                .flatten() =>
+        {
+            rejected(size, sha.clone(), root.clone(), guarded(&guard, source))
+        }
         Err(Failure::Schema(xsd, errors)) => reject(Rejection {
             kind: RejectKind::SchemaBroken,
             reason: format!(
@@ -482,6 +470,29 @@ pub fn examine(
             ),
             errors,
         }),
+    }
+}
+
+/// The refusal for what stopped the identifying pass.
+fn guarded(guard: &Guard, source: Source<'_>) -> Rejection {
+    match guard {
+        Guard::Doctype => Rejection::new(
+            RejectKind::Doctype,
+            "the document has a DOCTYPE declaration: DTDs are refused (entity expansion and \
+             external entities are never processed)",
+        ),
+        Guard::TooDeep(n) => too_deep(*n),
+        Guard::Syntax(msg) => Rejection {
+            kind: RejectKind::Malformed,
+            reason: "the document is not well-formed XML (truncated or broken)".into(),
+            errors: well_formed_source(source).err().unwrap_or_else(|| {
+                vec![XmlError {
+                    line: None,
+                    column: None,
+                    message: msg.clone(),
+                }]
+            }),
+        },
     }
 }
 
@@ -557,6 +568,56 @@ fn special_kind(ft: &std::fs::FileType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the identifying pass refuses, it refuses whether it read the whole file or stopped at
+    /// the version and left the rest to libxml2: deep, broken after its head, and so when the
+    /// XSD itself does not compile.
+    #[test]
+    fn a_file_read_up_to_its_version_gets_the_verdict_of_the_whole_pass() {
+        let d = tempfile::tempdir().unwrap();
+        let schemas = d.path().join("schemas");
+        std::fs::create_dir(&schemas).unwrap();
+        std::fs::write(
+            schemas.join("catalog.toml"),
+            "[[format]]\nname = \"t\"\nroot = \"T\"\nnamespaces = [\"\"]\n\
+             version = { attribute = \"version\" }\n\
+             [[format.versions]]\naccept = [\"1\"]\nxsd = \"t.xsd\"\n\
+             [[format.versions]]\naccept = [\"2\"]\nxsd = \"broken.xsd\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            schemas.join("t.xsd"),
+            r#"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">
+                 <xs:element name="T"><xs:complexType><xs:sequence>
+                   <xs:any processContents="skip" minOccurs="0" maxOccurs="unbounded"/>
+                 </xs:sequence><xs:attribute name="version"/></xs:complexType></xs:element>
+               </xs:schema>"#,
+        )
+        .unwrap();
+        std::fs::write(schemas.join("broken.xsd"), "<xs:schema").unwrap();
+        let catalog = Catalog::load(&schemas).unwrap();
+        let mut validator = Validator::new();
+        let limits = Limits {
+            max_size: DEFAULT_MAX_SIZE,
+            max_depth: 10,
+        };
+        let mut verdict = |version: &str, body: &str| {
+            let file = d.path().join("f.xml");
+            std::fs::write(&file, format!(r#"<T version="{version}">{body}</T>"#)).unwrap();
+            match examine(&file, &catalog, &mut validator, limits).verdict {
+                Verdict::Accepted { .. } => "accepted",
+                Verdict::Rejected(r) => r.kind.name(),
+            }
+        };
+        let deep = format!("{}{}", "<a>".repeat(20), "</a>".repeat(20));
+        let broken = "<a></b>";
+        assert_eq!(verdict("1", "<a/>"), "accepted");
+        assert_eq!(verdict("1", &deep), "too-deep");
+        assert_eq!(verdict("1", broken), "malformed");
+        assert_eq!(verdict("2", "<a/>"), "schema-broken");
+        assert_eq!(verdict("2", &deep), "too-deep");
+        assert_eq!(verdict("2", broken), "malformed");
+    }
 
     #[test]
     fn a_file_is_read_whole_whatever_size_its_metadata_said() {
