@@ -67,14 +67,7 @@ pub fn identify<R: BufRead>(input: R, catalog: &Catalog, max_depth: usize) -> Id
 
 /// The same pass over a document already in memory, without copying its events.
 pub fn identify_bytes(input: &[u8], catalog: &Catalog, max_depth: usize) -> Identity {
-    let mut reader = Reader::from_reader(input);
-    reader.config_mut().check_end_names = true;
-    let mut pass = Pass::new(catalog, max_depth);
-    loop {
-        if let Some(id) = pass.step(reader.read_event()) {
-            return id;
-        }
-    }
+    in_memory(input, catalog, max_depth, false)
 }
 
 /// The pass over a document in memory, stopped as soon as its root and version are known
@@ -83,6 +76,10 @@ pub fn identify_bytes(input: &[u8], catalog: &Catalog, max_depth: usize) -> Iden
 /// [`identify_bytes`]. The caller checks the rest in libxml2's own pass, depth included, or
 /// reads the whole document with [`identify_bytes`] where libxml2 will not.
 pub fn identify_head(input: &[u8], catalog: &Catalog, max_depth: usize) -> Identity {
+    in_memory(input, catalog, max_depth, true)
+}
+
+fn in_memory(input: &[u8], catalog: &Catalog, max_depth: usize, head: bool) -> Identity {
     let mut reader = Reader::from_reader(input);
     reader.config_mut().check_end_names = true;
     let mut pass = Pass::new(catalog, max_depth);
@@ -90,7 +87,7 @@ pub fn identify_head(input: &[u8], catalog: &Catalog, max_depth: usize) -> Ident
         if let Some(id) = pass.step(reader.read_event()) {
             return id;
         }
-        if pass.id.root.is_some() && pass.id.version.is_some() {
+        if head && pass.id.root.is_some() && pass.id.version.is_some() {
             return Identity {
                 head_only: true,
                 ..std::mem::take(&mut pass.id)

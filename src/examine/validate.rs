@@ -261,25 +261,14 @@ impl Validator {
             Some(_) => (&raw mut sax, (&raw mut depth).cast()),
             None => (std::ptr::null_mut(), std::ptr::null_mut()),
         };
-        let rc = match source {
+        let input = match source {
             Source::File(file) => {
                 let c = cstring(file);
-                // SAFETY: the path lives for the call, `sax` and `depth` outlive it; the
-                // validation call takes the buffer over and frees it; errors go to the sink.
+                // SAFETY: the path lives for the call.
                 unsafe {
-                    let input = bindings::xmlParserInputBufferCreateFilename(
+                    bindings::xmlParserInputBufferCreateFilename(
                         c.as_ptr(),
                         bindings::xmlCharEncoding_XML_CHAR_ENCODING_NONE,
-                    );
-                    if input.is_null() {
-                        return Err(Failure::Malformed(vec![message("cannot open the file")]));
-                    }
-                    bindings::xmlSchemaValidateStream(
-                        compiled.ctxt.as_ptr(),
-                        input,
-                        bindings::xmlCharEncoding_XML_CHAR_ENCODING_NONE,
-                        sax_ptr,
-                        depth_ptr,
                     )
                 }
             }
@@ -289,29 +278,31 @@ impl Validator {
                         "too large to hold in memory",
                     )]));
                 };
-                // SAFETY: libxml2 copies the bytes into a buffer that the validation call takes
-                // over and frees.
+                // SAFETY: libxml2 copies the bytes into the buffer it returns.
                 unsafe {
-                    let input = bindings::xmlParserInputBufferCreateMem(
+                    bindings::xmlParserInputBufferCreateMem(
                         bytes.as_ptr().cast(),
                         len,
                         bindings::xmlCharEncoding_XML_CHAR_ENCODING_NONE,
-                    );
-                    if input.is_null() {
-                        return Err(Failure::Malformed(vec![message(
-                            "cannot buffer the document",
-                        )]));
-                    }
-                    // `sax` and `depth` outlive the call, which is the only user of both.
-                    bindings::xmlSchemaValidateStream(
-                        compiled.ctxt.as_ptr(),
-                        input,
-                        bindings::xmlCharEncoding_XML_CHAR_ENCODING_NONE,
-                        sax_ptr,
-                        depth_ptr,
                     )
                 }
             }
+        };
+        if input.is_null() {
+            return Err(Failure::Malformed(vec![message(
+                "cannot read the document",
+            )]));
+        }
+        // SAFETY: the validation call takes the buffer over and frees it; `sax` and `depth`
+        // outlive the call, which is the only user of both; errors go to the sink.
+        let rc = unsafe {
+            bindings::xmlSchemaValidateStream(
+                compiled.ctxt.as_ptr(),
+                input,
+                bindings::xmlCharEncoding_XML_CHAR_ENCODING_NONE,
+                sax_ptr,
+                depth_ptr,
+            )
         };
         let errors = take_errors();
         if let Some(max) = max_depth
