@@ -285,9 +285,10 @@ impl Dispatcher {
                 continue;
             }
             let free = model.concurrency.saturating_sub(busy);
-            let pending = self
-                .reader
-                .pending_deliveries(&model.name, None, PENDING_LOOK)?;
+            let joined = matches!(model.trigger, Trigger::Join { .. });
+            let pending =
+                self.reader
+                    .pending_deliveries(&model.name, None, PENDING_LOOK, joined)?;
             if pending.is_empty() {
                 continue;
             }
@@ -324,9 +325,13 @@ impl Dispatcher {
                     self.schedule_replay(model, &rules, &session)?;
                     continue;
                 }
-                let pending =
-                    self.reader
-                        .pending_deliveries(&model.name, Some(&session), PENDING_LOOK)?;
+                let joined = matches!(model.trigger, Trigger::Join { .. });
+                let pending = self.reader.pending_deliveries(
+                    &model.name,
+                    Some(&session),
+                    PENDING_LOOK,
+                    joined,
+                )?;
                 for plan in trigger::plan(model, &pending, now, free) {
                     match plan {
                         Plan::Start(inputs) => {

@@ -1368,6 +1368,88 @@ mod tests {
         ));
     }
 
+    /// A file of the slot `slot`, claimed.
+    fn claimed(ledger: &mut Ledger, id: i64, slot: &str) -> NewClaim {
+        let claim = NewClaim {
+            id: ClaimId(id),
+            channel: "obs".into(),
+            original: format!("{slot}-{id}.xml").into_bytes(),
+            marker: None,
+            replay: None,
+        };
+        ledger.insert_claims(std::slice::from_ref(&claim)).unwrap();
+        claim
+    }
+
+    /// Its decision: accepted, delivered to the slot `slot` of the model `runoff`. Distinct
+    /// content per decision, so that none is a duplicate.
+    fn decide_into(ledger: &mut Ledger, claim: NewClaim, slot: &str) {
+        let now = ClaimId(claim.id.0 + 1).time();
+        let decision = Decision {
+            claim,
+            examined: Examined {
+                size: 10,
+                sha256: Some(format!("{slot}-{now}")),
+                root: None,
+                identified: Some(("pi-timeseries".into(), "1.5".into())),
+                verdict: Verdict::Accepted {
+                    format: "pi-timeseries".into(),
+                    version: "1.5".into(),
+                    checked: "well-formed".into(),
+                },
+            },
+            route: Some((
+                route::Decision::Routed {
+                    rules: vec![slot.into()],
+                    actions: vec![Action::Deliver {
+                        model: "runoff".into(),
+                        slot: slot.into(),
+                    }],
+                },
+                "v1".into(),
+            )),
+        };
+        ledger.decide(&[decision], now).unwrap();
+    }
+
+    #[test]
+    fn a_join_sees_a_delivery_only_once_every_file_that_arrived_before_it_is_decided() {
+        let d = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&d.path().join("pom.sqlite")).unwrap();
+        let t = 1_800_000_000_000_000;
+        // Two pairs of observations, claimed in this order; the second pair is decided first,
+        // as two files examined side by side can be.
+        let rain1 = claimed(&mut l, t, "rain");
+        let flow1 = claimed(&mut l, t + 1, "flow");
+        let rain2 = claimed(&mut l, t + 2, "rain");
+        let flow2 = claimed(&mut l, t + 3, "flow");
+        decide_into(&mut l, rain1, "rain");
+        decide_into(&mut l, rain2, "rain");
+        decide_into(&mut l, flow2, "flow");
+        let slots = |l: &Ledger, in_order: bool| -> Vec<String> {
+            l.pending_deliveries("runoff", None, 100, in_order)
+                .unwrap()
+                .into_iter()
+                .map(|p| format!("{}@{}", p.slot, p.submission))
+                .collect()
+        };
+        let at = |id: i64| ClaimId(id).text();
+        // In arrival order: the first rain only, since the first discharge may still be coming.
+        assert_eq!(slots(&l, true), vec![format!("rain@{}", at(t))]);
+        // Without order (what a trigger on arrival needs): every delivery made.
+        assert_eq!(slots(&l, false).len(), 3);
+        decide_into(&mut l, flow1, "flow");
+        assert_eq!(
+            slots(&l, true),
+            vec![
+                format!("rain@{}", at(t)),
+                format!("flow@{}", at(t + 1)),
+                format!("rain@{}", at(t + 2)),
+                format!("flow@{}", at(t + 3)),
+            ]
+        );
+    }
+
     #[test]
     fn a_ledger_written_by_an_older_pom_is_migrated_with_its_rows() {
         let d = tempfile::tempdir().unwrap();
