@@ -246,6 +246,16 @@ fn unreadable(e: &std::io::Error) -> RejectKind {
     }
 }
 
+/// The refusal, or the wait, when libxml2 could not open a file examining had opened already
+/// (reopened from its path, or a buffer it could not allocate): `transient` when the cause
+/// passes with time, as for the first open.
+fn unopened(e: &std::io::Error) -> Rejection {
+    Rejection::new(
+        unreadable(e),
+        format!("cannot be opened for validation: {e}"),
+    )
+}
+
 /// Examines one file's content.
 pub fn examine(
     path: &Path,
@@ -451,6 +461,9 @@ pub fn examine(
             errors,
         }),
         Err(Failure::TooDeep(n)) => reject(too_deep(n)),
+        Err(Failure::Unopened(errno)) => {
+            reject(unopened(&std::io::Error::from_raw_os_error(errno)))
+        }
         // The schema is the operator's problem; what the whole identifying pass refuses before
         // any schema is looked at is still refused for that, as when the pass read everything.
         Err(Failure::Schema(..))
@@ -485,13 +498,14 @@ fn guarded(guard: &Guard, source: Source<'_>) -> Rejection {
         Guard::Syntax(msg) => Rejection {
             kind: RejectKind::Malformed,
             reason: "the document is not well-formed XML (truncated or broken)".into(),
-            errors: well_formed_source(source).err().unwrap_or_else(|| {
-                vec![XmlError {
+            errors: match well_formed_source(source) {
+                Err(Failure::Malformed(errors)) => errors,
+                _ => vec![XmlError {
                     line: None,
                     column: None,
                     message: msg.clone(),
-                }]
-            }),
+                }],
+            },
         },
     }
 }
@@ -617,6 +631,14 @@ mod tests {
         assert_eq!(verdict("2", "<a/>"), "schema-broken");
         assert_eq!(verdict("2", &deep), "too-deep");
         assert_eq!(verdict("2", broken), "malformed");
+    }
+
+    #[test]
+    fn a_file_libxml2_cannot_open_waits_while_the_cause_passes_and_is_refused_otherwise() {
+        let kind = |errno| unopened(&std::io::Error::from_raw_os_error(errno)).kind;
+        assert_eq!(kind(libc::EMFILE), RejectKind::Transient);
+        assert_eq!(kind(libc::ENOMEM), RejectKind::Transient);
+        assert_eq!(kind(libc::ENOENT), RejectKind::Unreadable);
     }
 
     #[test]

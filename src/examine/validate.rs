@@ -55,6 +55,10 @@ pub enum Failure {
     Schema(PathBuf, Vec<XmlError>),
     /// Elements nested deeper than the limit given (seen in libxml2's own pass).
     TooDeep(usize),
+    /// libxml2 could not open the document, or make the buffer it reads from: the OS error
+    /// behind it (`ENOMEM` for a buffer). No verdict on the document: whether it passes with
+    /// time is [`crate::examine::is_transient`]'s to say.
+    Unopened(i32),
 }
 
 static SCHEMA_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -161,7 +165,7 @@ impl Validator {
     pub fn check_source(&mut self, source: Source<'_>, check: &Check) -> Result<(), Failure> {
         match check {
             Check::Xsd(xsd) => self.validate(source, xsd, None),
-            Check::WellFormedOnly(_) => well_formed_source(source).map_err(Failure::Malformed),
+            Check::WellFormedOnly(_) => well_formed_source(source),
         }
     }
 
@@ -177,7 +181,7 @@ impl Validator {
     ) -> Result<(), Failure> {
         match check {
             Check::Xsd(xsd) => self.validate(source, xsd, Some(max_depth)),
-            Check::WellFormedOnly(_) => well_formed_source(source).map_err(Failure::Malformed),
+            Check::WellFormedOnly(_) => well_formed_source(source),
         }
     }
 
@@ -264,6 +268,7 @@ impl Validator {
         let input = match source {
             Source::File(file) => {
                 let c = cstring(file);
+                clear_errno();
                 // SAFETY: the path lives for the call.
                 unsafe {
                     bindings::xmlParserInputBufferCreateFilename(
@@ -289,9 +294,7 @@ impl Validator {
             }
         };
         if input.is_null() {
-            return Err(Failure::Malformed(vec![message(
-                "cannot read the document",
-            )]));
+            return Err(unopened(source));
         }
         // SAFETY: the validation call takes the buffer over and frees it; `sax` and `depth`
         // outlive the call, which is the only user of both; errors go to the sink.
@@ -315,7 +318,7 @@ impl Validator {
         }
         // Tell a document that is not well-formed from one that breaks the schema.
         match well_formed_source(source) {
-            Err(parse) => Err(Failure::Malformed(parse)),
+            Err(failure) => Err(failure),
             Ok(()) if errors.is_empty() => Err(Failure::Invalid(vec![message(&format!(
                 "schema validation failed (libxml2 status {rc})"
             ))])),
@@ -369,12 +372,12 @@ pub enum Source<'a> {
 }
 
 /// Whether a file is well-formed XML, streaming (memory does not grow with the file).
-pub fn well_formed(file: &Path) -> Result<(), Vec<XmlError>> {
+pub fn well_formed(file: &Path) -> Result<(), Failure> {
     well_formed_source(Source::File(file))
 }
 
 /// Whether a document is well-formed XML.
-pub fn well_formed_source(source: Source<'_>) -> Result<(), Vec<XmlError>> {
+pub fn well_formed_source(source: Source<'_>) -> Result<(), Failure> {
     init();
     install_sink();
     let _ = take_errors();
@@ -383,12 +386,15 @@ pub fn well_formed_source(source: Source<'_>) -> Result<(), Vec<XmlError>> {
     let reader = match source {
         Source::File(file) => {
             let c = cstring(file);
+            clear_errno();
             // SAFETY: the path lives for the call; the reader is freed below.
             unsafe { bindings::xmlReaderForFile(c.as_ptr(), std::ptr::null(), options) }
         }
         Source::Bytes(bytes) => {
             let Ok(len) = i32::try_from(bytes.len()) else {
-                return Err(vec![message("too large to hold in memory")]);
+                return Err(Failure::Malformed(vec![message(
+                    "too large to hold in memory",
+                )]));
             };
             // SAFETY: `bytes` outlives the reader, which is freed below, before returning.
             unsafe {
@@ -403,7 +409,7 @@ pub fn well_formed_source(source: Source<'_>) -> Result<(), Vec<XmlError>> {
         }
     };
     if reader.is_null() {
-        return Err(vec![message("cannot open the file")]);
+        return Err(unopened(source));
     }
     let mut rc;
     loop {
@@ -418,9 +424,31 @@ pub fn well_formed_source(source: Source<'_>) -> Result<(), Vec<XmlError>> {
     let errors = take_errors();
     match (rc, errors.is_empty()) {
         (0, true) => Ok(()),
-        (_, false) => Err(errors),
-        (_, true) => Err(vec![message("the document is not well-formed")]),
+        (_, false) => Err(Failure::Malformed(errors)),
+        (_, true) => Err(Failure::Malformed(vec![message(
+            "the document is not well-formed",
+        )])),
     }
+}
+
+/// Clears `errno` before a libxml2 call that opens a file, so that an error seen after it is
+/// that call's.
+fn clear_errno() {
+    // SAFETY: this thread's errno, always valid to write.
+    unsafe { *libc::__errno_location() = 0 };
+}
+
+/// Why libxml2 gave no input for `source`: the OS error its open left (read right after the
+/// call, before anything else can change it), and for a buffer in memory, or a failure that left
+/// no OS error, the allocation libxml2 could not make.
+fn unopened(source: Source<'_>) -> Failure {
+    let errno = match source {
+        Source::File(_) => std::io::Error::last_os_error()
+            .raw_os_error()
+            .filter(|&e| e != 0),
+        Source::Bytes(_) => None,
+    };
+    Failure::Unopened(errno.unwrap_or(libc::ENOMEM))
 }
 
 fn install_sink() {
@@ -446,6 +474,49 @@ mod tests {
 
     fn here(p: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+    }
+
+    #[test]
+    fn a_document_libxml2_cannot_open_is_an_os_error_not_a_verdict() {
+        let mut v = Validator::new();
+        let xsd = Check::Xsd(here("schemas/pi-xml/pi_run.xsd"));
+        let gone = here("tests/corpus/no-such-file.xml");
+        let enoent = Err(Failure::Unopened(libc::ENOENT));
+        assert_eq!(v.check(&gone, &xsd), enoent);
+        assert_eq!(well_formed(&gone), enoent);
+        // With no descriptor left (in a process of its own: descriptors are the process's), the
+        // error is the one that passes with time, for the examiner to retry.
+        const CHILD: &str = "POM_TEST_NO_DESCRIPTORS";
+        let name =
+            "examine::validate::tests::a_document_libxml2_cannot_open_is_an_os_error_not_a_verdict";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let file = here("tests/corpus/pi-xml/instances/wflow_run_info.xml");
+        assert_eq!(v.check(&file, &xsd), Ok(()), "the schema compiled first");
+        // SAFETY: this process's own limit, lowered for the rest of its short life.
+        unsafe {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+            while libc::dup(2) >= 0 {}
+        }
+        let emfile = Err(Failure::Unopened(libc::EMFILE));
+        assert_eq!(v.check(&file, &xsd), emfile);
+        assert_eq!(well_formed(&file), emfile);
     }
 
     #[test]
