@@ -11,7 +11,24 @@ pub struct ClaimId(pub i64);
 impl ClaimId {
     /// The id as text, e.g. `20261128T153613123456Z`.
     pub fn text(&self) -> String {
-        self.time().format("%Y%m%dT%H%M%S%6fZ").to_string()
+        use chrono::{Datelike, Timelike};
+        let t = self.time();
+        // Written field by field: an id's text is made several times per file, and chrono's
+        // format string is parsed again at each call. Years of other than four digits (never
+        // from the clock) keep chrono's form.
+        if !(0..=9999).contains(&t.year()) {
+            return t.format("%Y%m%dT%H%M%S%6fZ").to_string();
+        }
+        format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}{:06}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.timestamp_subsec_micros()
+        )
     }
 
     /// The instant the id stands for (the claim time, unless bumped to stay unique).
@@ -99,6 +116,22 @@ mod tests {
         }
         let id = ClaimId::parse("20261128T153613123456Z").unwrap();
         assert_eq!(id.text(), "20261128T153613123456Z");
+    }
+
+    #[test]
+    fn the_text_is_chronos_format_field_for_field() {
+        let mut t: i64 = -62_167_219_200_000_000; // 0000-01-01T00:00:00Z
+        let last: i64 = 253_402_300_799_999_999; // 9999-12-31T23:59:59.999999Z
+        let step = (last - t) / 100_003;
+        while t <= last {
+            let id = ClaimId(t);
+            assert_eq!(id.text(), id.time().format("%Y%m%dT%H%M%S%6fZ").to_string());
+            t += step;
+        }
+        for edge in [0, last, last + 1, i64::MAX, i64::MIN] {
+            let id = ClaimId(edge);
+            assert_eq!(id.text(), id.time().format("%Y%m%dT%H%M%S%6fZ").to_string());
+        }
     }
 
     #[test]

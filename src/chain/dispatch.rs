@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::board::Board;
@@ -28,7 +28,7 @@ use crate::config::model::{Model, Time0Source, Trigger};
 use crate::config::rules::{Completion, RuleSet};
 use crate::config::{Shared, current};
 use crate::control::{Action, Answer, Refusal, RunCommand, Wake};
-use crate::id::IdGenerator;
+use crate::id::{ClaimId, IdGenerator};
 use crate::ledger::runs::{NewRun, RunCopy, RunState};
 use crate::ledger::{Ledger, LedgerError, Writer};
 use crate::spool::Spool;
@@ -37,6 +37,17 @@ use crate::spool::Spool;
 const TICK: Duration = Duration::from_millis(100);
 /// Most deliveries considered per model and look.
 const PENDING_LOOK: usize = 1000;
+/// How long a join waits for a file that arrived before its inputs to be decided: longer than
+/// any examination, and a file that waits that long (for a passing fault to go) holds no
+/// forecast back.
+const JOIN_ORDER_WAIT: chrono::Duration = chrono::Duration::minutes(10);
+
+/// For a join, the claims whose decision its pairing waits for: those made from
+/// [`JOIN_ORDER_WAIT`] before `now` on. Other triggers take each input as it comes.
+fn joined_in_order(model: &Model, now: DateTime<Utc>) -> Option<ClaimId> {
+    matches!(model.trigger, Trigger::Join { .. })
+        .then(|| ClaimId((now - JOIN_ORDER_WAIT).timestamp_micros()))
+}
 
 /// The dispatcher's state.
 pub struct Dispatcher {
@@ -285,10 +296,10 @@ impl Dispatcher {
                 continue;
             }
             let free = model.concurrency.saturating_sub(busy);
-            let joined = matches!(model.trigger, Trigger::Join { .. });
+            let in_order = joined_in_order(model, now);
             let pending =
                 self.reader
-                    .pending_deliveries(&model.name, None, PENDING_LOOK, joined)?;
+                    .pending_deliveries(&model.name, None, PENDING_LOOK, in_order)?;
             if pending.is_empty() {
                 continue;
             }
@@ -325,12 +336,11 @@ impl Dispatcher {
                     self.schedule_replay(model, &rules, &session)?;
                     continue;
                 }
-                let joined = matches!(model.trigger, Trigger::Join { .. });
                 let pending = self.reader.pending_deliveries(
                     &model.name,
                     Some(&session),
                     PENDING_LOOK,
-                    joined,
+                    joined_in_order(model, now),
                 )?;
                 for plan in trigger::plan(model, &pending, now, free) {
                     match plan {

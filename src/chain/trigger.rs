@@ -64,7 +64,9 @@ pub fn plan(model: &Model, pending: &[Pending], now: DateTime<Utc>, free: usize)
                 if !complete || plans.len() >= free {
                     break;
                 }
-                // The oldest waiting file of each slot makes the run.
+                // The oldest waiting file of each slot makes the run (the dispatcher gives a join
+                // only deliveries whose elder files are all decided: see
+                // `Ledger::pending_deliveries`).
                 let mut inputs = Vec::new();
                 for slot in model.inputs.values() {
                     if let Some(i) = left.iter().position(|p| p.slot == slot.name) {

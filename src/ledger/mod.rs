@@ -1426,7 +1426,7 @@ mod tests {
         decide_into(&mut l, rain1, "rain");
         decide_into(&mut l, rain2, "rain");
         decide_into(&mut l, flow2, "flow");
-        let slots = |l: &Ledger, in_order: bool| -> Vec<String> {
+        let slots = |l: &Ledger, in_order: Option<ClaimId>| -> Vec<String> {
             l.pending_deliveries("runoff", None, 100, in_order)
                 .unwrap()
                 .into_iter()
@@ -1435,12 +1435,15 @@ mod tests {
         };
         let at = |id: i64| ClaimId(id).text();
         // In arrival order: the first rain only, since the first discharge may still be coming.
-        assert_eq!(slots(&l, true), vec![format!("rain@{}", at(t))]);
+        let in_order = Some(ClaimId(t - 60_000_000));
+        assert_eq!(slots(&l, in_order), vec![format!("rain@{}", at(t))]);
         // Without order (what a trigger on arrival needs): every delivery made.
-        assert_eq!(slots(&l, false).len(), 3);
+        assert_eq!(slots(&l, None).len(), 3);
+        // A file claimed before the wait began holds nothing back.
+        assert_eq!(slots(&l, Some(ClaimId(t + 2))).len(), 3);
         decide_into(&mut l, flow1, "flow");
         assert_eq!(
-            slots(&l, true),
+            slots(&l, in_order),
             vec![
                 format!("rain@{}", at(t)),
                 format!("flow@{}", at(t + 1)),

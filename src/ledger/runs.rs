@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
+use crate::id::ClaimId;
+
 /// One line of a PI diagnostics file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiagLine {
@@ -174,17 +176,19 @@ impl Ledger {
     /// Deliveries waiting for a model, oldest first.
     /// Deliveries of operational files (`session` none) or of one replay session.
     ///
-    /// With `in_order`, only those older than every file of the same traffic still being
-    /// examined: a join pairs the oldest waiting file of each slot, which is known only once every
-    /// file that arrived before is decided. Two files examined side by side can be decided in
-    /// either order; a replay released as fast as possible does that to every pair of its files.
-    /// The query is one statement, so that it sees the claims and deliveries of one moment.
+    /// With `in_order` (a claim id), only those older than every file of the same traffic still
+    /// being examined that was claimed from that id on: a join pairs the oldest waiting file of
+    /// each slot, which is known only once every file that arrived before is decided. Two files
+    /// examined side by side can be decided in either order; a replay released as fast as
+    /// possible does that to every pair of its files. A file claimed before the id (one that
+    /// waits for a passing fault to go, alerted as such) holds no join back. The query is one
+    /// statement, so that it sees the claims and deliveries of one moment.
     pub fn pending_deliveries(
         &self,
         model: &str,
         session: Option<&str>,
         limit: usize,
-        in_order: bool,
+        in_order: Option<ClaimId>,
     ) -> Result<Vec<Pending>, LedgerError> {
         let mut st = self
             .conn
@@ -193,13 +197,17 @@ impl Ledger {
                  JOIN submissions s ON s.id = d.submission
                  WHERE d.model = ?1 AND d.state = 'pending' AND s.held_by IS NULL
                  AND s.session IS ?3
-                 AND (NOT ?4 OR NOT EXISTS (SELECT 1 FROM submissions u
-                      WHERE u.state = 'claimed' AND u.session IS ?3 AND u.id < d.submission))
+                 AND (?4 IS NULL OR NOT EXISTS (SELECT 1 FROM submissions u
+                      WHERE u.state = 'claimed' AND u.session IS ?3 AND u.id >= ?4
+                      AND u.id < d.submission))
                  ORDER BY d.submission LIMIT ?2",
             )
             .map_err(sq(self.path(), "read deliveries"))?;
         let rows = st
-            .query_map(params![model, limit as i64, session, in_order], pending_row)
+            .query_map(
+                params![model, limit as i64, session, in_order.map(|c| c.text())],
+                pending_row,
+            )
             .map_err(sq(self.path(), "read deliveries"))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sq(self.path(), "read deliveries"))?;
