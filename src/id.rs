@@ -8,6 +8,9 @@ use chrono::{DateTime, TimeZone, Utc};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClaimId(pub i64);
 
+/// The text form of an id, as chrono writes it.
+const TEXT_FORMAT: &str = "%Y%m%dT%H%M%S%6fZ";
+
 impl ClaimId {
     /// The id as text, e.g. `20261128T153613123456Z`.
     pub fn text(&self) -> String {
@@ -17,7 +20,7 @@ impl ClaimId {
         // format string is parsed again at each call. Years of other than four digits (never
         // from the clock) keep chrono's form.
         if !(0..=9999).contains(&t.year()) {
-            return t.format("%Y%m%dT%H%M%S%6fZ").to_string();
+            return t.format(TEXT_FORMAT).to_string();
         }
         format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}{:06}Z",
@@ -125,12 +128,12 @@ mod tests {
         let step = (last - t) / 100_003;
         while t <= last {
             let id = ClaimId(t);
-            assert_eq!(id.text(), id.time().format("%Y%m%dT%H%M%S%6fZ").to_string());
+            assert_eq!(id.text(), id.time().format(TEXT_FORMAT).to_string());
             t += step;
         }
         for edge in [0, last, last + 1, i64::MAX, i64::MIN] {
             let id = ClaimId(edge);
-            assert_eq!(id.text(), id.time().format("%Y%m%dT%H%M%S%6fZ").to_string());
+            assert_eq!(id.text(), id.time().format(TEXT_FORMAT).to_string());
         }
     }
 

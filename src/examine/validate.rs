@@ -317,13 +317,13 @@ impl Validator {
             return Ok(());
         }
         // Tell a document that is not well-formed from one that breaks the schema.
-        match well_formed_source(source) {
-            Err(failure) => Err(failure),
-            Ok(()) if errors.is_empty() => Err(Failure::Invalid(vec![message(&format!(
+        well_formed_source(source)?;
+        if errors.is_empty() {
+            return Err(Failure::Invalid(vec![message(&format!(
                 "schema validation failed (libxml2 status {rc})"
-            ))])),
-            Ok(()) => Err(Failure::Invalid(errors)),
+            ))]));
         }
+        Err(Failure::Invalid(errors))
     }
 }
 
